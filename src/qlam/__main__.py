@@ -1,0 +1,3 @@
+from qlam.cli import main
+
+raise SystemExit(main())

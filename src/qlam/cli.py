@@ -1,0 +1,38 @@
+"""The `qlam` command line: each subsystem registers its own subcommands.
+
+A module listed in COMMANDS exposes ``register(subparsers)``, which adds one or more
+subparsers and sets ``func`` (called with the parsed namespace; returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = [
+    "qlam.data.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qlam", description="Quantum Long-Attention Memory")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"qlam {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
