@@ -1,0 +1,32 @@
+"""qlam: Quantum Long-Attention Memory.
+
+Amplitude vectors index basis states with **wire 0 as the most significant bit**
+(PennyLane's convention; Qiskit's is the reverse).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qlam.circuit import Angle, Circuit, Op, const
+from qlam.sim.compiled import CompiledCircuit
+from qlam.sim.statevector import run_reference
+
+__version__ = "0.1.0"
+
+
+def statevector(circuit: Circuit, inputs=None, params=None, *, state=None, method="compiled",
+                dtype=torch.float64, device=None) -> torch.Tensor:
+    """Final state (batch, 2^n) complex of ``circuit`` applied to |0...0> (or ``state``).
+
+    inputs: (batch, F) features read by input angles; params: (n_params,) trainable values
+    (the circuit's initial values when None). ``method``: "compiled" or "reference".
+    """
+    if method == "compiled":
+        return CompiledCircuit(circuit).run(inputs, params, state, dtype, device)
+    if method == "reference":
+        return run_reference(circuit, inputs, params, state, dtype, device)
+    raise ValueError(f"method must be 'compiled' or 'reference', got {method!r}")
+
+
+__all__ = ["Angle", "Circuit", "Op", "const", "statevector", "CompiledCircuit", "__version__"]

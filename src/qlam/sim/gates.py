@@ -1,0 +1,107 @@
+"""Gate matrices (batched over angles) and diagonal gates as phase vectors.
+
+Conventions are Qiskit's and PennyLane's: RX(t) = exp(-i t X / 2), RZZ(t) = exp(-i t Z⊗Z / 2),
+U3(t, p, l) = [[cos t/2, -e^{il} sin t/2], [e^{ip} sin t/2, e^{i(p+l)} cos t/2]];
+for two-qubit gates the first wire is the more significant bit of the 4x4 matrix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_S2 = 1 / math.sqrt(2)
+FIXED = {
+    "x": [[0, 1], [1, 0]],
+    "y": [[0, -1j], [1j, 0]],
+    "z": [[1, 0], [0, -1]],
+    "h": [[_S2, _S2], [_S2, -_S2]],
+    "s": [[1, 0], [0, 1j]],
+    "sdg": [[1, 0], [0, -1j]],
+    "t": [[1, 0], [0, complex(_S2, _S2)]],
+    "tdg": [[1, 0], [0, complex(_S2, -_S2)]],
+    "cnot": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]],
+    "cz": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, -1]],
+    "swap": [[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]],
+}
+
+
+def _as_tensor(angle, ref: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(angle, dtype=ref.real.dtype, device=ref.device)
+
+
+def matrix(name: str, angles: list, like: torch.Tensor) -> torch.Tensor:
+    """Gate matrix (..., d, d) as ``like``'s complex dtype; angles broadcast over ``...``."""
+    cdtype = like.dtype if like.is_complex() else (
+        torch.complex128 if like.dtype == torch.float64 else torch.complex64)
+    if name in FIXED:
+        return torch.tensor(FIXED[name], dtype=cdtype, device=like.device)
+    th = [_as_tensor(a, like) for a in angles]
+    th = torch.broadcast_tensors(*th)
+    one = torch.ones_like(th[0])
+    zero = torch.zeros_like(th[0])
+    if name in ("rx", "ry", "rz", "rzz", "rxx", "ryy"):
+        c = torch.cos(th[0] / 2).to(cdtype)
+        s = torch.sin(th[0] / 2).to(cdtype)
+        z = zero.to(cdtype)
+        if name == "rx":
+            rows = [[c, -1j * s], [-1j * s, c]]
+        elif name == "ry":
+            rows = [[c, -s], [s, c]]
+        elif name == "rz":
+            e = torch.polar(one, -th[0] / 2)
+            rows = [[e, z], [z, e.conj()]]
+        elif name == "rzz":
+            e = torch.polar(one, -th[0] / 2)
+            ec = e.conj()
+            rows = [[e, z, z, z], [z, ec, z, z], [z, z, ec, z], [z, z, z, e]]
+        elif name == "rxx":
+            m = -1j * s
+            rows = [[c, z, z, m], [z, c, m, z], [z, m, c, z], [m, z, z, c]]
+        else:  # ryy
+            m = -1j * s
+            rows = [[c, z, z, -m], [z, c, m, z], [z, m, c, z], [-m, z, z, c]]
+    elif name == "u1":
+        rows = [[one.to(cdtype), zero.to(cdtype)], [zero.to(cdtype), torch.polar(one, th[0])]]
+    elif name in ("u2", "u3"):
+        if name == "u2":
+            theta, phi, lam = torch.full_like(th[0], math.pi / 2), th[0], th[1]
+        else:
+            theta, phi, lam = th
+        c = torch.cos(theta / 2).to(cdtype)
+        s = torch.sin(theta / 2).to(cdtype)
+        rows = [[c, -torch.polar(one, lam) * s],
+                [torch.polar(one, phi) * s, torch.polar(one, phi + lam) * c]]
+    else:
+        raise ValueError(f"no matrix for gate {name!r}")
+    return torch.stack([torch.stack(r, -1) for r in rows], -2)
+
+
+def bits(n_qubits: int, wire: int, device=None) -> torch.Tensor:
+    """Value (0/1) of ``wire`` in each basis index, wire 0 the most significant bit: (2^n,)."""
+    idx = torch.arange(2**n_qubits, device=device)
+    return (idx >> (n_qubits - 1 - wire)) & 1
+
+
+def diagonal_terms(name: str, wires: tuple[int, ...], n_qubits: int):
+    """A diagonal gate as phase terms: list of (coefficient vector (2^n,) float64, angle slot).
+
+    The gate's diagonal is exp(i * sum_k angle_k * coeff_k) where angle_k is the gate's
+    angle number ``slot`` (or 1.0 when slot is None, a constant phase).
+    """
+    b = [bits(n_qubits, w).double() for w in wires]
+    if name == "rz":
+        return [(b[0] - 0.5, 0)]
+    if name == "rzz":
+        parity = (b[0] + b[1]) % 2
+        return [(parity - 0.5, 0)]
+    if name == "u1":
+        return [(b[0], 0)]
+    const = {"z": math.pi, "s": math.pi / 2, "sdg": -math.pi / 2, "t": math.pi / 4,
+             "tdg": -math.pi / 4}
+    if name in const:
+        return [(b[0] * const[name], None)]
+    if name == "cz":
+        return [(b[0] * b[1] * math.pi, None)]
+    raise ValueError(f"gate {name!r} is not diagonal")
