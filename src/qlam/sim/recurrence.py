@@ -28,8 +28,8 @@ def real_form(w: torch.Tensor) -> torch.Tensor:
     """(..., 2, N, N) [re, im] -> (..., 2N, 2N) transposed real form, for row vectors:
     ``[re, im] @ real_form(w)`` equals ``[Re(W psi), Im(W psi)]``."""
     re, im = w.unbind(-3)
-    top = torch.cat([re, im], -1)  # row vector: new_re = re Re^T - im Im^T
-    bottom = torch.cat([-im, re], -1)
+    top = torch.cat([re, -im], -1)
+    bottom = torch.cat([im, re], -1)
     return torch.cat([top, bottom], -2).transpose(-1, -2)
 
 
