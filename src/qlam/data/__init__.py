@@ -1,5 +1,56 @@
-"""Datasets for qlam: verified fetch/cache/import and sequence tasks."""
+"""Datasets for qlam: verified fetch/cache/import (:mod:`qlam.data.sources`) and the
+sequence tasks built from them (:mod:`qlam.data.tasks`).
 
-from qlam.data.sources import DATASETS, SUMS, DataError, cache_dir, fetch, import_dir, info, load
+>>> from qlam.data import load, get_task, TASKS
+>>> images, labels = load("mnist", "train")          # uint8 (60000, 28, 28), (60000,)
+>>> task = get_task("smnist", limit_train=1000)        # task.train.x: float32 (1000, 784, 1)
 
-__all__ = ["DATASETS", "SUMS", "DataError", "cache_dir", "fetch", "import_dir", "info", "load"]
+The task builders import torch lazily, so ``qlam data ...`` stays quick.
+"""
+
+from qlam.data.sources import (
+    DATASETS,
+    SUMS,
+    DataError,
+    cache_dir,
+    cache_path,
+    fetch,
+    import_dir,
+    info,
+    load,
+)
+
+TASKS = ("smnist", "psmnist", "sfashion", "scifar10")
+
+_LAZY = {
+    "get_task",
+    "Task",
+    "Split",
+    "psmnist_permutation",
+    "tokenize_images",
+    "PSMNIST_PERM_SEED",
+    "TASK_DATASET",
+    "GRAY_WEIGHTS",
+}
+
+__all__ = [
+    "DATASETS",
+    "SUMS",
+    "TASKS",
+    "DataError",
+    "cache_dir",
+    "cache_path",
+    "fetch",
+    "import_dir",
+    "info",
+    "load",
+    *sorted(_LAZY),
+]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from qlam.data import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module 'qlam.data' has no attribute {name!r}")

@@ -1,0 +1,317 @@
+"""Sequence-classification tasks built from the cached image datasets.
+
+=========  ================  ==========================================================
+task       dataset           pixel tokens (default)
+=========  ================  ==========================================================
+smnist     mnist             784 tokens x 1 feature, row-major pixel order
+psmnist    mnist             784 x 1, pixels in a fixed random order (see below)
+sfashion   fashion-mnist     784 x 1
+scifar10   cifar10           1024 x 3 (RGB); ``grayscale=True`` gives 1024 x 1
+=========  ================  ==========================================================
+
+Tokenizations: ``pixel`` (one pixel per token, its C channels as features), ``patch``
+(non-overlapping ``p x p`` patches in row-major order, features ordered ``(dy, dx, c)``, so
+``(H/p)(W/p)`` tokens of ``p*p*C`` features) and ``row`` (one image row per token, ``W*C``
+features). For psMNIST the permuted pixel sequence is grouped instead: ``row`` takes 28
+consecutive permuted pixels per token, ``patch`` ``p*p`` consecutive permuted pixels.
+
+psMNIST permutation: ``torch.randperm(784, generator=torch.Generator().manual_seed(0))``
+(seed :data:`PSMNIST_PERM_SEED`); the test suite pins its SHA-256 so a change in torch's
+generator would be noticed.
+
+Grayscale (scifar10 only): ``0.2989 R + 0.5870 G + 0.1140 B`` (ITU-R BT.601, as
+``tf.image.rgb_to_grayscale`` used by the LRA image task), kept as a float (not rounded).
+
+Splits: a validation set of ``round(val_fraction * N)`` images is held out from the official
+training set by ``torch.randperm(N)`` under ``seed``; ``test`` is the official test set.
+``limit_train`` keeps a random subset (same seeded order) of the remaining training images.
+
+Normalisation: pixels are scaled to [0, 1], then standardised per colour channel with the
+mean and (population) std of the training images left after holding out validation
+(independent of ``limit_train``, so a quick run is normalised like a full one). For pixel
+tokens this is exactly per feature; for patch/row tokens each feature uses the statistics of
+its channel (per-position statistics would divide the always-black MNIST borders by ~0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from qlam.data.sources import load
+
+__all__ = [
+    "GRAY_WEIGHTS",
+    "PSMNIST_PERM_SEED",
+    "TASKS",
+    "TASK_DATASET",
+    "Split",
+    "Task",
+    "get_task",
+    "psmnist_permutation",
+    "tokenize_images",
+]
+
+TASKS = ("smnist", "psmnist", "sfashion", "scifar10")
+TASK_DATASET = {
+    "smnist": "mnist",
+    "psmnist": "mnist",
+    "sfashion": "fashion-mnist",
+    "scifar10": "cifar10",
+}
+TOKENIZATIONS = ("pixel", "patch", "row")
+PSMNIST_PERM_SEED = 0
+GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+N_CLASSES = 10
+
+
+def psmnist_permutation(seed: int = PSMNIST_PERM_SEED, n: int = 784) -> torch.Tensor:
+    """The fixed pixel permutation of psMNIST (int64 tensor of length ``n``)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+class Split:
+    """One split held in memory: ``x`` float32 ``(N, L, F)``, ``y`` int64 ``(N,)``."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x, self.y
+
+    def __repr__(self) -> str:
+        return f"Split(x={tuple(self.x.shape)} {self.x.dtype}, y={tuple(self.y.shape)})"
+
+
+@dataclass
+class Task:
+    name: str
+    dataset: str
+    seq_len: int
+    n_features: int
+    n_classes: int
+    train: Split
+    val: Split
+    test: Split
+    tokenize: str = "pixel"
+    patch: int | None = None
+    grayscale: bool = False
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    perm_seed: int | None = None
+    seed: int = 0
+    val_fraction: float = 0.1
+    limit_train: int | None = None
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', not {name!r}")
+        return getattr(self, name)
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(x, y)`` batches by tensor indexing (a ``randperm`` when shuffling); without
+        shuffling the batches are views of the split's tensors."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        s = self.split(split)
+        n = len(s)
+        stop = n - n % batch_size if drop_last else n
+        order = torch.randperm(n, generator=generator) if shuffle else None
+        for i in range(0, stop, batch_size):
+            if order is None:
+                yield s.x[i : i + batch_size], s.y[i : i + batch_size]
+            else:
+                idx = order[i : i + batch_size]
+                yield s.x[idx], s.y[idx]
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "seq_len": self.seq_len,
+            "n_features": self.n_features,
+            "n_classes": self.n_classes,
+            "tokenize": self.tokenize,
+            "patch": self.patch,
+            "grayscale": self.grayscale,
+            "sizes": {k: len(self.split(k)) for k in ("train", "val", "test")},
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "perm_seed": self.perm_seed,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "limit_train": self.limit_train,
+        }
+
+
+def tokenize_images(
+    x: torch.Tensor, tokenize: str = "pixel", patch: int = 4, perm: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Images ``(N, H, W, C)`` to token sequences ``(N, L, F)`` (channel fastest in F)."""
+    n, h, w, c = x.shape
+    if tokenize not in TOKENIZATIONS:
+        raise ValueError(f"tokenize must be one of {TOKENIZATIONS}, not {tokenize!r}")
+    if tokenize == "patch" and (patch < 1 or h % patch or w % patch):
+        raise ValueError(f"patch size {patch} does not divide the {h}x{w} image")
+    if perm is not None:
+        flat = x.reshape(n, h * w, c)[:, perm]
+        group = {"pixel": 1, "row": w, "patch": patch * patch}[tokenize]
+        return flat.reshape(n, h * w // group, group * c)
+    if tokenize == "pixel":
+        return x.reshape(n, h * w, c)
+    if tokenize == "row":
+        return x.reshape(n, h, w * c)
+    p = patch
+    t = x.reshape(n, h // p, p, w // p, p, c).permute(0, 1, 3, 2, 4, 5)
+    return t.reshape(n, (h // p) * (w // p), p * p * c)
+
+
+def _gray(imgs: np.ndarray, chunk: int = 10000) -> torch.Tensor:
+    """RGB uint8 ``(N, H, W, 3)`` to float32 grey ``(N, H, W, 1)`` in 0..255."""
+    w = torch.tensor(GRAY_WEIGHTS, dtype=torch.float32)
+    src = torch.from_numpy(imgs)
+    out = torch.empty(src.shape[:3] + (1,), dtype=torch.float32)
+    for s in range(0, src.shape[0], chunk):
+        out[s : s + chunk, ..., 0] = src[s : s + chunk].to(torch.float32) @ w
+    return out
+
+
+def _stats_uint8(imgs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-channel mean/std (0..255 scale) of uint8 ``(N, H, W, C)`` via histograms."""
+    v = np.arange(256, dtype=np.float64)
+    means, stds = [], []
+    for c in range(imgs.shape[-1]):
+        counts = np.bincount(imgs[..., c].ravel(), minlength=256).astype(np.float64)
+        total = counts.sum()
+        m = (counts @ v) / total
+        var = (counts @ (v * v)) / total - m * m
+        means.append(m)
+        stds.append(np.sqrt(max(var, 0.0)))
+    return np.array(means), np.array(stds)
+
+
+def _stats_float(x: torch.Tensor, chunk: int = 10000) -> tuple[np.ndarray, np.ndarray]:
+    c = x.shape[-1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, x.shape[0], chunk):
+        part = x[i : i + chunk].reshape(-1, c).to(torch.float64)
+        s += part.sum(0)
+        s2 += (part * part).sum(0)
+    n = x.numel() // c
+    m = s / n
+    var = (s2 / n - m * m).clamp_min(0)
+    return m.numpy(), var.sqrt().numpy()
+
+
+def get_task(
+    name: str,
+    *,
+    tokenize: str = "pixel",
+    patch: int = 4,
+    grayscale: bool = False,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    limit_train: int | None = None,
+    root=None,
+) -> Task:
+    """Build a sequence task (see the module docstring). ``root`` is the cache directory
+    (default ``$QLAM_DATA`` or ``~/.cache/qlam``); missing datasets are fetched."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    if tokenize not in TOKENIZATIONS:
+        raise ValueError(f"tokenize must be one of {TOKENIZATIONS}, not {tokenize!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
+    if limit_train is not None and limit_train < 1:
+        raise ValueError(f"limit_train must be >= 1 or None, not {limit_train}")
+    dataset = TASK_DATASET[name]
+    grayscale = bool(grayscale) and dataset == "cifar10"  # MNIST-like data are grey already
+
+    xtr, ytr = load(dataset, "train", root)
+    xte, yte = load(dataset, "test", root)
+    if xtr.ndim == 3:
+        xtr, xte = xtr[..., None], xte[..., None]
+    h, w = xtr.shape[1:3]
+    if tokenize == "patch" and (patch < 1 or h % patch or w % patch):
+        raise ValueError(f"patch size {patch} does not divide the {h}x{w} image")
+
+    n = xtr.shape[0]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(val_fraction * n))
+    val_idx = order[:n_val].sort().values.numpy()
+    fit_idx = order[n_val:]
+    train_idx = fit_idx if limit_train is None else fit_idx[:limit_train]
+    fit_idx, train_idx = fit_idx.sort().values.numpy(), train_idx.sort().values.numpy()
+
+    perm = psmnist_permutation() if name == "psmnist" else None
+
+    if grayscale:
+        gtr, gte = _gray(xtr), _gray(xte)
+        mean, std = _stats_float(gtr[torch.from_numpy(fit_idx)])
+        parts = {
+            "train": (gtr[torch.from_numpy(train_idx)], ytr[train_idx]),
+            "val": (gtr[torch.from_numpy(val_idx)], ytr[val_idx]),
+            "test": (gte, yte),
+        }
+    else:
+        mean, std = _stats_uint8(xtr[fit_idx])
+        parts = {
+            "train": (torch.from_numpy(xtr[train_idx]), ytr[train_idx]),
+            "val": (torch.from_numpy(xtr[val_idx]), ytr[val_idx]),
+            "test": (torch.from_numpy(np.ascontiguousarray(xte)), yte),
+        }
+    std = np.where(std > 0, std, 1.0)
+
+    splits = {}
+    for key, (imgs, labels) in parts.items():
+        tok = tokenize_images(imgs, tokenize, patch, perm)
+        f = tok.shape[-1]
+        reps = f // mean.shape[0]
+        m = torch.tensor(np.tile(mean, reps), dtype=torch.float32)
+        inv = torch.tensor(np.tile(1.0 / std, reps), dtype=torch.float32)
+        # a fresh float32 tensor for uint8 input; for grey input it is our own tensor
+        x = tok.to(torch.float32).contiguous()
+        x.sub_(m).mul_(inv)
+        y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        splits[key] = Split(x, y)
+
+    seq_len, n_features = splits["train"].x.shape[1:]
+    return Task(
+        name=name,
+        dataset=dataset,
+        seq_len=int(seq_len),
+        n_features=int(n_features),
+        n_classes=N_CLASSES,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        tokenize=tokenize,
+        patch=patch if tokenize == "patch" else None,
+        grayscale=grayscale,
+        mean=[round(float(v) / 255.0, 6) for v in mean],
+        std=[round(float(v) / 255.0, 6) for v in std],
+        perm_seed=PSMNIST_PERM_SEED if perm is not None else None,
+        seed=seed,
+        val_fraction=val_fraction,
+        limit_train=limit_train,
+    )
