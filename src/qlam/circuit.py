@@ -147,6 +147,14 @@ class Circuit:
                     raise ValueError(f"parameter index {i} out of range (circuit has {self.n_params})")
             if value.kind == "input" and value.index < 0:
                 raise ValueError(f"input feature index must be >= 0, got {value.index}")
+            if value.kind not in ("const", "param", "input"):
+                raise ValueError(f"angle kind must be const, param or input, got {value.kind!r}")
+            for v in (value.value, value.a, value.b):
+                if not isinstance(v, Angle) and not math.isfinite(v):
+                    raise ValueError(f"angle must be finite, got {value}")
+            for v in (value.a, value.b):  # an affine coefficient is a number or a parameter
+                if isinstance(v, Angle) and v.kind != "param":
+                    raise ValueError(f"input coefficients must be numbers or parameters, got {v}")
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return const(value)
@@ -301,3 +309,17 @@ class Circuit:
 
     def __str__(self) -> str:
         return self.summary() + "\n" + self.draw()
+
+    # ---- OpenQASM 2.0 -----------------------------------------------------------------
+    def to_qasm(self, params=None, inputs=None) -> str:
+        """OpenQASM 2.0 text with every angle bound (see :func:`qlam.qasm.to_qasm`)."""
+        from qlam.qasm import to_qasm
+
+        return to_qasm(self, params, inputs)
+
+    @staticmethod
+    def from_qasm(text: str) -> Circuit:
+        """A circuit with constant angles from OpenQASM 2.0 text (see :mod:`qlam.qasm`)."""
+        from qlam.qasm import from_qasm
+
+        return from_qasm(text)

@@ -12,6 +12,7 @@ import sys
 
 COMMANDS = [
     "qlam.data.cli",
+    "qlam.train_cli",
 ]
 
 

@@ -18,7 +18,11 @@ import torch
 from qlam.circuit import Angle, Circuit, Op, const
 from qlam.sim import gates
 from qlam.sim.statevector import (
-    batch_size, check_inputs, check_params, initial_state, unitary,
+    batch_size,
+    check_inputs,
+    check_params,
+    initial_state,
+    unitary,
 )
 
 

@@ -107,74 +107,93 @@ class _ReversibleScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_probs, g_last):
         last, phases, w, read_phases, w_read = ctx.saved_tensors
-        b, length, h, r, n = phases.shape
+        n = phases.shape[-1]
         with torch.enable_grad():
-            leaves = [t.detach().requires_grad_() if t is not None else None
-                      for t in (phases, w, read_phases, w_read)]
-            rot_c, rot_s, mats, read = _prepare(*leaves)
+            w_leaf = w.detach().requires_grad_()
+            mats = real_form(w_leaf).transpose(0, 1)
+            wr_leaf = m_read = None
+            if w_read is not None:
+                wr_leaf = w_read.detach().requires_grad_()
+                m_read = real_form(wr_leaf)
         with torch.no_grad():
-            grads = _adjoint_walk(last, g_probs, g_last, rot_c.detach(), rot_s.detach(),
-                                  mats.detach(), None if read is None else
-                                  tuple(x.detach() for x in read), n)
-        g_psi0, g_rc, g_rs, g_mats, g_read = grads
-        # chain the table gradients back to phases / w through the cheap table construction
-        outs = [rot_c, rot_s, mats]
-        gouts = [g_rc, g_rs, g_mats]
-        if read is not None:
-            outs += list(read)
-            gouts += list(g_read)
-        needed = [x for x in leaves if x is not None]
-        g_leaves = torch.autograd.grad(outs, needed, gouts, allow_unused=True)
-        it = iter(g_leaves)
-        g = [next(it) if x is not None else None for x in leaves]
-        return (g_psi0, *g)
+            g_psi0, g_ph, g_mats, g_rph, g_mread = _adjoint_walk(
+                last, g_probs, g_last, phases, mats.detach(), read_phases,
+                None if m_read is None else m_read.detach(), n)
+        outs, gouts, leaves = [mats], [g_mats], [w_leaf]
+        if m_read is not None:
+            outs.append(m_read)
+            gouts.append(g_mread)
+            leaves.append(wr_leaf)
+        g_leaves = torch.autograd.grad(outs, leaves, gouts)
+        g_w = g_leaves[0]
+        g_wr = g_leaves[1] if m_read is not None else None
+        return g_psi0, g_ph, g_w, g_rph, g_wr
 
 
-def _adjoint_walk(last, g_probs, g_last, rot_c, rot_s, mats, read, n):
-    """Walk t = L-1..0 with stacked [psi_t; adjoint_t] (H, 2B, 2N)."""
-    length, r = rot_c.shape[:2]
-    bsz = last.shape[0]
+def _pair_grad(g_out, z_in, n):
+    """d/dphi of ``out = rotate(z_in, phi)`` per pair: g_im * out_re - g_re * out_im, with
+    out recomputed from z_in: (..., N)."""
+    return g_out[..., n:] * z_in[..., :n] - g_out[..., :n] * z_in[..., n:]
+
+
+def _adjoint_walk(last, g_probs, g_last, phases, mats, read_phases, m_read, n, chunk=32):
+    """Walk t = L-1..0 with stacked [psi_t; adjoint_t] (H, 2B, 2N); returns the gradients
+    of psi0, phases, mats, read_phases and m_read. The W gradients are accumulated with one
+    GEMM per ``chunk`` tokens."""
+    bsz, length, h, r, _ = phases.shape
+    rc_all, rs_all = _rotation(phases.permute(1, 3, 2, 0, 4))  # (L, R, H, B, 2N)
     psi = last.transpose(0, 1).flatten(-2)
     adj = (g_last if g_last is not None else torch.zeros_like(last)).transpose(0, 1).flatten(-2)
     gp = g_probs.permute(1, 2, 0, 3) if g_probs is not None else None  # (L, H, B, N)
-    g_rc = torch.zeros_like(rot_c)
-    g_rs = torch.zeros_like(rot_s)
+    g_ph = torch.zeros(length, r, h, bsz, n, dtype=phases.dtype, device=phases.device)
     g_m = torch.zeros_like(mats)
-    g_read = None
-    if read is not None:
-        rc, rs, mr = read
-        g_read = [torch.zeros_like(rc), torch.zeros_like(rs), torch.zeros_like(mr)]
+    pending: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(r)]
+    g_rph = g_mr = None
+    if m_read is not None:
+        rrc, rrs = _rotation(read_phases.permute(1, 2, 0, 3))  # (L, H, B, 2N)
+        g_rph = torch.zeros(length, h, bsz, n, dtype=phases.dtype, device=phases.device)
+        g_mr = torch.zeros_like(m_read)
+        pending_read: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def flush(buf, acc):
+        if buf:
+            a = torch.cat([u for u, _ in buf], 1)
+            b = torch.cat([g for _, g in buf], 1)
+            acc.baddbmm_(a.transpose(1, 2), b)
+            buf.clear()
+
     for t in range(length - 1, -1, -1):
         if gp is not None:
             gpt = gp[t]
-            if read is None:
+            if m_read is None:
                 adj = adj + 2 * psi * torch.cat([gpt, gpt], -1)
             else:
-                u = _rotate(psi, rc[t], rs[t], n)
-                v = torch.bmm(u, mr)
+                u = _rotate(psi, rrc[t], rrs[t], n)
+                v = torch.bmm(u, m_read)
                 gv = 2 * v * torch.cat([gpt, gpt], -1)
-                g_read[2].baddbmm_(u.transpose(1, 2), gv)
-                gu = torch.bmm(gv, mr.transpose(1, 2))
-                _rotation_grads(gu, psi, g_read[0][t], g_read[1][t], n)
-                adj = adj + _rotate(gu, rc[t], -rs[t], n)
+                pending_read.append((u, gv))
+                gu = torch.bmm(gv, m_read.transpose(1, 2))
+                g_rph[t] = _pair_grad(gu, u, n)
+                adj = adj + torch.addcmul(gu * rrc[t], gu.roll(n, -1), rrs[t], value=-1)
         z = torch.cat([psi, adj], 1)
         for k in range(r - 1, -1, -1):
-            m = mats[k]
-            y = torch.bmm(z, m.transpose(1, 2))  # [u; g_u] = [psi'; g'] M^{-1 T}
-            u, gu = y[:, :bsz], y[:, bsz:]
-            g_m[k].baddbmm_(u.transpose(1, 2), z[:, bsz:])
-            pre = _rotate(y, rot_c[t, k].repeat(1, 2, 1), -rot_s[t, k].repeat(1, 2, 1), n)
-            _rotation_grads(gu, pre[:, :bsz], g_rc[t, k], g_rs[t, k], n)
-            z = pre
+            y = torch.bmm(z, mats[k].transpose(1, 2))  # [u; g_u]: undo the dense step
+            pending[k].append((y[:, :bsz], z[:, bsz:]))
+            g_ph[t, k] = _pair_grad(y[:, bsz:], y[:, :bsz], n)
+            y4 = y.view(h, 2, bsz, 2 * n)
+            c, s = rc_all[t, k][:, None], rs_all[t, k][:, None]
+            z = torch.addcmul(y4 * c, y4.roll(n, -1), s, value=-1).view(h, 2 * bsz, 2 * n)
         psi, adj = z[:, :bsz], z[:, bsz:]
+        if t % chunk == 0:
+            for k in range(r):
+                flush(pending[k], g_m[k])
+            if m_read is not None:
+                flush(pending_read, g_mr)
     g_psi0 = adj.unflatten(-1, (2, n)).transpose(0, 1)
-    return g_psi0, g_rc, g_rs, g_m, g_read
-
-
-def _rotation_grads(g_out, z_in, g_c, g_s, n):
-    """Accumulate d/dc and d/ds of ``out = z_in*c + roll(z_in)*s`` in place."""
-    g_c.add_(g_out * z_in)
-    g_s.add_(g_out * z_in.roll(n, -1))
+    g_ph = g_ph.permute(3, 0, 2, 1, 4)  # (B, L, H, R, N)
+    if g_rph is not None:
+        g_rph = g_rph.permute(2, 0, 1, 3)  # (B, L, H, N)
+    return g_psi0, g_ph, g_m, g_rph, g_mr
 
 
 def scan(psi0, phases, w, read_phases=None, w_read=None, backward: str = "reversible"):

@@ -6,6 +6,8 @@ This path runs any circuit and is the ground truth for the compiled fast path.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from qlam.circuit import Circuit
@@ -22,8 +24,32 @@ def complex_dtype(dtype: torch.dtype) -> torch.dtype:
     raise TypeError(f"dtype must be float32/float64 (or complex64/128), got {dtype}")
 
 
+def memory_limit(device=None) -> int:
+    """Bytes one tensor may take: half the machine's RAM (CPU) or the free GPU memory."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def check_memory(rows: int, n_qubits: int, dtype, device=None, what: str = "state") -> None:
+    """Raise ValueError when a (rows, 2^n) complex tensor would not fit in memory."""
+    itemsize = torch.empty((), dtype=complex_dtype(dtype)).element_size()
+    need = rows * 2**n_qubits * itemsize
+    limit = memory_limit(device)
+    if need > limit:
+        raise ValueError(
+            f"too many qubits for memory: the {what} for {n_qubits} qubits "
+            f"({rows} x 2^{n_qubits} {complex_dtype(dtype)}) needs {need / 2**30:.3g} GiB, "
+            f"more than the {limit / 2**30:.3g} GiB available")
+
+
 def zero_state(n_qubits: int, batch: int = 1, dtype=torch.float64, device=None) -> torch.Tensor:
     """|0...0> repeated ``batch`` times: (batch, 2^n) complex."""
+    check_memory(batch, n_qubits, dtype, device, f"batch of {batch} state vectors")
     psi = torch.zeros(batch, 2**n_qubits, dtype=complex_dtype(dtype), device=device)
     psi[:, 0] = 1
     return psi
@@ -130,5 +156,7 @@ def apply_ops(psi, ops, n_qubits, theta, x):
 
 def unitary(ops, n_qubits: int, theta=None, dtype=torch.float64, device=None) -> torch.Tensor:
     """The dense (2^n, 2^n) matrix of input-free ``ops`` (differentiable in theta)."""
+    check_memory(2**n_qubits, n_qubits, dtype, device,
+                 "dense unitary (compiled path; method='reference' avoids it)")
     eye = torch.eye(2**n_qubits, dtype=complex_dtype(dtype), device=device)
     return apply_ops(eye, ops, n_qubits, theta, None).transpose(0, 1)

@@ -1,0 +1,67 @@
+"""QLAMClassifier: embedding, residual QLAM blocks, mean pooling, class logits.
+
+Block (pre-norm, Mamba-like gating): x + Out(QLAM(LN x) * silu(G LN x)), then x + MLP(LN x).
+The QLAM layer is the only operation that mixes tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qlam.memory import QLAM
+
+
+class QLAMBlock(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, n_qubits: int, depth: int = 1,
+                 mlp_ratio: float = 2.0, dropout: float = 0.0, **qlam_kwargs):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.memory = QLAM(d_model, n_heads, n_qubits, depth, **qlam_kwargs)
+        self.gate = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        hidden = int(mlp_ratio * d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        h = self.norm1(x)
+        y, state = self.memory(h, state)
+        x = x + self.drop(y * F.silu(self.gate(h)))
+        x = x + self.drop(self.mlp(self.norm2(x)))
+        return x, state
+
+
+class QLAMClassifier(nn.Module):
+    """(B, L, n_features) -> (B, n_classes)."""
+
+    def __init__(self, n_features: int, n_classes: int, d_model: int = 64, n_layers: int = 2,
+                 n_heads: int = 4, n_qubits: int = 4, depth: int = 1, mlp_ratio: float = 2.0,
+                 dropout: float = 0.0, pool: str = "mean", **qlam_kwargs):
+        super().__init__()
+        if pool not in ("mean", "last"):
+            raise ValueError(f"pool must be 'mean' or 'last', got {pool!r}")
+        self.n_features, self.pool = n_features, pool
+        self.embed = nn.Linear(n_features, d_model)
+        self.blocks = nn.ModuleList(
+            QLAMBlock(d_model, n_heads, n_qubits, depth, mlp_ratio, dropout, **qlam_kwargs)
+            for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, n_classes)
+
+    def memories(self) -> list[QLAM]:
+        return [b.memory for b in self.blocks]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.n_features:
+            raise ValueError(f"input must have shape (batch, length, {self.n_features}), "
+                             f"got {tuple(x.shape)}")
+        h = self.embed(x)
+        for block in self.blocks:
+            h, _ = block(h)
+        h = self.norm(h)
+        return h.mean(1) if self.pool == "mean" else h[:, -1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,360 @@
+"""Training and evaluation: one readable loop, atomic checkpoints, exact resume.
+
+``qlam train`` builds a task (qlam.data) and a model (qlam.models), trains with AdamW and a
+warmup + cosine schedule, validates every epoch, keeps the best-on-validation weights in
+``DIR/model.pt`` and evaluates them on the test set at the end. ``DIR/checkpoint.pt`` holds
+everything needed to resume (model, optimizer, RNG states, position in the epoch); it is
+written atomically every epoch and every ``checkpoint_minutes``, so a killed run resumed
+with ``--resume`` reaches the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from qlam.models import build_model, count_params
+from qlam.progress import Progress
+from qlam.store import append_jsonl, atomic_save, atomic_write_text, load_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    task: str = "smnist"
+    model: str = "qlam"
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    lr: float = 3e-3
+    lr_memory_scale: float = 0.5  # quantum-memory parameters: lower lr, no weight decay
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    limit_train: int | None = None
+    limit_test: int | None = None
+    val_fraction: float = 0.1
+    tokenize: str = "pixel"
+    patch: int = 4
+    grayscale: bool = False
+    device: str = "auto"
+    out: str = "runs/default"
+    threads: int | None = None
+    checkpoint_minutes: float = 10.0
+    max_minutes: float | None = None  # stop training after this wall time, then evaluate
+    stop_after_steps: int | None = None  # save a checkpoint and exit (simulated preemption)
+    # model sizes (each model takes the ones it knows)
+    d_model: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    n_qubits: int | None = None
+    depth: int | None = None
+    mlp_ratio: float | None = None
+    dropout: float | None = None
+    pool: str | None = None
+    dt_min: float | None = None
+    dt_max: float | None = None
+    query_basis: bool | None = None
+    extra: dict = field(default_factory=dict)
+
+    def model_options(self) -> dict:
+        names = ("d_model", "n_layers", "n_heads", "n_qubits", "depth", "mlp_ratio", "dropout",
+                 "pool", "dt_min", "dt_max", "query_basis")
+        opts = {k: getattr(self, k) for k in names}
+        opts.update(self.extra)
+        return opts
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+    return TrainConfig(**d)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A flat table of TrainConfig keys from TOML (.toml) or YAML (.yaml/.yml)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            try:
+                import tomli as tomllib
+            except ModuleNotFoundError as exc:
+                raise RuntimeError("reading TOML on Python 3.10 needs `pip install tomli`") from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: invalid TOML: {exc}") from exc
+    elif path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ModuleNotFoundError as exc:
+            raise RuntimeError("YAML configs need `pip install pyyaml` (or use TOML)") from exc
+        data = yaml.safe_load(text) or {}
+    else:
+        raise ValueError(f"config file must be .toml, .yaml or .yml, got {path.name}")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a table of settings")
+    return data
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but CUDA is not available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device must be cpu, cuda or auto, got {name!r}")
+    return torch.device(name)
+
+
+def build_task(cfg: TrainConfig):
+    from qlam.data import get_task
+
+    return get_task(cfg.task, tokenize=cfg.tokenize, patch=cfg.patch, grayscale=cfg.grayscale,
+                    val_fraction=cfg.val_fraction, seed=cfg.seed, limit_train=cfg.limit_train)
+
+
+MEMORY_PARAMS = ("theta", "log_dt", "prep_theta", "read_theta")
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Decay for weight matrices; none for norms, biases and quantum-memory parameters,
+    which also get ``lr_memory_scale`` x the learning rate."""
+    decay, no_decay, memory = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.rsplit(".", 1)[-1] in MEMORY_PARAMS:
+            memory.append(p)
+        elif p.dim() < 2:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+        {"params": memory, "weight_decay": 0.0, "lr_scale": cfg.lr_memory_scale},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def lr_factor(step: int, total: int, warmup_frac: float) -> float:
+    """Linear warmup then cosine decay to zero."""
+    warm = max(1, int(total * warmup_frac))
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
+@torch.no_grad()
+def evaluate(model, task, split: str, batch_size: int, device, limit: int | None = None):
+    """(mean loss, accuracy) of ``model`` on a task split."""
+    model.eval()
+    total, correct, loss_sum = 0, 0, 0.0
+    for x, y in task.batches(split, batch_size):
+        if limit is not None and total >= limit:
+            break
+        if limit is not None:
+            x, y = x[: limit - total], y[: limit - total]
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+        total += len(y)
+    model.train()
+    return loss_sum / max(total, 1), correct / max(total, 1)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+
+
+def train(cfg: TrainConfig, resume: bool = False, command: str | None = None) -> dict:
+    """Train and evaluate; returns the summary (also written to ``cfg.out``/summary.json)."""
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not resume:
+        raise ValueError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    task = build_task(cfg)
+    model = build_model(cfg.model, task.n_features, task.n_classes, **cfg.model_options())
+    model.to(device)
+    n_params = count_params(model)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.98))
+    n_train = len(task.train)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": -1.0,
+             "best_epoch": -1, "wall_s": 0.0, "stats": [0.0, 0, 0]}
+    if resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path, device)
+        saved_cfg = config_from_dict(ck["config"])
+        if dataclasses.replace(saved_cfg, out=cfg.out) != dataclasses.replace(cfg, out=cfg.out):
+            raise ValueError(f"{ckpt_path} was written with a different configuration; "
+                             "resume with the same settings")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+        _set_rng_state(ck["rng"])
+        print(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}",
+              file=sys.stderr)
+    elif not resume:
+        for f in ("metrics.jsonl", "summary.json", "model.pt"):
+            (out / f).unlink(missing_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    def save_checkpoint():
+        atomic_save({"config": dataclasses.asdict(cfg), "model": model.state_dict(),
+                     "optimizer": opt.state_dict(), "state": state, "rng": _rng_state()},
+                    ckpt_path)
+
+    def save_best():
+        atomic_save({"model_name": cfg.model, "task": cfg.task, "config": dataclasses.asdict(cfg),
+                     "n_features": task.n_features, "n_classes": task.n_classes,
+                     "model": model.state_dict(), "val_acc": state["best_val"],
+                     "epoch": state["best_epoch"]}, out / "model.pt")
+
+    t_session = time.time()
+    wall0 = state["wall_s"]
+    last_ckpt = time.time()
+    stopped = None
+    model.train()
+    while state["epoch"] < cfg.epochs and stopped is None:
+        epoch = state["epoch"]
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        batches = task.batches("train", cfg.batch_size, shuffle=True, generator=gen)
+        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+        t_epoch, tokens = time.time(), 0
+        for i, (x, y) in enumerate(batches):
+            if i < state["step_in_epoch"]:
+                continue  # already done before the resume (same order: same generator)
+            x, y = x.to(device), y.to(device)
+            factor = lr_factor(state["global_step"], total_steps, cfg.warmup_frac)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * g["lr_scale"] * factor
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"loss became {loss.item()} at step {state['global_step']}; "
+                                   "lower --lr or check the data")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step_in_epoch"] = i + 1
+            state["global_step"] += 1
+            st = state["stats"]
+            st[0] += loss.item() * len(y)
+            st[1] += (logits.argmax(-1) == y).sum().item()
+            st[2] += len(y)
+            tokens += x.shape[0] * x.shape[1]
+            rate = tokens / max(time.time() - t_epoch, 1e-9)
+            bar.update(i + 1, loss=st[0] / st[2], acc=st[1] / st[2], tok_s=rate)
+            elapsed = state["wall_s"] = wall0 + time.time() - t_session
+            if cfg.stop_after_steps is not None and state["global_step"] >= cfg.stop_after_steps:
+                stopped = "preempted"
+            elif cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60:
+                stopped = "time budget"
+            if stopped or time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+                save_checkpoint()
+                last_ckpt = time.time()
+            if stopped:
+                break
+        bar.close()
+        if stopped == "preempted":
+            return {"stopped": stopped, "global_step": state["global_step"]}
+        val_loss, val_acc = evaluate(model, task, "val", cfg.eval_batch_size, device)
+        st = state["stats"]
+        record = {"epoch": epoch + 1, "train_loss": st[0] / max(st[2], 1),
+                  "train_acc": st[1] / max(st[2], 1), "val_loss": val_loss, "val_acc": val_acc,
+                  "lr": cfg.lr * factor, "epoch_s": time.time() - t_epoch,
+                  "tokens_per_s": tokens / max(time.time() - t_epoch, 1e-9),
+                  "wall_s": state["wall_s"], "partial": stopped is not None}
+        append_jsonl(out / "metrics.jsonl", record)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                          for k, v in record.items()}), file=sys.stderr)
+        if val_acc > state["best_val"]:
+            state["best_val"], state["best_epoch"] = val_acc, epoch + 1
+            save_best()
+        state.update(epoch=epoch + 1, step_in_epoch=0, stats=[0.0, 0, 0])
+        save_checkpoint()
+        last_ckpt = time.time()
+
+    best = load_checkpoint(out / "model.pt", device)
+    model.load_state_dict(best["model"])
+    test_loss, test_acc = evaluate(model, task, "test", cfg.eval_batch_size, device,
+                                   cfg.limit_test)
+    summary = {"task": cfg.task, "model": cfg.model, "test_acc": test_acc, "test_loss": test_loss,
+               "val_acc": state["best_val"], "best_epoch": state["best_epoch"],
+               "params": n_params, "epochs": state["epoch"], "wall_s": state["wall_s"],
+               "seed": cfg.seed, "stopped": stopped, "device": str(device),
+               "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "command": command or " ".join(sys.argv), "config": dataclasses.asdict(cfg),
+               "n_test": cfg.limit_test or len(task.test)}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    print(f"test accuracy {test_acc:.4f} (best val {state['best_val']:.4f} at epoch "
+          f"{state['best_epoch']}), {n_params} parameters, {state['wall_s'] / 60:.1f} min",
+          file=sys.stderr)
+    return summary
+
+
+def load_model(path: str | Path, device="cpu"):
+    """(model, checkpoint dict) from a ``model.pt`` written by :func:`train`."""
+    ck = load_checkpoint(path, device)
+    for key in ("model_name", "config", "model", "n_features", "n_classes"):
+        if key not in ck:
+            raise ValueError(f"{path} is not a qlam model checkpoint (missing {key!r})")
+    cfg = config_from_dict(ck["config"])
+    model = build_model(ck["model_name"], ck["n_features"], ck["n_classes"],
+                        **cfg.model_options())
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), ck
+
+
+def eval_checkpoint(path, task: str | None = None, shots: int | None = None, seed: int = 0,
+                    device: str = "auto", batch_size: int = 256, limit: int | None = None) -> dict:
+    """Test accuracy of a saved model, exact or with ``shots`` measurement samples."""
+    dev = resolve_device(device)
+    model, ck = load_model(path, dev)
+    cfg = config_from_dict(ck["config"])
+    if task is not None:
+        cfg.task = task
+    memories = [m for m in model.modules() if hasattr(m, "shots") and hasattr(m, "generator")]
+    if shots is not None:
+        if not memories:
+            raise ValueError("--shots applies to quantum-memory models only")
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        for m in memories:
+            m.shots, m.generator = shots, gen
+    t = build_task(cfg)
+    loss, acc = evaluate(model, t, "test", batch_size, dev, limit)
+    return {"checkpoint": str(path), "task": cfg.task, "model": ck["model_name"],
+            "test_acc": acc, "test_loss": loss, "shots": shots, "seed": seed,
+            "n_test": limit or len(t.test)}
+
+
+__all__ = ["TrainConfig", "train", "evaluate", "load_model", "eval_checkpoint"]
