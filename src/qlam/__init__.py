@@ -10,6 +10,7 @@ import torch
 
 from qlam.circuit import Angle, Circuit, Op, const
 from qlam.sim.compiled import CompiledCircuit
+from qlam.sim.measure import counts, estimate_expval, expval, probabilities, sample
 from qlam.sim.statevector import run_reference
 
 __version__ = "0.1.0"
@@ -29,4 +30,5 @@ def statevector(circuit: Circuit, inputs=None, params=None, *, state=None, metho
     raise ValueError(f"method must be 'compiled' or 'reference', got {method!r}")
 
 
-__all__ = ["Angle", "Circuit", "Op", "const", "statevector", "CompiledCircuit", "__version__"]
+__all__ = ["Angle", "Circuit", "Op", "const", "statevector", "CompiledCircuit", "__version__",
+           "probabilities", "expval", "sample", "counts", "estimate_expval"]

@@ -13,6 +13,7 @@ Qiskit is the reverse).
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -83,6 +84,16 @@ def const(value: float) -> Angle:
     if not math.isfinite(value):
         raise ValueError(f"angle must be finite, got {value}")
     return Angle("const", value=value)
+
+
+def _as_wire(w):
+    """numpy and 0-d tensor integers as ints; anything else unchanged (checked later)."""
+    if isinstance(w, (int, bool)):
+        return w
+    try:
+        return operator.index(w)
+    except TypeError:
+        return w
 
 
 @dataclass(frozen=True)
@@ -178,7 +189,8 @@ class Circuit:
         if name not in GATES:
             raise ValueError(f"unknown gate {name!r}; known: {', '.join(GATES)}")
         n_wires, n_angles, _ = GATES[name]
-        wires = (wires,) if isinstance(wires, int) else tuple(wires)
+        wires = tuple(wires) if isinstance(wires, (tuple, list, range)) else (wires,)
+        wires = tuple(_as_wire(w) for w in wires)
         if len(wires) != n_wires:
             raise ValueError(f"gate {name} acts on {n_wires} wire(s), got wires {wires}")
         for w in wires:

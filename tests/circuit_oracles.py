@@ -1,0 +1,123 @@
+"""Test helpers: random circuits and independent simulators (Qiskit, PennyLane) as oracles.
+
+Peers get the circuit with every angle bound to a number (``Circuit.bind``) and one batch row
+at a time; their states are returned in qlam's ordering (wire 0 the most significant bit).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+
+from qlam.circuit import GATES, Angle, Circuit
+
+TWO_QUBIT = [g for g, (nw, _, _) in GATES.items() if nw == 2]
+ONE_QUBIT = [g for g, (nw, _, _) in GATES.items() if nw == 1]
+N_FEATURES = 3
+
+
+def random_angle(c: Circuit, rng: random.Random) -> float | Angle:
+    r = rng.random()
+    if r < 0.3:
+        return rng.uniform(-2 * math.pi, 2 * math.pi)
+    if r < 0.6:
+        return c.new_param(rng.uniform(-math.pi, math.pi))
+
+    def coeff(lo, hi):
+        return c.new_param(rng.uniform(lo, hi)) if rng.random() < 0.4 else rng.uniform(lo, hi)
+
+    return c.input(rng.randrange(N_FEATURES), coeff(-2, 2), coeff(-1, 1))
+
+
+def random_circuit(seed: int, n_qubits: int | None = None, n_gates: int | None = None,
+                   kinds: list[str] | None = None) -> Circuit:
+    """A random circuit over every gate kind with const / param / input angles."""
+    rng = random.Random(seed)
+    n = n_qubits if n_qubits is not None else 1 + seed % 8
+    n_gates = n_gates if n_gates is not None else rng.randint(1, 25)
+    c = Circuit(n)
+    pool = kinds or (ONE_QUBIT + TWO_QUBIT if n > 1 else ONE_QUBIT)
+    # the first gates of a circuit cycle through the pool, so every kind gets used
+    offset = rng.randrange(len(pool))
+    for k in range(n_gates):
+        name = pool[(offset + k) % len(pool)] if k < len(pool) else rng.choice(pool)
+        n_wires, n_angles, _ = GATES[name]
+        wires = rng.sample(range(n), n_wires)
+        c.append(name, wires, [random_angle(c, rng) for _ in range(n_angles)])
+    return c
+
+
+def random_args(c: Circuit, seed: int, batch: int = 2, dtype=torch.float64):
+    """(params (n_params,), inputs (batch, N_FEATURES))."""
+    g = torch.Generator().manual_seed(seed)
+    params = (torch.rand(c.n_params, generator=g, dtype=dtype) * 2 - 1) * math.pi
+    inputs = (torch.rand(batch, N_FEATURES, generator=g, dtype=dtype) * 2 - 1) * math.pi
+    return params, inputs
+
+
+def bound_rows(c: Circuit, params, inputs):
+    """The circuit bound to each batch row: list of constant-angle circuits."""
+    k = c.n_inputs
+    return [c.bind(params, row[:k] if k else None) for row in inputs]
+
+
+# ---- Qiskit -------------------------------------------------------------------------------
+def to_qiskit(bound: Circuit):
+    from qiskit import QuantumCircuit
+
+    qc = QuantumCircuit(bound.n_qubits)
+    for op in bound.ops:
+        a = [x.value for x in op.angles]
+        w = list(op.wires)
+        if op.name == "u1":
+            qc.p(a[0], w[0])
+        elif op.name == "u2":
+            qc.u(math.pi / 2, a[0], a[1], w[0])
+        elif op.name == "u3":
+            qc.u(a[0], a[1], a[2], w[0])
+        elif op.name == "cnot":
+            qc.cx(*w)
+        else:
+            getattr(qc, op.name)(*a, *w)
+    return qc
+
+
+def qiskit_vector(qc) -> np.ndarray:
+    """Qiskit state in qlam ordering (Qiskit's qubit 0 is the least significant bit)."""
+    from qiskit.quantum_info import Statevector
+
+    return Statevector(qc).reverse_qargs().data
+
+
+def qiskit_state(bound: Circuit) -> np.ndarray:
+    return qiskit_vector(to_qiskit(bound))
+
+
+# ---- PennyLane ----------------------------------------------------------------------------
+def _pl_op(qml, name: str, a: list[float], w: list[int]):
+    table = {
+        "x": qml.PauliX, "y": qml.PauliY, "z": qml.PauliZ, "h": qml.Hadamard, "s": qml.S,
+        "t": qml.T, "rx": qml.RX, "ry": qml.RY, "rz": qml.RZ, "u1": qml.U1, "u2": qml.U2,
+        "u3": qml.U3, "cnot": qml.CNOT, "cz": qml.CZ, "swap": qml.SWAP, "rzz": qml.IsingZZ,
+        "rxx": qml.IsingXX, "ryy": qml.IsingYY,
+    }
+    if name in ("sdg", "tdg"):
+        return qml.adjoint(table[name[0]](wires=w))
+    return table[name](*a, wires=w)
+
+
+def pennylane_state(bound: Circuit) -> np.ndarray:
+    import pennylane as qml
+
+    dev = qml.device("default.qubit", wires=bound.n_qubits)
+
+    @qml.qnode(dev)
+    def run():
+        for op in bound.ops:
+            _pl_op(qml, op.name, [x.value for x in op.angles], list(op.wires))
+        return qml.state()
+
+    return np.asarray(run())
