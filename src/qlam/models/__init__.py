@@ -1,25 +1,45 @@
 """Sequence classifiers: QLAM and the baselines, built by name.
 
-Every model maps (batch, length, n_features) float inputs to (batch, n_classes) logits.
+Every model maps (batch, length, n_features) float inputs to (batch, n_classes) logits and
+shares QLAM's conventions: a Linear token embedding to ``d_model``, a final LayerNorm,
+mean (or last-token, ``pool="last"``) pooling and a Linear head.
 """
 
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 from qlam.models.qlam import QLAMBlock, QLAMClassifier
+from qlam.models.qlstm import QLSTMClassifier
+from qlam.models.rnn import GRUClassifier, LSTMClassifier, RNNClassifier
+from qlam.models.ssm import SSMClassifier
+from qlam.models.transformer import TransformerClassifier
 
 # name -> (class, the keyword arguments it accepts from a training config)
 REGISTRY: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
     "qlam": (QLAMClassifier, ("d_model", "n_layers", "n_heads", "n_qubits", "depth", "mlp_ratio",
                               "dropout", "pool", "dt_min", "dt_max", "query_basis")),
+    "rnn": (RNNClassifier, ("d_model", "n_layers", "dropout", "pool")),
+    "lstm": (LSTMClassifier, ("d_model", "n_layers", "dropout", "pool")),
+    "gru": (GRUClassifier, ("d_model", "n_layers", "dropout", "pool")),
+    "transformer": (TransformerClassifier, ("d_model", "n_layers", "n_heads", "mlp_ratio",
+                                            "dropout", "pool")),
+    "ssm": (SSMClassifier, ("d_model", "n_layers", "d_state", "dropout", "pool", "dt_min",
+                            "dt_max")),
+    "qlstm": (QLSTMClassifier, ("d_model", "n_layers", "n_qubits", "depth", "dropout", "pool")),
 }
+
+
+def _check_name(name: str) -> None:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
 
 
 def build_model(name: str, n_features: int, n_classes: int, **options) -> nn.Module:
     """Build model ``name``; options it does not take are ignored, None means default."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
+    _check_name(name)
     cls, accepted = REGISTRY[name]
     kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
     return cls(n_features, n_classes, **kwargs)
@@ -29,4 +49,53 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["REGISTRY", "build_model", "count_params", "QLAMClassifier", "QLAMBlock"]
+def _d_model_step(name: str, options: dict) -> int:
+    """d_model must be a multiple of this (the head count for attention models)."""
+    cls, _ = REGISTRY[name]
+    key = getattr(cls, "d_model_multiple_of", None)
+    if key is None:
+        return 1
+    value = options.get(key)
+    if value is None:
+        value = inspect.signature(cls).parameters[key].default
+    return int(value)
+
+
+def size_to_budget(name: str, n_features: int, n_classes: int, target_params: int,
+                   max_d_model: int = 4096, **options) -> int:
+    """The ``d_model`` whose parameter count is closest to ``target_params`` (the other
+    ``options`` fixed). Counts grow monotonically with d_model, so a binary search over
+    the allowed widths (multiples of the head count for the transformer) finds it."""
+    _check_name(name)
+    if target_params < 1:
+        raise ValueError(f"target_params must be >= 1, got {target_params}")
+    options = {k: v for k, v in options.items() if k != "d_model"}
+    step = _d_model_step(name, options)
+    cache: dict[int, int] = {}
+
+    def count(m: int) -> int:  # m multiples of step
+        if m not in cache:
+            cache[m] = count_params(build_model(name, n_features, n_classes,
+                                                d_model=m * step, **options))
+        return cache[m]
+
+    top = max(1, max_d_model // step)
+    lo, hi = 1, 1
+    while count(hi) < target_params:  # grow geometrically: huge widths are slow to build
+        if hi == top:
+            raise ValueError(f"{name}: even d_model={hi * step} has {count(hi)} parameters, "
+                             f"fewer than the target {target_params}")
+        lo, hi = hi + 1, min(2 * hi, top)
+    while lo < hi:  # smallest m with count(m) >= target
+        mid = (lo + hi) // 2
+        if count(mid) >= target_params:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = min((m for m in (lo - 1, lo) if m >= 1), key=lambda m: abs(count(m) - target_params))
+    return best * step
+
+
+__all__ = ["REGISTRY", "build_model", "count_params", "size_to_budget", "QLAMClassifier",
+           "QLAMBlock", "RNNClassifier", "LSTMClassifier", "GRUClassifier", "TransformerClassifier",
+           "SSMClassifier", "QLSTMClassifier"]
