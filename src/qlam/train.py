@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from qlam.models import build_model, count_params
+from qlam import distributed as ddp
+from qlam.models import build_model, count_params, size_to_budget
 from qlam.progress import Progress
 from qlam.store import append_jsonl, atomic_save, atomic_write_text, load_checkpoint
 
@@ -52,6 +53,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop training after this wall time, then evaluate
     stop_after_steps: int | None = None  # save a checkpoint and exit (simulated preemption)
     # model sizes (each model takes the ones it knows)
+    params: int | None = None  # parameter budget: pick d_model to land near it (not with d_model)
     d_model: int | None = None
     n_layers: int | None = None
     n_heads: int | None = None
@@ -63,11 +65,12 @@ class TrainConfig:
     dt_min: float | None = None
     dt_max: float | None = None
     query_basis: bool | None = None
+    d_state: int | None = None  # SSM state size
     extra: dict = field(default_factory=dict)
 
     def model_options(self) -> dict:
         names = ("d_model", "n_layers", "n_heads", "n_qubits", "depth", "mlp_ratio", "dropout",
-                 "pool", "dt_min", "dt_max", "query_basis")
+                 "pool", "dt_min", "dt_max", "query_basis", "d_state")
         opts = {k: getattr(self, k) for k in names}
         opts.update(self.extra)
         return opts
@@ -129,7 +132,17 @@ def build_task(cfg: TrainConfig):
                     val_fraction=cfg.val_fraction, seed=cfg.seed, limit_train=cfg.limit_train)
 
 
-MEMORY_PARAMS = ("theta", "log_dt", "prep_theta", "read_theta")
+MEMORY_PARAMS = ("theta", "log_dt", "prep_theta", "read_theta", "log_A_real", "A_imag")
+
+
+def resolved_model_options(cfg: TrainConfig, n_features: int, n_classes: int) -> dict:
+    """The config's model options, with d_model chosen from the ``params`` budget if set."""
+    opts = cfg.model_options()
+    if cfg.params is not None:
+        if opts.get("d_model") is not None:
+            raise ValueError("give a parameter budget (--params) or a width (--d-model), not both")
+        opts["d_model"] = size_to_budget(cfg.model, n_features, n_classes, cfg.params, **opts)
+    return opts
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -162,8 +175,11 @@ def lr_factor(step: int, total: int, warmup_frac: float) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, task, split: str, batch_size: int, device, limit: int | None = None):
-    """(mean loss, accuracy) of ``model`` on a task split."""
+def evaluate(model, task, split: str, batch_size: int, device, limit: int | None = None,
+             ctx: ddp.DistContext | None = None):
+    """(mean loss, accuracy) of ``model`` on a task split (each rank scores a shard of
+    every batch when ``ctx`` is a distributed group)."""
+    ctx = ctx or ddp.DistContext()
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
     for x, y in task.batches(split, batch_size):
@@ -171,11 +187,13 @@ def evaluate(model, task, split: str, batch_size: int, device, limit: int | None
             break
         if limit is not None:
             x, y = x[: limit - total], y[: limit - total]
+        x, y, n, w = ctx.shard(x, y)
         x, y = x.to(device), y.to(device)
         logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
-        total += len(y)
+        loss_sum += w * F.cross_entropy(logits, y, reduction="sum").item()
+        correct += w * (logits.argmax(-1) == y).sum().item()
+        total += n
+    loss_sum, correct = ctx.all_sum([loss_sum, correct])
     model.train()
     return loss_sum / max(total, 1), correct / max(total, 1)
 
@@ -188,19 +206,35 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def train(cfg: TrainConfig, resume: bool = False, command: str | None = None) -> dict:
-    """Train and evaluate; returns the summary (also written to ``cfg.out``/summary.json)."""
+def train(cfg: TrainConfig, resume: bool = False, command: str | None = None,
+          distributed: bool | None = None) -> dict:
+    """Train and evaluate; returns the summary (also written to ``cfg.out``/summary.json).
+
+    ``distributed``: True = DistributedDataParallel over the process group that torchrun
+    (or :func:`qlam.distributed.launch_local`) describes in the environment, None = so when
+    WORLD_SIZE > 1, False = one process (see :mod:`qlam.distributed`)."""
+    ctx = ddp.init(distributed, resolve_device(cfg.device))
+    try:
+        return _train(cfg, resume, command, ctx)
+    finally:
+        ddp.shutdown(ctx)
+
+
+def _train(cfg: TrainConfig, resume: bool, command: str | None,
+           ctx: ddp.DistContext) -> dict:
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not resume:
         raise ValueError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = ctx.device if ctx.enabled else resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     task = build_task(cfg)
-    model = build_model(cfg.model, task.n_features, task.n_classes, **cfg.model_options())
+    model_options = resolved_model_options(cfg, task.n_features, task.n_classes)
+    model = build_model(cfg.model, task.n_features, task.n_classes, **model_options)
     model.to(device)
     n_params = count_params(model)
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.98))
@@ -209,8 +243,11 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None) ->
     total_steps = steps_per_epoch * cfg.epochs
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": -1.0,
              "best_epoch": -1, "wall_s": 0.0, "stats": [0.0, 0, 0]}
-    if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, device)
+    ck = None  # rank 0 reads the checkpoint and broadcasts it
+    if resume and ctx.is_main and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path, "cpu" if ctx.enabled else device)
+    ck = ctx.broadcast(ck)
+    if ck is not None:
         saved_cfg = config_from_dict(ck["config"])
         if dataclasses.replace(saved_cfg, out=cfg.out) != dataclasses.replace(cfg, out=cfg.out):
             raise ValueError(f"{ckpt_path} was written with a different configuration; "
@@ -219,19 +256,26 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None) ->
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
         _set_rng_state(ck["rng"])
-        print(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}",
-              file=sys.stderr)
-    elif not resume:
+        if ctx.is_main:
+            print(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}",
+                  file=sys.stderr)
+    elif not resume and ctx.is_main:
         for f in ("metrics.jsonl", "summary.json", "model.pt"):
             (out / f).unlink(missing_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+    if ctx.is_main:
+        atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+    net = ctx.wrap(model)  # DistributedDataParallel when distributed; saves use `model`
 
     def save_checkpoint():
+        if not ctx.is_main:
+            return
         atomic_save({"config": dataclasses.asdict(cfg), "model": model.state_dict(),
                      "optimizer": opt.state_dict(), "state": state, "rng": _rng_state()},
                     ckpt_path)
 
     def save_best():
+        if not ctx.is_main:
+            return
         atomic_save({"model_name": cfg.model, "task": cfg.task, "config": dataclasses.asdict(cfg),
                      "n_features": task.n_features, "n_classes": task.n_classes,
                      "model": model.state_dict(), "val_acc": state["best_val"],
@@ -246,17 +290,22 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None) ->
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         batches = task.batches("train", cfg.batch_size, shuffle=True, generator=gen)
-        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = (Progress if ctx.is_main else ddp.Quiet)(
+            steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
         t_epoch, tokens = time.time(), 0
         for i, (x, y) in enumerate(batches):
             if i < state["step_in_epoch"]:
                 continue  # already done before the resume (same order: same generator)
+            x, y, n_global, w = ctx.shard(x, y)  # this rank's slice of the global batch
             x, y = x.to(device), y.to(device)
             factor = lr_factor(state["global_step"], total_steps, cfg.warmup_frac)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * g["lr_scale"] * factor
-            logits = model(x)
+            logits = net(x)
             loss = F.cross_entropy(logits, y)
+            batch = [loss.item() * len(y) * w, (logits.argmax(-1) == y).sum().item() * w, len(y) * w]
+            if ctx.enabled:  # DDP averages rank gradients: weight to the global-batch mean
+                loss = loss * (w * len(y) * ctx.world_size / n_global)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"loss became {loss.item()} at step {state['global_step']}; "
                                    "lower --lr or check the data")
@@ -267,17 +316,18 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None) ->
             opt.step()
             state["step_in_epoch"] = i + 1
             state["global_step"] += 1
+            elapsed = state["wall_s"] = wall0 + time.time() - t_session
+            over_time = cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60
+            *batch, over_time = ctx.all_sum([*batch, over_time])  # all ranks stop together
             st = state["stats"]
-            st[0] += loss.item() * len(y)
-            st[1] += (logits.argmax(-1) == y).sum().item()
-            st[2] += len(y)
-            tokens += x.shape[0] * x.shape[1]
+            for k in range(3):
+                st[k] += batch[k]
+            tokens += n_global * x.shape[1]
             rate = tokens / max(time.time() - t_epoch, 1e-9)
             bar.update(i + 1, loss=st[0] / st[2], acc=st[1] / st[2], tok_s=rate)
-            elapsed = state["wall_s"] = wall0 + time.time() - t_session
             if cfg.stop_after_steps is not None and state["global_step"] >= cfg.stop_after_steps:
                 stopped = "preempted"
-            elif cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60:
+            elif over_time:
                 stopped = "time budget"
             if stopped or time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
                 save_checkpoint()
@@ -287,16 +337,17 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None) ->
         bar.close()
         if stopped == "preempted":
             return {"stopped": stopped, "global_step": state["global_step"]}
-        val_loss, val_acc = evaluate(model, task, "val", cfg.eval_batch_size, device)
+        val_loss, val_acc = evaluate(model, task, "val", cfg.eval_batch_size, device, ctx=ctx)
         st = state["stats"]
         record = {"epoch": epoch + 1, "train_loss": st[0] / max(st[2], 1),
                   "train_acc": st[1] / max(st[2], 1), "val_loss": val_loss, "val_acc": val_acc,
                   "lr": cfg.lr * factor, "epoch_s": time.time() - t_epoch,
                   "tokens_per_s": tokens / max(time.time() - t_epoch, 1e-9),
                   "wall_s": state["wall_s"], "partial": stopped is not None}
-        append_jsonl(out / "metrics.jsonl", record)
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                          for k, v in record.items()}), file=sys.stderr)
+        if ctx.is_main:
+            append_jsonl(out / "metrics.jsonl", record)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                              for k, v in record.items()}), file=sys.stderr)
         if val_acc > state["best_val"]:
             state["best_val"], state["best_epoch"] = val_acc, epoch + 1
             save_best()
@@ -304,17 +355,21 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None) ->
         save_checkpoint()
         last_ckpt = time.time()
 
-    best = load_checkpoint(out / "model.pt", device)
+    best = ctx.broadcast(load_checkpoint(out / "model.pt", "cpu" if ctx.enabled else device)
+                         if ctx.is_main else None)
     model.load_state_dict(best["model"])
     test_loss, test_acc = evaluate(model, task, "test", cfg.eval_batch_size, device,
-                                   cfg.limit_test)
+                                   cfg.limit_test, ctx=ctx)
     summary = {"task": cfg.task, "model": cfg.model, "test_acc": test_acc, "test_loss": test_loss,
                "val_acc": state["best_val"], "best_epoch": state["best_epoch"],
-               "params": n_params, "epochs": state["epoch"], "wall_s": state["wall_s"],
+               "params": n_params, "d_model": model_options.get("d_model"),
+               "world_size": ctx.world_size, "epochs": state["epoch"], "wall_s": state["wall_s"],
                "seed": cfg.seed, "stopped": stopped, "device": str(device),
                "threads": torch.get_num_threads(), "torch": torch.__version__,
                "command": command or " ".join(sys.argv), "config": dataclasses.asdict(cfg),
                "n_test": cfg.limit_test or len(task.test)}
+    if not ctx.is_main:
+        return summary
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(f"test accuracy {test_acc:.4f} (best val {state['best_val']:.4f} at epoch "
           f"{state['best_epoch']}), {n_params} parameters, {state['wall_s'] / 60:.1f} min",
@@ -330,7 +385,7 @@ def load_model(path: str | Path, device="cpu"):
             raise ValueError(f"{path} is not a qlam model checkpoint (missing {key!r})")
     cfg = config_from_dict(ck["config"])
     model = build_model(ck["model_name"], ck["n_features"], ck["n_classes"],
-                        **cfg.model_options())
+                        **resolved_model_options(cfg, ck["n_features"], ck["n_classes"]))
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), ck
 

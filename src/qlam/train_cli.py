@@ -43,8 +43,15 @@ def config_from_args(args) -> TrainConfig:
 def cmd_train(args) -> int:
     cfg = config_from_args(args)
     command = "qlam " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = train(cfg, resume=args.resume, command=command)
-    return 0 if "test_acc" in summary else 3
+    from qlam import distributed
+
+    if args.distributed and not distributed.launched():  # start a local group ourselves
+        summary = distributed.launch_local(args.nproc, train, cfg, resume=args.resume,
+                                           command=command, distributed=True)
+    else:
+        summary = train(cfg, resume=args.resume, command=command,
+                        distributed=True if args.distributed else None)
+    return 0 if summary and "test_acc" in summary else 3
 
 
 def cmd_eval(args) -> int:
@@ -78,6 +85,11 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a model on a sequence task")
     p.add_argument("--config", help="TOML or YAML file of training settings (flags override)")
     p.add_argument("--resume", action="store_true", help="continue DIR/checkpoint.pt")
+    p.add_argument("--distributed", action="store_true",
+                   help="DistributedDataParallel: join torchrun's group, or start --nproc local "
+                        "processes (automatic under torchrun with WORLD_SIZE > 1)")
+    p.add_argument("--nproc", type=int, default=2,
+                   help="local processes for --distributed outside torchrun (default 2)")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
