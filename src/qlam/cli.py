@@ -13,6 +13,7 @@ import sys
 COMMANDS = [
     "qlam.data.cli",
     "qlam.train_cli",
+    "qlam.sweep",
 ]
 
 

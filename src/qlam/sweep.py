@@ -1,0 +1,409 @@
+"""`qlam sweep` (a models x tasks x seeds grid of `qlam train` runs) and `qlam report`
+(the results table from finished run directories).
+
+Runs live in ``ROOT/TASK/MODEL/seedS``. A run whose ``summary.json`` exists is finished and
+skipped; one with only a ``checkpoint.pt`` was interrupted and is resumed; so rerunning the
+same command after a crash (or on a second day) continues the grid. Every finished run
+rewrites the table:
+
+* ``TABLE.md``: test accuracy mean ± std (over seeds, sample std) per task and model, the
+  paper's figure for reference, parameter count, mean wall time per run, epochs, runs;
+* ``table.csv``: the same numbers, unrounded;
+* ``accuracy.png``: grouped bars per task with std error bars and the paper's figures.
+
+Settings shared by every run come from TrainConfig flags (``--epochs``, ``--params``,
+``--limit-train`` ...) and ``--config FILE`` (TOML/YAML); a ``[models.NAME]`` table in the
+file overrides settings for one model (e.g. a smaller batch for ``qlstm``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import shlex
+import sys
+import time
+import traceback
+import typing
+from pathlib import Path
+
+from qlam import train as training
+from qlam.data.tasks import TASKS
+from qlam.models import REGISTRY
+from qlam.store import atomic_write_text
+
+# test accuracy (%) reported in the QLAM paper (sMNIST, sFashion-MNIST, sCIFAR-10)
+PAPER = {
+    "qlam": {"smnist": 92.6, "sfashion": 81.4, "scifar10": 53.6},
+    "transformer": {"smnist": 91.3, "sfashion": 80.2, "scifar10": 53.0},
+    "ssm": {"smnist": 91.2, "sfashion": 79.6, "scifar10": 51.8},
+}
+TASK_NAMES = {"smnist": "sMNIST", "psmnist": "psMNIST", "sfashion": "sFashion-MNIST",
+              "scifar10": "sCIFAR-10"}
+MODEL_NAMES = {"qlam": "QLAM", "transformer": "Transformer", "ssm": "SSM (S4D)", "lstm": "LSTM",
+               "gru": "GRU", "rnn": "RNN", "qlstm": "QLSTM"}
+DEFAULT_MODELS = ("qlam", "transformer", "ssm", "lstm", "gru", "rnn", "qlstm")
+GRID_KEYS = ("task", "model", "seed", "out")  # set by the sweep, not by flags
+
+
+def _order(key: str, known: tuple[str, ...] | list[str]) -> tuple[int, str]:
+    return (known.index(key) if key in known else len(known), key)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-9' (inclusive range), '0,3,5', or a mix: '0-2,7'."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        try:
+            lo_i, hi_i = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"bad seed list {text!r}: use e.g. 0-9 or 0,1,2") from None
+        if lo_i < 0 or hi_i < lo_i:
+            raise ValueError(f"bad seed range {part!r} in {text!r}")
+        seeds.extend(range(lo_i, hi_i + 1))
+    if not seeds:
+        raise ValueError(f"bad seed list {text!r}: no seeds")
+    return list(dict.fromkeys(seeds))
+
+
+def _names(text: str, what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"no {what} given")
+    return list(dict.fromkeys(names))
+
+
+# ---- the grid ---------------------------------------------------------------------------
+def run_dir(root: str | Path, task: str, model: str, seed: int) -> Path:
+    return Path(root) / task / model / f"seed{seed}"
+
+
+def run_status(path: Path) -> str:
+    """'done' (summary.json), 'resume' (checkpoint.pt only) or 'new'."""
+    if (path / "summary.json").is_file():
+        return "done"
+    if (path / "checkpoint.pt").is_file():
+        return "resume"
+    return "new"
+
+
+def plan(root, models, tasks, seeds, shared: dict, per_model: dict | None = None):
+    """[(TrainConfig, status)] for every (task, model, seed), tasks outermost."""
+    per_model = per_model or {}
+    for m in models:
+        if m not in REGISTRY:
+            raise ValueError(f"unknown model {m!r}; choose from {', '.join(sorted(REGISTRY))}")
+    for t in tasks:
+        if t not in TASKS:
+            raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
+    for m in per_model:
+        if m not in REGISTRY:
+            raise ValueError(f"[models.{m}] in the config: unknown model")
+    bad = sorted(set(shared) & set(GRID_KEYS))
+    if bad:
+        raise ValueError(f"the sweep sets {', '.join(bad)} itself; remove them from the config")
+    out = []
+    for task in tasks:
+        for model in models:
+            for seed in seeds:
+                path = run_dir(root, task, model, seed)
+                values = {**shared, **per_model.get(model, {}), "task": task, "model": model,
+                          "seed": seed, "out": str(path)}
+                out.append((training.config_from_dict(values), run_status(path)))
+    return out
+
+
+def sweep(root, models, tasks, seeds, shared: dict | None = None, per_model: dict | None = None,
+          command: str | None = None, keep_going: bool = True, plot: bool = True,
+          log=sys.stderr) -> dict:
+    """Run the grid (skipping finished runs, resuming interrupted ones) and write the table.
+    Returns counts {'done', 'skipped', 'resumed', 'failed': [(dir, error)]}."""
+    runs = plan(root, models, tasks, seeds, shared or {}, per_model)
+    result = {"done": 0, "skipped": 0, "resumed": 0, "failed": []}
+    for i, (cfg, status) in enumerate(runs, 1):
+        tag = f"[{i}/{len(runs)}] {cfg.task} {cfg.model} seed {cfg.seed}"
+        if status == "done":
+            result["skipped"] += 1
+            print(f"{tag}: finished, skipped", file=log)
+            continue
+        print(f"{tag}: {'resuming' if status == 'resume' else 'training'} in {cfg.out}", file=log)
+        try:
+            summary = training.train(cfg, resume=status == "resume", command=command)
+        except Exception as exc:  # noqa: BLE001 - one broken run must not stop the grid
+            if not keep_going:
+                raise
+            result["failed"].append((cfg.out, f"{type(exc).__name__}: {exc}"))
+            print(f"{tag}: FAILED: {exc}", file=log)
+            traceback.print_exc(file=log)
+            continue
+        if "test_acc" not in summary:  # stopped early (preemption): not finished
+            result["failed"].append((cfg.out, f"stopped: {summary.get('stopped')}"))
+            continue
+        result["done"] += 1
+        result["resumed"] += status == "resume"
+        if _is_rank0():
+            write_report([root], root, plot=plot, log=None)
+    if _is_rank0():
+        write_report([root], root, plot=plot, log=log)
+    return result
+
+
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+# ---- the report -------------------------------------------------------------------------
+def collect(dirs, log=sys.stderr) -> list[dict]:
+    """Every readable summary.json under ``dirs`` (a run directory or any folder above)."""
+    found: dict[Path, dict] = {}
+    for d in dirs:
+        d = Path(d)
+        if not d.exists():
+            raise FileNotFoundError(f"no such directory: {d}")
+        paths = [d] if d.is_file() else sorted(d.rglob("summary.json"))
+        for p in paths:
+            try:
+                s = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                if log:
+                    print(f"skipping {p}: {exc}", file=log)
+                continue
+            if not isinstance(s, dict) or "test_acc" not in s or "model" not in s or "task" not in s:
+                if log:
+                    print(f"skipping {p}: not a qlam run summary", file=log)
+                continue
+            s["_dir"] = str(p.parent)
+            found[p.resolve()] = s
+    return list(found.values())
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return m, math.nan
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def aggregate(summaries: list[dict]) -> list[dict]:
+    """One row per (task, model): accuracy mean/std (%), params, wall time, runs."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for s in summaries:
+        groups.setdefault((s["task"], s["model"]), []).append(s)
+    rows = []
+    for (task, model), runs in groups.items():
+        runs.sort(key=lambda s: s.get("seed", 0))
+        mean, std = _mean_std([100 * s["test_acc"] for s in runs])
+        params = sorted({s.get("params") for s in runs if s.get("params") is not None})
+        cfgs = [s.get("config") or {} for s in runs]
+        rows.append({
+            "task": task, "model": model, "runs": len(runs),
+            "test_acc_mean": mean, "test_acc_std": std,
+            "paper": PAPER.get(model, {}).get(task),
+            "params_min": params[0] if params else None,
+            "params_max": params[-1] if params else None,
+            "wall_s_mean": sum(s.get("wall_s", 0.0) for s in runs) / len(runs),
+            "epochs_mean": sum(s.get("epochs", 0) for s in runs) / len(runs),
+            "seeds": " ".join(str(s.get("seed")) for s in runs),
+            "limit_train": sorted({c.get("limit_train") for c in cfgs}, key=str),
+            "n_test": sorted({s.get("n_test") for s in runs}, key=str),
+        })
+    rows.sort(key=lambda r: (_order(r["task"], TASKS), _order(r["model"], DEFAULT_MODELS)))
+    return rows
+
+
+def _fmt_params(r: dict) -> str:
+    lo, hi = r["params_min"], r["params_max"]
+    if lo is None:
+        return "?"
+    return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+
+
+def _fmt_minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| Task | Model | Test accuracy (%) | Paper (%) | Params | Wall time / run | Epochs | Runs |",
+             "|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for r in rows:
+        acc = f"{r['test_acc_mean']:.2f} ± " + ("–" if math.isnan(r["test_acc_std"])
+                                                else f"{r['test_acc_std']:.2f}")
+        mark = ""
+        if r["limit_train"] != [None]:
+            mark = "*"
+            notes.append(f"{TASK_NAMES.get(r['task'], r['task'])} {MODEL_NAMES.get(r['model'], r['model'])}: "
+                         f"trained on {', '.join(map(str, r['limit_train']))} examples, "
+                         f"tested on {', '.join(map(str, r['n_test']))}")
+        paper = "" if r["paper"] is None else f"{r['paper']:.1f}"
+        epochs = f"{r['epochs_mean']:g}"
+        lines.append(f"| {TASK_NAMES.get(r['task'], r['task'])} | "
+                     f"{MODEL_NAMES.get(r['model'], r['model'])}{mark} | {acc} | {paper} | "
+                     f"{_fmt_params(r)} | {_fmt_minutes(r['wall_s_mean'])} | {epochs} | {r['runs']} |")
+    text = "\n".join(lines) + "\n"
+    if notes:
+        text += "\n" + "\n".join(f"\\* {n}" for n in notes) + "\n"
+    return text
+
+
+def table_csv(rows: list[dict]) -> str:
+    cols = ["task", "model", "runs", "test_acc_mean", "test_acc_std", "paper", "params_min",
+            "params_max", "wall_s_mean", "epochs_mean", "seeds", "limit_train", "n_test"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        vals = []
+        for c in cols:
+            v = r[c]
+            if isinstance(v, list):
+                v = " ".join("" if x is None else str(x) for x in v)
+            elif isinstance(v, float) and math.isnan(v):
+                v = ""
+            vals.append("" if v is None else v)
+        w.writerow(vals)
+    return buf.getvalue()
+
+
+def bar_plot(rows: list[dict], png: str | Path) -> Path:
+    """Grouped bars (one group per task, one bar per model) with std error bars; the
+    paper's figures as black diamonds."""
+    from qlam.plots import _pyplot
+
+    plt = _pyplot()
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(tasks) * max(1, len(models)) ** 0.5), 4))
+    paper_label = "paper"
+    for j, model in enumerate(models):
+        xs, ys, es, px, py = [], [], [], [], []
+        for i, task in enumerate(tasks):
+            r = next((r for r in rows if r["task"] == task and r["model"] == model), None)
+            if r is None:
+                continue
+            x = i - 0.4 + width * (j + 0.5)
+            xs.append(x)
+            ys.append(r["test_acc_mean"])
+            es.append(0.0 if math.isnan(r["test_acc_std"]) else r["test_acc_std"])
+            if r["paper"] is not None:
+                px.append(x)
+                py.append(r["paper"])
+        ax.bar(xs, ys, width * 0.9, yerr=es, capsize=3, label=MODEL_NAMES.get(model, model))
+        if px:
+            ax.plot(px, py, "D", markersize=5, markerfacecolor="white", markeredgecolor="black",
+                    linestyle="none", zorder=3, label=paper_label)
+            paper_label = None  # one legend entry
+    lo = min(r["test_acc_mean"] for r in rows)
+    ax.set_ylim(max(0.0, lo - 15), 100)
+    ax.set_xticks(range(len(tasks)), [TASK_NAMES.get(t, t) for t in tasks])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("mean ± std over seeds")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def write_report(dirs, out, plot: bool = True, log=sys.stderr) -> list[dict]:
+    """Collect, aggregate and write TABLE.md, table.csv (and accuracy.png) into ``out``."""
+    rows = aggregate(collect(dirs, log=log))
+    out = Path(out)
+    header = ("# Results\n\nTest accuracy on the official test set, mean ± sample std over seeds "
+              "(`qlam report`); *Paper*: the figures reported in the QLAM paper.\n\n")
+    atomic_write_text(out / "TABLE.md", header + (markdown(rows) if rows else "No finished runs.\n"))
+    atomic_write_text(out / "table.csv", table_csv(rows))
+    if plot and rows:
+        try:
+            bar_plot(rows, out / "accuracy.png")
+        except RuntimeError as exc:  # matplotlib missing
+            if log:
+                print(f"no plot: {exc}", file=log)
+    return rows
+
+
+# ---- CLI --------------------------------------------------------------------------------
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """TrainConfig flags shared by every run of the grid (not task, model, seed, out)."""
+    hints = typing.get_type_hints(training.TrainConfig)
+    for f in dataclasses.fields(training.TrainConfig):
+        if f.name == "extra" or f.name in GRID_KEYS:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        base = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
+        if base[0] is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(flag, dest=f.name, type=base[0], default=None, metavar=f.name.upper())
+
+
+def cmd_sweep(args) -> int:
+    shared = training.read_config_file(args.config) if args.config else {}
+    per_model = shared.pop("models", {}) or {}
+    if not isinstance(per_model, dict) or not all(isinstance(v, dict) for v in per_model.values()):
+        raise ValueError("[models] in the config must hold one table per model name")
+    for f in dataclasses.fields(training.TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None and f.name not in GRID_KEYS:
+            shared[f.name] = v
+    models, tasks, seeds = _names(args.models, "models"), _names(args.tasks, "tasks"), parse_seeds(args.seeds)
+    if args.dry_run:
+        for cfg, status in plan(args.root, models, tasks, seeds, shared, per_model):
+            print(f"{status:7s} {cfg.out}")
+        return 0
+    command = "qlam " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    t0 = time.time()
+    res = sweep(args.root, models, tasks, seeds, shared, per_model, command=command,
+                keep_going=not args.fail_fast, plot=not args.no_plot)
+    print(f"sweep: {res['done']} run(s) trained ({res['resumed']} resumed), {res['skipped']} "
+          f"already finished, {len(res['failed'])} failed, {(time.time() - t0) / 60:.1f} min; "
+          f"table in {Path(args.root) / 'TABLE.md'}", file=sys.stderr)
+    for path, err in res["failed"]:
+        print(f"  failed: {path}: {err}", file=sys.stderr)
+    return 1 if res["failed"] else 0
+
+
+def cmd_report(args) -> int:
+    out = args.out or args.dirs[0]
+    rows = write_report(args.dirs, out, plot=not args.no_plot)
+    if not rows:
+        print(f"no finished runs (summary.json) under {', '.join(args.dirs)}", file=sys.stderr)
+        return 1
+    print(markdown(rows), end="")
+    print(f"wrote {Path(out) / 'TABLE.md'}, {Path(out) / 'table.csv'}"
+          + ("" if args.no_plot else f", {Path(out) / 'accuracy.png'}"), file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="train a grid of models x tasks x seeds and tabulate it",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
+    p.add_argument("--tasks", default="smnist", help="comma-separated task names")
+    p.add_argument("--seeds", default="0-9", help="seeds: a range 0-9 and/or a list 0,1,5")
+    p.add_argument("--root", default="results", help="runs go to ROOT/TASK/MODEL/seedS")
+    p.add_argument("--config", help="TOML/YAML of shared settings; [models.NAME] tables per model")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their status only")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
+    p.add_argument("--no-plot", action="store_true", help="skip accuracy.png")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="results table from finished run directories")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories or folders above them")
+    p.add_argument("--out", default=None, help="where TABLE.md/table.csv/accuracy.png go "
+                                               "(default: the first DIR)")
+    p.add_argument("--no-plot", action="store_true", help="skip accuracy.png")
+    p.set_defaults(func=cmd_report)
