@@ -101,7 +101,7 @@ class S4D(nn.Module):
         """Recurrent mode, one token: u_t (B, H) -> (y_t (B, H), state (B, H, d_state // 2))."""
         if state is None:
             state = self.initial_state(u_t.shape[0], u_t.dtype, u_t.device)
-        da, db, c = self.discretize()
+        da, db, c = self.kernel.discretize()
         state = da * state + db * u_t[..., None]
         y = 2 * (c * state).sum(-1).real.to(u_t.dtype)
         return self._output(y, u_t), state
