@@ -1,0 +1,120 @@
+"""Training loop: outputs, exact resume after preemption, eval, configs and bad files,
+on a tiny synthetic task (no dataset download)."""
+
+import json
+
+import pytest
+import torch
+
+import qlam.train as train_mod
+from qlam.cli import main
+from qlam.data.tasks import Split, Task
+from qlam.train import TrainConfig, eval_checkpoint, read_config_file, train
+
+
+def synthetic_task(cfg=None) -> Task:
+    """Label = whether the first 4 tokens sum above zero (the model must remember them)."""
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        x = torch.randn(n, 16, 1, generator=g)
+        y = (x[:, :4, 0].sum(1) > 0).long()
+        return Split(x, y)
+
+    return Task(name="synthetic", dataset="synthetic", seq_len=16, n_features=1, n_classes=2,
+                train=split(96), val=split(32), test=split(48))
+
+
+@pytest.fixture(autouse=True)
+def _synthetic(monkeypatch):
+    monkeypatch.setattr(train_mod, "build_task", synthetic_task)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(out=str(tmp_path / "run"), epochs=2, batch_size=16, lr=1e-2, d_model=8,
+                n_layers=1, n_heads=2, n_qubits=2, eval_batch_size=64)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_writes_metrics_summary_and_model(tmp_path):
+    summary = train(_cfg(tmp_path))
+    run = tmp_path / "run"
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [1, 2]
+    saved = json.loads((run / "summary.json").read_text())
+    for key in ("task", "model", "test_acc", "val_acc", "params", "epochs", "wall_s", "seed",
+                "command", "config"):
+        assert key in saved
+    assert saved == json.loads(json.dumps(summary))
+    assert 0.0 <= saved["test_acc"] <= 1.0 and saved["epochs"] == 2
+    assert saved["params"] == sum(p.numel() for p in torch.load(
+        run / "model.pt", weights_only=False)["model"].values())
+    # the best-on-validation model reproduces the reported test accuracy
+    res = eval_checkpoint(run / "model.pt", device="cpu")
+    assert res["test_acc"] == pytest.approx(saved["test_acc"])
+
+
+def test_learns_the_synthetic_task(tmp_path):
+    summary = train(_cfg(tmp_path, epochs=8, d_model=16, n_qubits=3, dt_min=0.05, dt_max=0.5))
+    assert summary["val_acc"] >= 0.75
+
+
+def test_resume_after_preemption_matches_uninterrupted_run(tmp_path):
+    full = train(_cfg(tmp_path / "a"))
+    cfg_b = _cfg(tmp_path / "b", stop_after_steps=3)
+    stopped = train(cfg_b)
+    assert stopped["stopped"] == "preempted"
+    assert not (tmp_path / "b" / "run" / "summary.json").exists()
+    # resume: same settings except the preemption point
+    cfg_b2 = _cfg(tmp_path / "b")
+    ck = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)
+    ck["config"]["stop_after_steps"] = None
+    torch.save(ck, tmp_path / "b" / "run" / "checkpoint.pt")
+    resumed = train(cfg_b2, resume=True)
+    assert resumed["test_acc"] == full["test_acc"] and resumed["val_acc"] == full["val_acc"]
+    a = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_existing_run_needs_resume_and_same_config(tmp_path):
+    train(_cfg(tmp_path, epochs=1))
+    with pytest.raises(ValueError, match="--resume"):
+        train(_cfg(tmp_path, epochs=1))
+    with pytest.raises(ValueError, match="different configuration"):
+        train(_cfg(tmp_path, epochs=1, lr=0.5), resume=True)
+
+
+def test_bad_checkpoints_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        eval_checkpoint(tmp_path / "nope.pt", device="cpu")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        eval_checkpoint(bad, device="cpu")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match="not a qlam model checkpoint"):
+        eval_checkpoint(other, device="cpu")
+
+
+def test_config_files_and_cli(tmp_path, capsys):
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'out = "{tmp_path / "cli"}"\nepochs = 1\nbatch_size = 32\nd_model = 8\n'
+                    'n_layers = 1\nn_heads = 1\nn_qubits = 2\n')
+    assert read_config_file(toml)["epochs"] == 1
+    assert main(["train", "--config", str(toml), "--lr", "0.01"]) == 0
+    saved = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert saved["config"]["lr"] == 0.01 and saved["config"]["batch_size"] == 32
+    out_json = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(tmp_path / "cli" / "model.pt"), "--device", "cpu",
+                 "--json", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())["test_acc"] == pytest.approx(saved["test_acc"])
+    assert main(["eval", "--checkpoint", str(tmp_path / "cli" / "model.pt"), "--device", "cpu",
+                 "--shots", "64"]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochz = 3\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "unknown config keys: epochz" in capsys.readouterr().err
