@@ -15,6 +15,9 @@ from qlam.sim.statevector import run_reference
 
 __version__ = "0.1.0"
 
+from qlam.memory import QLAM  # noqa: E402  (the layer builds on the simulator above)
+from qlam.models.qlam import QLAMClassifier  # noqa: E402
+
 
 def statevector(circuit: Circuit, inputs=None, params=None, *, state=None, method="compiled",
                 dtype=torch.float64, device=None) -> torch.Tensor:
@@ -31,4 +34,4 @@ def statevector(circuit: Circuit, inputs=None, params=None, *, state=None, metho
 
 
 __all__ = ["Angle", "Circuit", "Op", "const", "statevector", "CompiledCircuit", "__version__",
-           "probabilities", "expval", "sample", "counts", "estimate_expval"]
+           "probabilities", "expval", "sample", "counts", "estimate_expval", "QLAM", "QLAMClassifier"]
