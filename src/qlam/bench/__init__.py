@@ -1,0 +1,1 @@
+"""Benchmarks: `qlam bench sim` (simulator training throughput against PennyLane)."""
