@@ -76,6 +76,11 @@ class TrainConfig:
         return opts
 
 
+# settings that control a run but not its result: they may change on --resume
+RUN_CONTROL = ("out", "device", "threads", "checkpoint_minutes", "max_minutes",
+               "stop_after_steps", "eval_batch_size")
+
+
 def config_from_dict(d: dict) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(d) - known)
@@ -249,9 +254,11 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     ck = ctx.broadcast(ck)
     if ck is not None:
         saved_cfg = config_from_dict(ck["config"])
-        if dataclasses.replace(saved_cfg, out=cfg.out) != dataclasses.replace(cfg, out=cfg.out):
-            raise ValueError(f"{ckpt_path} was written with a different configuration; "
-                             "resume with the same settings")
+        changed = [k for k, v in dataclasses.asdict(cfg).items()
+                   if k not in RUN_CONTROL and v != getattr(saved_cfg, k)]
+        if changed:
+            raise ValueError(f"{ckpt_path} was written with a different configuration "
+                             f"({', '.join(changed)}); resume with the same settings")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
