@@ -17,6 +17,9 @@ basis (RZ(q_t) then a trained unitary V, :func:`readout_circuit`) and, by the Bo
 the probabilities give the expectations of all 2^n - 1 Pauli-Z strings in that basis; the
 query also weights them, so each output channel reads <psi_t| O(q_t) |psi_t> with
 O(q) = sum_k w_k(q) P_k. Expectations are exact, or estimated from ``shots`` samples.
+Setting ``noise`` (a :class:`qlam.sim.noise.Channel` or "depolarizing:0.01") evaluates under
+that channel on every qubit after every token, one quantum trajectory per example (seeded by
+``generator``; no gradients, see :mod:`qlam.sim.noise`).
 
 Shapes: x (B, L, d_model) -> y (B, L, d_model), state (B, H, 2^n) complex.
 """
@@ -137,6 +140,7 @@ class QLAM(nn.Module):
         self.backward_mode = backward
         self.shots = shots
         self.generator: torch.Generator | None = None
+        self.noise = None  # a qlam.sim.noise.Channel: noisy evaluation (trajectories)
         n_states = 2**n_qubits
 
         self.circuit = token_circuit(n_qubits, depth)
@@ -225,8 +229,14 @@ class QLAM(nn.Module):
             q = self.q_basis(x).view(b, length, h, self.n_qubits)
             read_phases = self._read_phase.phases(None, q, q)
             w_read = self._dense([self._read_fixed], self.read_theta)[:, 0].to(x.dtype)
-        probs, last = scan(psi0, phases, w.to(x.dtype), read_phases, w_read,
-                           backward=self.backward_mode)
+        if self.noise is not None:  # evaluation under noise: trajectories, no gradients
+            from qlam.sim.noise import noisy_scan
+
+            probs, last = noisy_scan(psi0, phases, w.to(x.dtype), read_phases, w_read,
+                                     self.noise, self.generator)
+        else:
+            probs, last = scan(psi0, phases, w.to(x.dtype), read_phases, w_read,
+                               backward=self.backward_mode)
         final = torch.complex(last[..., 0, :], last[..., 1, :])
         assert probs.shape == (b, length, h, n_states)
         return probs, final
@@ -249,4 +259,5 @@ class QLAM(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, heads={self.n_heads}, qubits={self.n_qubits}, "
-                f"depth={self.depth}, query_basis={self.query_basis}, shots={self.shots}")
+                f"depth={self.depth}, query_basis={self.query_basis}, shots={self.shots}"
+                + (f", noise={self.noise}" if self.noise is not None else ""))

@@ -1,0 +1,316 @@
+"""Noise channels: Kraus operators, state-vector quantum trajectories, exact density matrices.
+
+Channels (one qubit, PennyLane's conventions, parameter in [0, 1]):
+
+* ``depolarizing:P``: rho -> (1 - P) rho + P/3 (X rho X + Y rho Y + Z rho Z)
+  (Kraus sqrt(1-P) I, sqrt(P/3) X, Y, Z; P = 3/4 is the fully depolarizing channel);
+* ``amplitude_damping:G``: |1> decays to |0> with probability G
+  (Kraus [[1, 0], [0, sqrt(1-G)]], [[0, sqrt(G)], [0, 0]]);
+* ``bitflip:P``: rho -> (1 - P) rho + P X rho X.
+
+Two ways to run them:
+
+* **trajectories** (:func:`apply_channel_trajectory`): each state vector picks one Kraus
+  operator K_k with probability ||K_k psi||^2 and continues as K_k psi / ||K_k psi||. The
+  average of |psi><psi| over trajectories is the density matrix, so a batch of examples
+  each with its own trajectory estimates noisy accuracy at state-vector cost (2^n, not 4^n);
+* **density matrices** (:func:`apply_channel_density`): rho -> sum_k K_k rho K_k^dagger,
+  exact, 4^n memory: for small n and for testing the trajectories.
+
+Where the noise acts:
+
+* in the QLAM layer (:func:`noisy_scan`, used by ``QLAM.noise``): **per token**, the channel
+  on every qubit after each token's circuit U(x_t), before that token's readout. State
+  preparation and the readout basis change are noiseless. Evaluation only (no gradients);
+* on a bound circuit (:func:`circuit_density_matrix`, :func:`circuit_trajectories`):
+  **per gate**, the channel on each wire a gate touches, after the gate.
+
+Wire 0 is the most significant bit of a basis-state index, as everywhere in qlam.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from qlam.circuit import Circuit
+from qlam.sim import gates
+from qlam.sim.statevector import apply_matrix, complex_dtype
+
+CHANNELS = ("depolarizing", "amplitude_damping", "bitflip")
+_ALIASES = {"depolarising": "depolarizing", "depol": "depolarizing", "bit_flip": "bitflip",
+            "amplitude_damp": "amplitude_damping", "damping": "amplitude_damping"}
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A one-qubit noise channel: ``kind`` in CHANNELS, strength ``p`` in [0, 1]."""
+
+    kind: str
+    p: float
+
+    def __post_init__(self):
+        if self.kind not in CHANNELS:
+            raise ValueError(f"unknown noise kind {self.kind!r}; choose one of "
+                             f"{', '.join(CHANNELS)}")
+        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)):
+            raise TypeError(f"noise strength must be a number, got {type(self.p).__name__}")
+        if not (math.isfinite(self.p) and 0.0 <= self.p <= 1.0):
+            raise ValueError(f"{self.kind} noise strength must lie in [0, 1], got {self.p}")
+        object.__setattr__(self, "p", float(self.p))
+
+    def kraus(self, dtype=torch.complex128, device=None) -> torch.Tensor:
+        """(K, 2, 2) Kraus operators with sum_k K_k^dagger K_k = I."""
+        p = self.p
+        if self.kind == "depolarizing":
+            a, b = math.sqrt(1 - p), math.sqrt(p / 3)
+            ops = [[[a, 0], [0, a]], [[0, b], [b, 0]], [[0, -1j * b], [1j * b, 0]],
+                   [[b, 0], [0, -b]]]
+        elif self.kind == "amplitude_damping":
+            ops = [[[1, 0], [0, math.sqrt(1 - p)]], [[0, math.sqrt(p)], [0, 0]]]
+        else:  # bitflip
+            a, b = math.sqrt(1 - p), math.sqrt(p)
+            ops = [[[a, 0], [0, a]], [[0, b], [b, 0]]]
+        return torch.tensor(ops, dtype=complex_dtype(dtype), device=device)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.p:g}"
+
+
+def _kind(name: str) -> str:
+    key = name.strip().lower().replace("-", "_")
+    return _ALIASES.get(key, key)
+
+
+def _strength(kind: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"noise strength for {kind} must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{kind} noise strength must lie in [0, 1], got {text}")
+    return value
+
+
+def parse_noise(spec) -> Channel | None:
+    """``"depolarizing:0.01"`` (or a Channel, or None / "none") -> Channel or None."""
+    if spec is None or isinstance(spec, Channel):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"noise must be a string like 'depolarizing:0.01', got "
+                        f"{type(spec).__name__}")
+    if spec.strip().lower() in ("", "none"):
+        return None
+    kind, sep, value = spec.partition(":")
+    kind = _kind(kind)
+    if kind not in CHANNELS:
+        raise ValueError(f"unknown noise kind {kind!r} in {spec!r}; choose one of "
+                         f"{', '.join(CHANNELS)} (e.g. depolarizing:0.01)")
+    if not sep or not value.strip():
+        raise ValueError(f"noise {spec!r} needs a strength: {kind}:P with P in [0, 1]")
+    return Channel(kind, _strength(kind, value))
+
+
+def parse_noise_sweep(spec: str) -> list[Channel]:
+    """``"depolarizing:0.001,0.01"`` -> one Channel per strength."""
+    if not isinstance(spec, str):
+        raise TypeError(f"noise sweep must be a string like 'bitflip:0.01,0.1', got "
+                        f"{type(spec).__name__}")
+    kind, sep, values = spec.partition(":")
+    kind = _kind(kind)
+    if kind not in CHANNELS:
+        raise ValueError(f"unknown noise kind {kind!r} in {spec!r}; choose one of "
+                         f"{', '.join(CHANNELS)}")
+    items = [v for v in values.split(",") if v.strip()]
+    if not sep or not items:
+        raise ValueError(f"noise sweep {spec!r} needs strengths: {kind}:P1,P2,...")
+    return [Channel(kind, _strength(kind, v)) for v in items]
+
+
+# ---- applying a channel -------------------------------------------------------------------
+def _uniform(shape, generator, device, dtype) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+
+
+def apply_channel_trajectory(psi: torch.Tensor, kraus: torch.Tensor, wire: int, n_qubits: int,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+    """One trajectory step per row of psi (M, 2^n) complex: Kraus operator k is picked with
+    probability ||K_k psi||^2, the result renormalised. Rows must be normalised."""
+    outs = torch.stack([apply_matrix(psi, k, (wire,), n_qubits) for k in kraus])  # (K, M, N)
+    weights = outs.real.square().add_(outs.imag.square()).sum(-1)  # (K, M)
+    cum = weights.cumsum(0)
+    r = _uniform(psi.shape[0], generator, psi.device, cum.dtype) * cum[-1]
+    pick = (r[None] >= cum).sum(0).clamp_max(len(kraus) - 1)  # (M,)
+    rows = torch.arange(psi.shape[0], device=psi.device)
+    chosen = outs[pick, rows]
+    norm = weights[pick, rows].clamp_min(torch.finfo(cum.dtype).tiny).sqrt()
+    return chosen / norm[:, None]
+
+
+def apply_channel_density(rho: torch.Tensor, kraus: torch.Tensor, wire: int,
+                          n_qubits: int) -> torch.Tensor:
+    """rho (M, 2^n, 2^n) -> sum_k K_k rho K_k^dagger, K_k acting on ``wire``."""
+    out = torch.zeros_like(rho)
+    for k in kraus:
+        out += _sandwich(rho, k, (wire,), n_qubits)
+    return out
+
+
+def _left(rho: torch.Tensor, u: torch.Tensor, wires, n: int) -> torch.Tensor:
+    """(U ⊗ I) rho for rho (M, N, N): U applied to every column."""
+    m, dim = rho.shape[0], rho.shape[-1]
+    cols = rho.transpose(-1, -2).reshape(m * dim, dim)
+    return apply_matrix(cols, u, wires, n).reshape(m, dim, dim).transpose(-1, -2)
+
+
+def _sandwich(rho: torch.Tensor, u: torch.Tensor, wires, n: int) -> torch.Tensor:
+    """U rho U^dagger = (U (U rho)^dagger)^dagger."""
+    return _left(_left(rho, u, wires, n).mH, u, wires, n).mH
+
+
+def pure_density(psi: torch.Tensor) -> torch.Tensor:
+    """|psi><psi|: (..., N) -> (..., N, N)."""
+    return psi[..., :, None] * psi[..., None, :].conj()
+
+
+# ---- bound circuits: noise after every gate -----------------------------------------------
+def _check_bound(circuit: Circuit) -> None:
+    if not isinstance(circuit, Circuit):
+        raise TypeError(f"expected a qlam Circuit, got {type(circuit).__name__}")
+    if any(a.kind != "const" for op in circuit.ops for a in op.angles):
+        raise ValueError("the circuit has trainable or input angles: bind it first "
+                         "(Circuit.bind(params, inputs))")
+
+
+def circuit_density_matrix(circuit: Circuit, noise=None, dtype=torch.float64) -> torch.Tensor:
+    """Exact (2^n, 2^n) density matrix of a bound circuit from |0...0>, with ``noise``
+    (a Channel or spec) on every wire of every gate, after the gate."""
+    _check_bound(circuit)
+    channel = parse_noise(noise)
+    n, dim = circuit.n_qubits, 2**circuit.n_qubits
+    if n > 12:
+        raise ValueError(f"density matrices are for small circuits (n <= 12), got {n} qubits; "
+                         "use circuit_trajectories")
+    cd = complex_dtype(dtype)
+    rho = torch.zeros(1, dim, dim, dtype=cd)
+    rho[0, 0, 0] = 1
+    kraus = channel.kraus(cd) if channel is not None else None
+    for op in circuit.ops:
+        u = gates.matrix(op.name, [a.value for a in op.angles], rho)
+        rho = _sandwich(rho, u, op.wires, n)
+        if kraus is not None:
+            for w in op.wires:
+                rho = apply_channel_density(rho, kraus, w, n)
+    return rho[0]
+
+
+def circuit_trajectories(circuit: Circuit, noise, trajectories: int,
+                         generator: torch.Generator | None = None,
+                         dtype=torch.float64) -> torch.Tensor:
+    """(trajectories, 2^n) final states of a bound circuit, each a quantum trajectory of
+    ``noise`` on every wire of every gate; their |psi><psi| average to
+    :func:`circuit_density_matrix`."""
+    _check_bound(circuit)
+    channel = parse_noise(noise)
+    if isinstance(trajectories, bool) or not isinstance(trajectories, int) or trajectories < 1:
+        raise ValueError(f"trajectories must be an int >= 1, got {trajectories!r}")
+    n = circuit.n_qubits
+    cd = complex_dtype(dtype)
+    psi = torch.zeros(trajectories, 2**n, dtype=cd)
+    psi[:, 0] = 1
+    kraus = channel.kraus(cd) if channel is not None else None
+    for op in circuit.ops:
+        u = gates.matrix(op.name, [a.value for a in op.angles], psi)
+        psi = apply_matrix(psi, u, op.wires, n)
+        if kraus is not None:
+            for w in op.wires:
+                psi = apply_channel_trajectory(psi, kraus, w, n, generator)
+    return psi
+
+
+# ---- the QLAM recurrence with noise after every token -------------------------------------
+def _complex(pair: torch.Tensor, axis: int) -> torch.Tensor:
+    re, im = pair.unbind(axis)
+    return torch.complex(re, im)
+
+
+def _unpack(psi0, phases, w, read_phases, w_read):
+    from qlam.sim.recurrence import _check
+
+    _check(psi0, phases, w, read_phases, w_read)
+    psi = _complex(psi0.detach(), -2)  # (B, H, N)
+    mats = _complex(w.detach(), -3)  # (H, R, N, N)
+    m_read = _complex(w_read.detach(), -3) if w_read is not None else None  # (H, N, N)
+    return psi, mats, m_read
+
+
+def _bhn_matvec(m: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """m (H, N, N) applied to psi (B, H, N) per head."""
+    return torch.einsum("hij,bhj->bhi", m, psi)
+
+
+def noisy_scan(psi0, phases, w, read_phases=None, w_read=None, noise=None,
+               generator: torch.Generator | None = None):
+    """The recurrence of :func:`qlam.sim.recurrence.scan` (same shapes and return values)
+    with ``noise`` on every qubit after every token, one quantum trajectory per batch row
+    and head. Not differentiable (evaluation only); ``generator`` seeds the trajectories."""
+    channel = parse_noise(noise)
+    with torch.no_grad():
+        psi, mats, m_read = _unpack(psi0, phases, w, read_phases, w_read)
+        b, length, h, r, dim = phases.shape
+        n = dim.bit_length() - 1
+        kraus = channel.kraus(psi.dtype, psi.device) if channel is not None else None
+        probs = torch.empty(b, length, h, dim, dtype=phases.dtype, device=phases.device)
+        for t in range(length):
+            for k in range(r):
+                psi = _bhn_matvec(mats[:, k], psi * torch.polar(torch.ones_like(phases[:, t, :, k]),
+                                                                  phases[:, t, :, k]))
+            if kraus is not None:
+                flat = psi.reshape(b * h, dim)
+                for q in range(n):
+                    flat = apply_channel_trajectory(flat, kraus, q, n, generator)
+                psi = flat.view(b, h, dim)
+            out = psi
+            if m_read is not None:
+                rp = read_phases[:, t]
+                out = _bhn_matvec(m_read, psi * torch.polar(torch.ones_like(rp), rp))
+            probs[:, t] = out.real.square() + out.imag.square()
+        last = torch.stack([psi.real, psi.imag], -2).to(psi0.dtype)
+    return probs, last
+
+
+def density_scan(psi0, phases, w, read_phases=None, w_read=None, noise=None):
+    """Exact counterpart of :func:`noisy_scan`: density matrices (4^n per head), the same
+    per-token noise. Returns probs (B, L, H, N) and the final rho (B, H, N, N) complex."""
+    channel = parse_noise(noise)
+    with torch.no_grad():
+        psi, mats, m_read = _unpack(psi0, phases, w, read_phases, w_read)
+        b, length, h, r, dim = phases.shape
+        n = dim.bit_length() - 1
+        rho = pure_density(psi)  # (B, H, N, N)
+        kraus = channel.kraus(psi.dtype, psi.device) if channel is not None else None
+        probs = torch.empty(b, length, h, dim, dtype=phases.dtype, device=phases.device)
+        for t in range(length):
+            for k in range(r):
+                e = torch.polar(torch.ones_like(phases[:, t, :, k]), phases[:, t, :, k])
+                rho = rho * pure_density(e)
+                rho = mats[:, k] @ rho @ mats[:, k].mH
+            if kraus is not None:
+                flat = rho.reshape(b * h, dim, dim)
+                for q in range(n):
+                    flat = apply_channel_density(flat, kraus, q, n)
+                rho = flat.view(b, h, dim, dim)
+            out = rho
+            if m_read is not None:
+                rp = read_phases[:, t]
+                out = rho * pure_density(torch.polar(torch.ones_like(rp), rp))
+                out = m_read @ out @ m_read.mH
+            probs[:, t] = torch.diagonal(out, dim1=-2, dim2=-1).real
+    return probs, rho
+
+
+__all__ = ["CHANNELS", "Channel", "parse_noise", "parse_noise_sweep", "apply_channel_trajectory",
+           "apply_channel_density", "pure_density", "circuit_density_matrix",
+           "circuit_trajectories", "noisy_scan", "density_scan"]
