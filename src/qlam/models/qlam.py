@@ -65,3 +65,11 @@ class QLAMClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def head_circuit(self, x: torch.Tensor, layer: int = 0, head: int = 0,
+                     tokens: int | None = None):
+        """The bound Circuit (state preparation + first ``tokens`` token circuits) of one
+        QLAM head for one example x (L, n_features); see :mod:`qlam.export`."""
+        from qlam.export import head_circuit
+
+        return head_circuit(self, x, layer=layer, head=head, tokens=tokens)
