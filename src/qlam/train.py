@@ -398,25 +398,41 @@ def load_model(path: str | Path, device="cpu"):
 
 
 def eval_checkpoint(path, task: str | None = None, shots: int | None = None, seed: int = 0,
-                    device: str = "auto", batch_size: int = 256, limit: int | None = None) -> dict:
-    """Test accuracy of a saved model, exact or with ``shots`` measurement samples."""
+                    device: str = "auto", batch_size: int = 256, limit: int | None = None,
+                    noise=None) -> dict:
+    """Test accuracy of a saved model: exact, with ``shots`` measurement samples, and/or
+    under ``noise`` ("depolarizing:0.01", see :mod:`qlam.sim.noise`: the channel on every
+    qubit after every token, one trajectory per example); ``seed`` seeds both."""
+    from qlam.sim.noise import parse_noise
+
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+        raise ValueError(f"shots must be an int >= 1, got {shots!r}")
+    channel = parse_noise(noise)
     dev = resolve_device(device)
     model, ck = load_model(path, dev)
     cfg = config_from_dict(ck["config"])
     if task is not None:
         cfg.task = task
     memories = [m for m in model.modules() if hasattr(m, "shots") and hasattr(m, "generator")]
-    if shots is not None:
+    if shots is not None or channel is not None:
         if not memories:
-            raise ValueError("--shots applies to quantum-memory models only")
+            raise ValueError("--shots and --noise apply to quantum-memory models only "
+                             f"(this checkpoint holds {ck['model_name']!r})")
         gen = torch.Generator(device=dev).manual_seed(seed)
         for m in memories:
-            m.shots, m.generator = shots, gen
+            m.generator = gen
+            if shots is not None:
+                m.shots = shots
+            if channel is not None:
+                if not hasattr(m, "noise"):
+                    raise ValueError(f"--noise is not supported by {type(m).__name__}")
+                m.noise = channel
     t = build_task(cfg)
     loss, acc = evaluate(model, t, "test", batch_size, dev, limit)
     return {"checkpoint": str(path), "task": cfg.task, "model": ck["model_name"],
-            "test_acc": acc, "test_loss": loss, "shots": shots, "seed": seed,
-            "n_test": limit or len(t.test)}
+            "test_acc": acc, "test_loss": loss, "shots": shots,
+            "noise": None if channel is None else str(channel), "seed": seed,
+            "n_test": min(limit, len(t.test)) if limit else len(t.test)}
 
 
 __all__ = ["TrainConfig", "train", "evaluate", "load_model", "eval_checkpoint"]

@@ -56,9 +56,12 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     res = eval_checkpoint(args.checkpoint, task=args.task, shots=args.shots, seed=args.seed,
-                          device=args.device, batch_size=args.batch_size, limit=args.limit)
+                          device=args.device, batch_size=args.batch_size, limit=args.limit,
+                          noise=args.noise)
+    how = [f"{args.shots} shots"] if args.shots is not None else []
+    how += [f"noise {res['noise']} per token"] if res["noise"] else []
     print(f"test accuracy {res['test_acc']:.4f} on {res['n_test']} examples "
-          f"({'exact' if args.shots is None else f'{args.shots} shots'})")
+          f"({', '.join(how) or 'exact'})")
     if args.json:
         atomic_write_text(args.json, json.dumps(res, indent=2))
     return 0
@@ -97,7 +100,10 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="model.pt written by qlam train")
     p.add_argument("--task", default=None, help="task to evaluate on (default: the training task)")
     p.add_argument("--shots", type=int, default=None, help="finite measurement shots per token")
-    p.add_argument("--seed", type=int, default=0, help="seed of the shot sampler")
+    p.add_argument("--noise", default=None, metavar="KIND:P",
+                   help="evaluate under noise: depolarizing:P, amplitude_damping:G or bitflip:P "
+                        "on every qubit after every token (quantum trajectories)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shot and noise sampler")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test examples")
