@@ -14,6 +14,7 @@ COMMANDS = [
     "qlam.data.cli",
     "qlam.train_cli",
     "qlam.sweep",
+    "qlam.export_cli",
     "qlam.bench.cli",
 ]
 

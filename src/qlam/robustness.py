@@ -1,0 +1,205 @@
+"""How a trained QLAM model's test accuracy holds up under hardware conditions.
+
+``qlam robustness`` evaluates one checkpoint exactly, then with every shot count (each
+token's readout of every head estimated from N Born-rule samples, as ``qlam eval --shots``)
+and under every noise setting (the channel on every qubit after every token's circuit, one
+quantum trajectory per test example, as ``qlam eval --noise``; see :mod:`qlam.sim.noise`).
+Every setting starts its sampler from the same ``seed``, so each row is reproducible alone.
+
+Writes, in ``--out``:
+
+* ``robustness.json``: the settings and a table ``rows`` of {kind, strength, shots,
+  test_acc, stderr, test_loss, n_test, seconds}; kind is "exact", "shots" or a channel name.
+  Rewritten after every row, and a rerun with the same settings skips the rows already
+  there (so an interrupted sweep continues);
+* ``robustness.md``: the same table in Markdown;
+* ``robustness.png``: accuracy against shots and against noise strength (log axes), the
+  exact accuracy as a dashed line, error bars the binomial standard error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from qlam.store import atomic_write_text
+
+DEFAULT_SHOTS = "10,100,1000"
+DEFAULT_NOISE = ("depolarizing:0.0001,0.001,0.01,0.1", "amplitude_damping:0.0001,0.001,0.01,0.1",
+                 "bitflip:0.0001,0.001,0.01,0.1")
+NOISE_PLACEMENT = ("per token: the channel acts on every qubit after every token's circuit "
+                   "(before that token's readout); state preparation and readout are noiseless; "
+                   "one quantum trajectory per test example")
+SHOTS_MEANING = ("every token's readout of every head is estimated from N computational-basis "
+                 "samples (the Pauli-Z expectations from the empirical frequencies)")
+
+
+def parse_shots(spec) -> list[int]:
+    """'10,100,1000' (or a list of ints) -> [10, 100, 1000]; each >= 1."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            if not item.strip():
+                continue
+            try:
+                item = int(item)
+            except ValueError:
+                raise ValueError(f"shots must be integers, got {item.strip()!r}") from None
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ValueError(f"shots must be integers, got {item!r}")
+        if item < 1:
+            raise ValueError(f"shots must be >= 1, got {item}")
+        out.append(item)
+    return out
+
+
+def _key(row: dict) -> tuple:
+    return row["kind"], row.get("strength"), row.get("shots")
+
+
+def _settings(shots: list[int], channels) -> list[dict]:
+    rows = [{"kind": "exact", "strength": None, "shots": None}]
+    rows += [{"kind": "shots", "strength": None, "shots": s} for s in shots]
+    rows += [{"kind": c.kind, "strength": c.p, "shots": None, "channel": c} for c in channels]
+    return rows
+
+
+def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
+               noise=DEFAULT_NOISE, limit: int | None = None, seed: int = 0,
+               device: str = "auto", batch_size: int = 256, plot: bool = True,
+               log=None) -> dict:
+    """Run the sweep (see the module docstring); returns the JSON record."""
+    from qlam import train as training
+    from qlam.export_cli import load_qlam
+    from qlam.memory import QLAM
+    from qlam.sim.noise import parse_noise_sweep
+
+    log = sys.stderr if log is None else log
+    shots = parse_shots(shots)
+    noise = [noise] if isinstance(noise, str) else list(noise or [])
+    channels = [c for spec in noise for c in parse_noise_sweep(spec)]
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    dev = training.resolve_device(device)
+    model, ck = load_qlam(checkpoint, dev)
+    cfg = training.config_from_dict(ck["config"])
+    if task is not None:
+        cfg.task = task
+    data = training.build_task(cfg)
+    n_test = min(limit, len(data.test)) if limit else len(data.test)
+    out = Path(out)
+    head = {"checkpoint": str(checkpoint), "task": cfg.task, "model": ck.get("model_name"),
+            "seed": seed, "limit": limit, "n_test": n_test, "noise_placement": NOISE_PLACEMENT,
+            "shots_meaning": SHOTS_MEANING}
+    done: dict[tuple, dict] = {}
+    path = out / "robustness.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if all(old.get(k) == v for k, v in head.items()):
+            done = {_key(r): r for r in old.get("rows", [])}
+    memories = [m for m in model.modules() if isinstance(m, QLAM)]
+    rows = []
+    for setting in _settings(shots, channels):
+        channel = setting.pop("channel", None)
+        if _key(setting) in done:
+            rows.append(done[_key(setting)])
+            continue
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        for m in memories:
+            m.shots, m.noise, m.generator = setting["shots"], channel, gen
+        t0 = time.time()
+        loss, acc = training.evaluate(model, data, "test", batch_size, dev, limit)
+        row = {**setting, "test_acc": acc, "stderr": math.sqrt(acc * (1 - acc) / max(n_test, 1)),
+               "test_loss": loss, "n_test": n_test, "seconds": round(time.time() - t0, 2)}
+        rows.append(row)
+        label = _label(row)
+        print(f"robustness: {label:<28} test accuracy {acc:.4f}  ({row['seconds']:.1f} s)",
+              file=log)
+        _write(out, head, rows, done)
+    for m in memories:
+        m.shots, m.noise, m.generator = None, None, None
+    record = _write(out, head, rows, done)
+    if plot:
+        plot_robustness(record, out / "robustness.png")
+    return record
+
+
+def _label(row: dict) -> str:
+    if row["kind"] == "exact":
+        return "exact"
+    if row["kind"] == "shots":
+        return f"{row['shots']} shots"
+    return f"{row['kind']}:{row['strength']:g}"
+
+
+def _write(out: Path, head: dict, rows: list[dict], done: dict) -> dict:
+    keys = {_key(r) for r in rows}
+    extra = [r for k, r in done.items() if k not in keys]  # earlier rows not in this sweep
+    record = {**head, "rows": rows + extra}
+    atomic_write_text(out / "robustness.json", json.dumps(record, indent=2))
+    lines = [f"Test accuracy of `{head['checkpoint']}` on {head['task']} "
+             f"({head['n_test']} test examples, seed {head['seed']}).", "",
+             "| setting | kind | strength / shots | test accuracy (%) | ± (std. error) |",
+             "|---|---|---|---|---|"]
+    for r in record["rows"]:
+        value = r["shots"] if r["kind"] == "shots" else (
+            "" if r["strength"] is None else f"{r['strength']:g}")
+        lines.append(f"| {_label(r)} | {r['kind']} | {value} | {100 * r['test_acc']:.2f} | "
+                     f"{100 * r['stderr']:.2f} |")
+    lines += ["", f"Noise: {NOISE_PLACEMENT}.", f"Shots: {SHOTS_MEANING}.", ""]
+    atomic_write_text(out / "robustness.md", "\n".join(lines))
+    return record
+
+
+def plot_robustness(record: dict, png) -> Path:
+    """Accuracy against shots (left) and noise strength per channel (right)."""
+    from qlam.plots import _pyplot
+
+    plt = _pyplot()
+    rows = record["rows"]
+    exact = [r for r in rows if r["kind"] == "exact"]
+    fig, (ax_s, ax_n) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    shot_rows = sorted((r for r in rows if r["kind"] == "shots"), key=lambda r: r["shots"])
+    if shot_rows:
+        ax_s.errorbar([r["shots"] for r in shot_rows], [100 * r["test_acc"] for r in shot_rows],
+                      yerr=[100 * r["stderr"] for r in shot_rows], fmt="-o", capsize=3,
+                      label="shots per token")
+    kinds = sorted({r["kind"] for r in rows} - {"exact", "shots"})
+    for kind in kinds:
+        rs = sorted((r for r in rows if r["kind"] == kind and r["strength"] > 0),
+                    key=lambda r: r["strength"])
+        if rs:
+            ax_n.errorbar([r["strength"] for r in rs], [100 * r["test_acc"] for r in rs],
+                          yerr=[100 * r["stderr"] for r in rs], fmt="-o", capsize=3, label=kind)
+    for ax in (ax_s, ax_n):
+        if exact:
+            ax.axhline(100 * exact[0]["test_acc"], ls="--", color="grey", label="exact")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    ax_s.set(xlabel="measurement shots per token", ylabel="test accuracy (%)",
+             title="finite shots")
+    ax_n.set(xlabel="channel strength (after every token, every qubit)",
+             title="noise (quantum trajectories)")
+    fig.suptitle(f"{record.get('model')} on {record['task']}: {record['n_test']} test examples",
+                 fontsize=10)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+__all__ = ["robustness", "plot_robustness", "parse_shots", "DEFAULT_SHOTS", "DEFAULT_NOISE"]
