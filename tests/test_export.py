@@ -345,6 +345,19 @@ def test_export_command_writes_qasm_and_json(ckpt, tmp_path):
     full = Circuit.from_qasm(out.read_text()).extend(Circuit.from_qasm(rec["readout"]["qasm"]))
     np.testing.assert_allclose(qlam.probabilities(qlam.statevector(full))[0].numpy(),
                                rec["readout"]["probabilities"], atol=1e-9)
+    # with per-gate noise: the density-matrix probabilities of the same circuits
+    out2 = tmp_path / "n.qasm"
+    assert main(["export", "--checkpoint", str(ckpt), "--index", "5", "--tokens", "2",
+                 "--noise", "bitflip:0.02", "--out", str(out2)]) == 0
+    noisy = json.loads(out2.with_suffix(".json").read_text())["noisy"]
+    c2 = Circuit.from_qasm(out2.read_text())
+    rho = circuit_density_matrix(c2, "bitflip:0.02")
+    np.testing.assert_allclose(torch.diagonal(rho).real.numpy(), noisy["probabilities"],
+                               atol=1e-9)
+    read2 = json.loads(out2.with_suffix(".json").read_text())["readout"]["qasm"]
+    rho_read = circuit_density_matrix(c2.extend(Circuit.from_qasm(read2)), "bitflip:0.02")
+    np.testing.assert_allclose(torch.diagonal(rho_read).real.numpy(),
+                               noisy["readout_probabilities"], atol=1e-9)
     # the same example through the Python API
     model, _ = train_mod.load_model(ckpt)
     x = synthetic_task().test.x[5]

@@ -36,12 +36,17 @@ def _int_in(name: str, value: int, size: int, what: str) -> int:
 
 
 def export_example(checkpoint, out, *, index: int, task: str | None = None, layer: int = 0,
-                   head: int = 0, tokens: int | None = None, split: str = "test") -> dict:
+                   head: int = 0, tokens: int | None = None, split: str = "test",
+                   noise=None) -> dict:
     """Write ``out`` (OpenQASM 2.0) and ``out`` with .json (probabilities, readout, metadata)
-    for example ``index`` of ``split``; returns the JSON record."""
+    for example ``index`` of ``split``; returns the JSON record. ``noise`` (e.g.
+    "depolarizing:0.001") adds the exact density-matrix probabilities of the same circuits
+    with that channel after every gate on each wire it touches (key ``noisy``)."""
     from qlam import train as training
     from qlam.export import export_head
+    from qlam.sim.noise import circuit_density_matrix, parse_noise
 
+    channel = parse_noise(noise)
     out = Path(out)
     model, ck = load_qlam(checkpoint)
     _int_in("layer", layer, len(model.blocks), "the model's block list")
@@ -88,6 +93,15 @@ def export_example(checkpoint, out, *, index: int, task: str | None = None, laye
                        "|psi_K|^2 at its end, computed by the model's own recurrence (float64)",
         },
     }
+    if channel is not None:
+        rho = circuit_density_matrix(ex.circuit, channel)
+        noisy = {"noise": str(channel),
+                 "placement": "after every gate, on each wire it touches (exact density matrix)",
+                 "probabilities": torch.diagonal(rho).real.tolist()}
+        if ex.readout is not None:
+            rho_read = circuit_density_matrix(ex.readout, channel, rho=rho)
+            noisy["readout_probabilities"] = torch.diagonal(rho_read).real.tolist()
+        record["noisy"] = noisy
     atomic_write_text(out, qasm)
     atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1))
     return record
@@ -95,7 +109,8 @@ def export_example(checkpoint, out, *, index: int, task: str | None = None, laye
 
 def cmd_export(args) -> int:
     rec = export_example(args.checkpoint, args.out, index=args.index, task=args.task,
-                         layer=args.layer, head=args.head, tokens=args.tokens, split=args.split)
+                         layer=args.layer, head=args.head, tokens=args.tokens, split=args.split,
+                         noise=args.noise)
     md = rec["metadata"]
     print(f"wrote {args.out} ({md['n_gates']} gates on {md['n_qubits']} qubits, {md['tokens']} "
           f"tokens, layer {md['layer']} head {md['head']}) and "
@@ -127,6 +142,9 @@ def register(sub) -> None:
     p.add_argument("--head", type=int, default=0, help="head of that block's layer (default 0)")
     p.add_argument("--tokens", type=int, default=None,
                    help="export the first K tokens (default: all)")
+    p.add_argument("--noise", default=None, metavar="KIND:P",
+                   help="also store the exact noisy probabilities (key 'noisy') with this channel "
+                        "after every gate (density matrix: slow for long circuits)")
     p.add_argument("--out", required=True, help="QASM file; the JSON goes next to it (.json)")
     p.set_defaults(func=cmd_export)
 

@@ -234,9 +234,10 @@ def _check_bound(circuit: Circuit) -> None:
                          "(Circuit.bind(params, inputs))")
 
 
-def circuit_density_matrix(circuit: Circuit, noise=None, dtype=torch.float64) -> torch.Tensor:
-    """Exact (2^n, 2^n) density matrix of a bound circuit from |0...0>, with ``noise``
-    (a Channel or spec) on every wire of every gate, after the gate."""
+def circuit_density_matrix(circuit: Circuit, noise=None, dtype=torch.float64,
+                           rho: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact (2^n, 2^n) density matrix of a bound circuit from |0...0> (or from ``rho``),
+    with ``noise`` (a Channel or spec) on every wire of every gate, after the gate."""
     _check_bound(circuit)
     channel = parse_noise(noise)
     n, dim = circuit.n_qubits, 2**circuit.n_qubits
@@ -244,8 +245,13 @@ def circuit_density_matrix(circuit: Circuit, noise=None, dtype=torch.float64) ->
         raise ValueError(f"density matrices are for small circuits (n <= 12), got {n} qubits; "
                          "use circuit_trajectories")
     cd = complex_dtype(dtype)
-    rho = torch.zeros(1, dim, dim, dtype=cd)
-    rho[0, 0, 0] = 1
+    if rho is None:
+        rho = torch.zeros(1, dim, dim, dtype=cd)
+        rho[0, 0, 0] = 1
+    else:
+        if not isinstance(rho, torch.Tensor) or rho.shape != (dim, dim):
+            raise ValueError(f"rho must be a ({dim}, {dim}) density matrix")
+        rho = rho.to(cd)[None]
     kraus = channel.kraus(cd) if channel is not None else None
     for op in circuit.ops:
         u = gates.matrix(op.name, [a.value for a in op.angles], rho)
