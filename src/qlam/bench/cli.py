@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -52,6 +53,10 @@ def run_sim(args: argparse.Namespace) -> int:
 
     log(f"qlam bench sim: n={args.n}, batch={args.batch}, seq_len={args.seq_len}, "
         f"{args.dtype}, {torch.get_num_threads()} threads{', quick' if args.quick else ''}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > (os.cpu_count() or 1):
+        log(f"warning: load average {load:.1f} exceeds {os.cpu_count()} CPUs; timings are "
+            f"unreliable (multi-threaded GEMMs suffer most; --threads 1 is steadier)")
     records = sim.run_benchmark(args.n, args.batch, args.seq_len, quick=args.quick,
                                 impls=args.impl, repeats=args.repeats, dtype=dtype, log=log)
     print(sim.markdown_table(records))
