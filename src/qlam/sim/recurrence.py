@@ -7,11 +7,14 @@ Per head h and token t, for layers r = 0..R-1 the state is updated by
 and every complex matrix-vector product is one real GEMM against the real form
 ``[[Re W, -Im W], [Im W, Re W]]`` (DESIGN.md: 3x faster than complex autograd on CPU).
 
-Two backward strategies compute the same gradients:
+Three backward strategies compute the same gradients:
 - ``"autograd"``: torch records every token (memory O(B * L * H * 2^n));
 - ``"reversible"``: a custom autograd Function keeps only the final state and rebuilds
   earlier ones while walking backward with the inverse unitaries (the adjoint method), so
-  activation memory does not grow with the length beyond the outputs themselves.
+  activation memory does not grow with the length beyond the outputs themselves;
+- ``"kernel"``: the same reversible walk (and the forward) compiled in C++
+  (:mod:`qlam.sim.kernel`); ``scan(backward="auto")``, the default, uses it on CPU when it is
+  built, else ``"reversible"``.
 
 Shapes (B batch, L tokens, H heads, R layers per token, N = 2^n):
     psi0 (B, H, 2, N) real [re, im]; phases (B, L, H, R, N); w (H, R, 2, N, N) [re, im];
@@ -196,11 +199,25 @@ def _adjoint_walk(last, g_probs, g_last, phases, mats, read_phases, m_read, n, c
     return g_psi0, g_ph, g_m, g_rph, g_mr
 
 
-def scan(psi0, phases, w, read_phases=None, w_read=None, backward: str = "reversible"):
-    """Run the recurrence; see the module docstring for shapes."""
+BACKWARDS = ("auto", "kernel", "reversible", "autograd")
+
+
+def scan(psi0, phases, w, read_phases=None, w_read=None, backward: str = "auto"):
+    """Run the recurrence; see the module docstring for shapes.
+
+    ``backward``: ``"kernel"`` the compiled C++ forward and reversible backward
+    (:mod:`qlam.sim.kernel`, CPU), ``"reversible"`` the pure-PyTorch adjoint walk,
+    ``"autograd"`` plain autograd, ``"auto"`` the kernel where it is built and supports the
+    tensors (CPU, float32 / float64), else ``"reversible"``."""
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
     if backward == "autograd":
         return scan_autograd(psi0, phases, w, read_phases, w_read)
-    if backward == "reversible":
-        _check(psi0, phases, w, read_phases, w_read)
-        return _ReversibleScan.apply(psi0, phases, w, read_phases, w_read)
-    raise ValueError(f"backward must be 'reversible' or 'autograd', got {backward!r}")
+    if backward in ("auto", "kernel"):
+        from qlam.sim import kernel  # imports this module: import late
+
+        if backward == "kernel" or (kernel.supports(psi0, phases, w, read_phases, w_read)
+                                    and kernel.available()):
+            return kernel.scan_kernel(psi0, phases, w, read_phases, w_read)
+    _check(psi0, phases, w, read_phases, w_read)
+    return _ReversibleScan.apply(psi0, phases, w, read_phases, w_read)

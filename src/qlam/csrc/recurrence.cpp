@@ -1,0 +1,946 @@
+// The quantum-memory recurrence (qlam.sim.recurrence) as a compiled CPU kernel.
+//
+// Contract (the same as the PyTorch path; N = 2^n, states as real pairs [Re psi | Im psi]):
+//   per head h, token t, layer r:   psi <- W[h,r] (exp(i phases[b,t,h,r]) * psi)
+//   readout:  probs[b,t,h,k] = |v_k|^2,  v = W_read[h] (exp(i read_phases[b,t,h]) * psi_t)
+//             (or v = psi_t without a readout basis)
+// with W given as (..., 2, N, N) [re, im]. Optionally (renorm_every > 0, as the PyTorch
+// forward does) the state is rescaled to norm 1 after every renorm_every-th token, which the
+// backward treats as the identity.
+//
+// Layout: a task is one head and a tile of Bt batch rows. Its states stay in cache while it
+// walks all tokens; per token and layer the tile is rotated elementwise and multiplied by the
+// (packed) matrix: a small GEMM done by a register-blocked micro-kernel. With rows as row
+// vectors, y = x . C where C = W^T (forward) or conj(W) = W^-1 transposed back (backward). A
+// complex product is either one real GEMM against the 2N x 2N real form [[P, Q], [-Q, P]]
+// of C = P + iQ, or (when N is a multiple of the panel width) three N x N real GEMMs
+// (x_r P, x_i Q, (x_r + x_i)(P + Q): 3/4 of the multiplications).
+//
+// Backward (reversible / adjoint): no stored history. Walking t = L-1..0 the state is rebuilt
+// through the inverse (psi_{t-1} = rot^-1(W^dagger psi_t)) together with the adjoint; the
+// gradient of every W is accumulated per thread (one rank-Bt update per token) and reduced at
+// the end; the phase gradient is read off directly, dL/dphi_k = g_im u_re - g_re u_im for the
+// rotated vector u and its adjoint g.
+//
+// cos/sin of the phases are computed in the loops (a vectorisable Cody-Waite reduction and
+// minimax polynomials, about 1 ulp; rows with |phi| beyond a few thousand use libm), so no
+// tables are stored. Parallelism: at::parallel_for over (head, batch tile) tasks.
+// ISA: the hot code is compiled three times (baseline, AVX2+FMA, AVX-512) through target
+// attributes and picked at run time from the CPU's features, so the build uses no -march flag
+// and the library runs on any x86-64 (other architectures use the baseline build).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#if !defined(__GNUC__)
+#error "qlam recurrence kernel: needs GCC or Clang (vector extensions)"
+#endif
+
+#define QLAM_INLINE inline __attribute__((always_inline))
+
+namespace {
+
+// ------------------------------------------------------------------------------------------
+// micro-kernel: C[MR x NR] (+)= sum_k A(i, k) * B(k, 0:NR)
+//   A(i, k) = a[i * sai + k * sak],  B(k, j) = b[k * ldb + j],  C(i, j) = c[i * ldc + j]
+// NR = NV vectors of VB bytes.
+template <typename T, int VB, int MR, int NV>
+QLAM_INLINE void micro(int64_t K, const T* __restrict a, int64_t sai, int64_t sak,
+                       const T* __restrict b, int64_t ldb, T* __restrict c, int64_t ldc,
+                       bool accumulate) {
+  constexpr int W = VB / static_cast<int>(sizeof(T));
+  typedef T vec __attribute__((vector_size(VB)));
+  vec acc[MR][NV];
+  if (accumulate) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) std::memcpy(&acc[i][v], c + i * ldc + v * W, VB);
+  } else {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = vec{};
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    vec bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + k * ldb + v * W, VB);
+    const T* ak = a + k * sak;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const T s = ak[i * sai];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] += s * bv[v];
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) std::memcpy(c + i * ldc + v * W, &acc[i][v], VB);
+}
+
+// ------------------------------------------------------------------------------------------
+// Per-call description shared by all tasks (raw pointers into contiguous tensors).
+template <typename T>
+struct Plan {
+  int64_t B, L, H, R, N;  // batch, tokens, heads, layers per token, 2^n
+  int64_t NR, MR;         // panel width and micro-kernel rows of the chosen ISA
+  bool gauss;             // complex products as three real GEMMs (N % NR == 0)
+  int64_t P;              // row width of state tiles: roundup(2N, NR)
+  int64_t Pu;             // row width of U, read transposed by the outer products
+  int64_t Ma, Na;         // rows / columns of one gradient accumulator block
+  int64_t acc_size;       // accumulator elements per matrix (real form: Ma*Na; Gauss: 3*Ma*Na)
+  int64_t pack_size;      // packed elements per matrix (real form: 2N*P; Gauss: 3*N*N)
+  int64_t Bt, ntile;      // rows per task tile, tiles per head
+  int64_t renorm = 0;     // forward: rescale the state to norm 1 every renorm tokens
+  const T* phases = nullptr;       // (B, L, H, R, N)
+  const T* read_phases = nullptr;  // (B, L, H, N) or null
+  // packed matrices: wpack (H, R): C = W^T in the forward, conj(W) in the backward;
+  // rpack (H): W_read^T; rbpack (H): conj(W_read) (backward only)
+  const T* wpack = nullptr;
+  const T* rpack = nullptr;
+  const T* rbpack = nullptr;
+  // state and adjoint tiles, (H, ntile, Bt, P)
+  T* Z = nullptr;
+  T* A = nullptr;
+  // outputs / incoming gradients
+  T* probs = nullptr;          // (B, L, H, N)
+  const T* gprobs = nullptr;   // (B, L, H, N) or null
+  T* gphase = nullptr;         // (B, L, H, R, N)
+  T* grphase = nullptr;        // (B, L, H, N)
+  T* gw = nullptr;             // per thread (nthr, H, R, acc_size)
+  T* gwr = nullptr;            // per thread (nthr, H, acc_size)
+  T* scratch = nullptr;        // per thread scratch_size elements
+  int64_t scratch_size = 0;
+};
+
+// ------------------------------------------------------------------------------------------
+// cos and sin of a row of phases. x = k pi/2 + r with |r| <= pi/4 (three-part pi/2, exact
+// products for the |x| allowed), then the fdlibm (double) / cephes (float) kernels; the
+// quadrant is picked with floating-point selects only, so the loop vectorises on any ISA.
+template <typename T>
+struct SinCosConst;
+template <>
+struct SinCosConst<float> {
+  static constexpr float limit = 8192.f, magic = 12582912.f;  // 1.5 * 2^23
+  static constexpr float p1 = 1.5703125f, p2 = 4.837512969970703125e-4f,
+                         p3 = 7.54978995489188216e-8f;
+  static QLAM_INLINE float sin_poly(float r, float z) {
+    return r + r * z * (-1.6666654611e-1f + z * (8.3321608736e-3f + z * -1.9515295891e-4f));
+  }
+  static QLAM_INLINE float cos_poly(float z) {
+    return 1.f - 0.5f * z +
+           z * z * (4.166664568298827e-2f + z * (-1.388731625493765e-3f + z * 2.443315711809948e-5f));
+  }
+};
+template <>
+struct SinCosConst<double> {
+  static constexpr double limit = 1e5, magic = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double p1 = 1.57079632673412561417e+00, p2 = 6.07710050630396597660e-11,
+                          p3 = 2.02226624879595063154e-21;
+  static QLAM_INLINE double sin_poly(double r, double z) {
+    return r + r * z * (-1.66666666666666324348e-01 +
+                        z * (8.33333333332248946124e-03 +
+                             z * (-1.98412698298579493134e-04 +
+                                  z * (2.75573137070700676789e-06 +
+                                       z * (-2.50507602534068634195e-08 +
+                                            z * 1.58969099521155010221e-10)))));
+  }
+  static QLAM_INLINE double cos_poly(double z) {
+    return 1.0 - 0.5 * z +
+           z * z * (4.16666666666666019037e-02 +
+                    z * (-1.38888888888741095749e-03 +
+                         z * (2.48015872894767294178e-05 +
+                              z * (-2.75573143513906633035e-07 +
+                                   z * (2.08757232129817482790e-09 +
+                                        z * -1.13596475577881948265e-11)))));
+  }
+};
+
+template <typename T>
+QLAM_INLINE void sincos_row(const T* __restrict x, T* __restrict c, T* __restrict s,
+                            int64_t N) {
+  using K = SinCosConst<T>;
+  int big = 0;
+  for (int64_t k = 0; k < N; ++k) big |= static_cast<int>(std::abs(x[k]) > K::limit);
+  if (big) {
+    for (int64_t k = 0; k < N; ++k) {
+      c[k] = std::cos(x[k]);
+      s[k] = std::sin(x[k]);
+    }
+    return;
+  }
+  const T two_over_pi = T(0.636619772367581343075535053490057448);
+  for (int64_t k = 0; k < N; ++k) {
+    const T v = x[k];
+    const T q = (v * two_over_pi + K::magic) - K::magic;  // nearest integer
+    const T r = ((v - q * K::p1) - q * K::p2) - q * K::p3;
+    const T z = r * r;
+    const T sr = K::sin_poly(r, z), cr = K::cos_poly(z);
+    const T q4 = q - T(4) * ((q * T(0.25) + K::magic) - K::magic);  // in {-2, -1, 0, 1, 2}
+    const bool odd = q4 == T(1) || q4 == T(-1);
+    const bool two = q4 == T(2) || q4 == T(-2);
+    const T sv = odd ? cr : sr, cv = odd ? sr : cr;
+    s[k] = (two || q4 == T(-1)) ? -sv : sv;
+    c[k] = (two || q4 == T(1)) ? -cv : cv;
+  }
+}
+
+// z (rows of width P, [re | im] in the first 2N) -> out = z * exp(+-i phi)
+template <typename T, bool INVERSE>
+QLAM_INLINE void rotate_row(const T* __restrict z, const T* __restrict c, const T* __restrict s,
+                            T* __restrict out, int64_t N) {
+  const T* zr = z;
+  const T* zi = z + N;
+  T* orr = out;
+  T* oi = out + N;
+  if (INVERSE) {
+    for (int64_t k = 0; k < N; ++k) {
+      const T xr = zr[k], xi = zi[k];
+      orr[k] = xr * c[k] + xi * s[k];
+      oi[k] = xi * c[k] - xr * s[k];
+    }
+  } else {
+    for (int64_t k = 0; k < N; ++k) {
+      const T xr = zr[k], xi = zi[k];
+      orr[k] = xr * c[k] - xi * s[k];
+      oi[k] = xi * c[k] + xr * s[k];
+    }
+  }
+}
+
+// The per-token rows of phases / probabilities / their gradients are strided in memory (one
+// short row per (b, t, h), rows of a tile a multiple of 4 KiB apart, so they share L1 sets);
+// fetch those of a token a little ahead of its use, into L2.
+constexpr int64_t kAhead = 2;  // tokens
+
+template <typename T, int WRITE>
+QLAM_INLINE void prefetch_row(const T* row, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(row);
+  for (int64_t o = 0; o < n * static_cast<int64_t>(sizeof(T)); o += 64)
+    __builtin_prefetch(c + o, WRITE, 2);
+}
+
+// Y = X . C for a tile of Bt rows ([re | im] rows, strides ldx / ldy; Y must not alias X).
+// tmp: 2 * Bt * N scratch (Gauss form).
+template <typename T, int VB, int MR, int NV>
+QLAM_INLINE void cmul(const Plan<T>& p, const T* __restrict x, int64_t ldx,
+                      const T* __restrict pk, T* __restrict y, int64_t ldy, T* __restrict tmp) {
+  constexpr int64_t NR = NV * VB / static_cast<int64_t>(sizeof(T));
+  const int64_t N = p.N, Bt = p.Bt;
+  if (!p.gauss) {
+    const int64_t K = 2 * N, npan = p.P / NR;
+    for (int64_t q = 0; q < npan; ++q)
+      for (int64_t r0 = 0; r0 < Bt; r0 += MR)
+        micro<T, VB, MR, NV>(K, x + r0 * ldx, ldx, 1, pk + q * K * NR, NR,
+                             y + r0 * ldy + q * NR, ldy, false);
+    return;
+  }
+  T* s = tmp;            // x_r + x_i, Bt x N
+  T* t3 = tmp + Bt * N;  // (x_r + x_i)(P + Q), Bt x N
+  for (int64_t i = 0; i < Bt; ++i) {
+    const T* xi = x + i * ldx;
+    T* si = s + i * N;
+    for (int64_t k = 0; k < N; ++k) si[k] = xi[k] + xi[N + k];
+  }
+  const T* pkP = pk;
+  const T* pkQ = pk + N * N;
+  const T* pkS = pk + 2 * N * N;
+  const int64_t npan = N / NR;
+  for (int64_t q = 0; q < npan; ++q) {
+    const int64_t o = q * N * NR;
+    for (int64_t r0 = 0; r0 < Bt; r0 += MR) {
+      micro<T, VB, MR, NV>(N, x + r0 * ldx, ldx, 1, pkP + o, NR, y + r0 * ldy + q * NR, ldy,
+                           false);
+      micro<T, VB, MR, NV>(N, x + r0 * ldx + N, ldx, 1, pkQ + o, NR,
+                           y + r0 * ldy + N + q * NR, ldy, false);
+      micro<T, VB, MR, NV>(N, s + r0 * N, N, 1, pkS + o, NR, t3 + r0 * N + q * NR, N, false);
+    }
+  }
+  for (int64_t i = 0; i < Bt; ++i) {
+    T* yr = y + i * ldy;
+    T* yi = yr + N;
+    const T* t = t3 + i * N;
+    for (int64_t k = 0; k < N; ++k) {
+      const T a = yr[k], b = yi[k];
+      yr[k] = a - b;
+      yi[k] = t[k] - a - b;
+    }
+  }
+}
+
+// Gradient of C for Y = U . C given G = dL/dY, accumulated into acc:
+//   dP += U_r^T G_r + U_i^T G_i,  dQ += U_r^T G_i - U_i^T G_r
+// real form: acc (Ma x P) += U^T G over the 2N x 2N real form (reduced to dP, dQ at the end);
+// Gauss form: three blocks (Ma x N) += U_r^T G_r, U_i^T G_i, (U_r - U_i)^T (G_r + G_i).
+// U rows have stride Pu (columns read transposed up to Pu); tmp: Bt * (Ma + N) scratch.
+template <typename T, int VB, int MR, int NV>
+QLAM_INLINE void couter(const Plan<T>& p, const T* __restrict u, const T* __restrict g,
+                        int64_t ldg, T* __restrict acc, T* __restrict tmp) {
+  constexpr int64_t NR = NV * VB / static_cast<int64_t>(sizeof(T));
+  const int64_t N = p.N, Bt = p.Bt, Pu = p.Pu, Ma = p.Ma;
+  if (!p.gauss) {
+    const int64_t P = p.P;
+    for (int64_t i0 = 0; i0 < Ma; i0 += MR)
+      for (int64_t q = 0; q < P / NR; ++q)
+        micro<T, VB, MR, NV>(Bt, u + i0, 1, Pu, g + q * NR, ldg, acc + i0 * P + q * NR, P,
+                             true);
+    return;
+  }
+  T* d = tmp;            // U_r - U_i, Bt x Ma (columns beyond N stay zero)
+  T* e = tmp + Bt * Ma;  // G_r + G_i, Bt x N
+  for (int64_t i = 0; i < Bt; ++i) {
+    const T* ui = u + i * Pu;
+    const T* gi = g + i * ldg;
+    T* di = d + i * Ma;
+    T* ei = e + i * N;
+    for (int64_t k = 0; k < N; ++k) {
+      di[k] = ui[k] - ui[N + k];
+      ei[k] = gi[k] + gi[N + k];
+    }
+  }
+  T* a1 = acc;
+  T* a2 = acc + Ma * N;
+  T* a3 = acc + 2 * Ma * N;
+  for (int64_t i0 = 0; i0 < Ma; i0 += MR)
+    for (int64_t q = 0; q < N / NR; ++q) {
+      const int64_t o = i0 * N + q * NR;
+      micro<T, VB, MR, NV>(Bt, u + i0, 1, Pu, g + q * NR, ldg, a1 + o, N, true);
+      micro<T, VB, MR, NV>(Bt, u + N + i0, 1, Pu, g + N + q * NR, ldg, a2 + o, N, true);
+      micro<T, VB, MR, NV>(Bt, d + i0, 1, Ma, e + q * NR, N, a3 + o, N, true);
+    }
+}
+
+template <typename T, int VB, int MR, int NV>
+QLAM_INLINE void forward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int thr) {
+  const int64_t N = p.N, N2 = 2 * N, L = p.L, H = p.H, R = p.R, P = p.P, Pu = p.Pu, Bt = p.Bt;
+  T* U = p.scratch + thr * p.scratch_size;  // Bt x Pu: rotated states
+  T* V = U + Bt * Pu;                        // Bt x P: readout vectors
+  T* tmp = V + Bt * P;                       // 2 Bt N (cmul)
+  T* cs = tmp + 2 * Bt * N;                  // cos, sin: 2 x N
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t h = task / p.ntile, tile = task % p.ntile;
+    const int64_t b0 = tile * Bt, nv = std::min(Bt, p.B - b0);
+    T* Z = p.Z + task * Bt * P;
+    std::fill(U, U + Bt * Pu, T(0));
+    for (int64_t t = 0; t < L; ++t) {
+      if (t + kAhead < L) {
+        for (int64_t i = 0; i < nv; ++i) {
+          const int64_t row = ((b0 + i) * L + t + kAhead) * H + h;
+          prefetch_row<T, 0>(p.phases + row * R * N, R * N);
+          prefetch_row<T, 1>(p.probs + row * N, N);
+          if (p.read_phases != nullptr) prefetch_row<T, 0>(p.read_phases + row * N, N);
+        }
+      }
+      for (int64_t r = 0; r < R; ++r) {
+        for (int64_t i = 0; i < nv; ++i) {
+          sincos_row<T>(p.phases + ((((b0 + i) * L + t) * H + h) * R + r) * N, cs, cs + N, N);
+          rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
+        }
+        cmul<T, VB, MR, NV>(p, U, Pu, p.wpack + (h * R + r) * p.pack_size, Z, P, tmp);
+      }
+      if (p.renorm > 0 && (t + 1) % p.renorm == 0) {
+        for (int64_t i = 0; i < nv; ++i) {
+          T* z = Z + i * P;
+          T sq = T(0);
+          for (int64_t k = 0; k < N2; ++k) sq += z[k] * z[k];
+          const T scale = T(1) / std::sqrt(sq);
+          for (int64_t k = 0; k < N2; ++k) z[k] *= scale;
+        }
+      }
+      const T* src = Z;
+      if (p.rpack != nullptr) {
+        for (int64_t i = 0; i < nv; ++i) {
+          sincos_row<T>(p.read_phases + (((b0 + i) * L + t) * H + h) * N, cs, cs + N, N);
+          rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
+        }
+        cmul<T, VB, MR, NV>(p, U, Pu, p.rpack + h * p.pack_size, V, P, tmp);
+        src = V;
+      }
+      for (int64_t i = 0; i < nv; ++i) {
+        const T* s = src + i * P;
+        T* out = p.probs + (((b0 + i) * L + t) * H + h) * N;
+        for (int64_t k = 0; k < N; ++k) out[k] = s[k] * s[k] + s[N + k] * s[N + k];
+      }
+    }
+  }
+}
+
+template <typename T, int VB, int MR, int NV>
+QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int thr) {
+  const int64_t N = p.N, L = p.L, H = p.H, R = p.R, P = p.P, Pu = p.Pu, Bt = p.Bt;
+  T* U = p.scratch + thr * p.scratch_size;  // Bt x Pu: rotated (pre-matrix) vectors
+  T* G = U + Bt * Pu;                        // Bt x P: their adjoints
+  T* GV = G + Bt * P;                        // Bt x P: adjoint of the readout vector
+  T* tmp = GV + Bt * P;                      // Bt (Ma + N) (cmul: 2 Bt N)
+  T* cs = tmp + Bt * std::max(p.Ma + N, 2 * N);  // cos, sin: 2 x N
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t h = task / p.ntile, tile = task % p.ntile;
+    const int64_t b0 = tile * Bt, nv = std::min(Bt, p.B - b0);
+    T* Z = p.Z + task * Bt * P;
+    T* A = p.A + task * Bt * P;
+    T* gw = p.gw + (static_cast<int64_t>(thr) * H + h) * R * p.acc_size;
+    T* gwr = p.gwr != nullptr ? p.gwr + (static_cast<int64_t>(thr) * H + h) * p.acc_size
+                              : nullptr;
+    std::fill(U, U + Bt * Pu, T(0));
+    std::fill(GV, GV + Bt * P, T(0));
+    std::fill(tmp, tmp + Bt * std::max(p.Ma + N, 2 * N), T(0));
+    for (int64_t t = L - 1; t >= 0; --t) {
+      if (t - kAhead >= 0) {
+        for (int64_t i = 0; i < nv; ++i) {
+          const int64_t row = ((b0 + i) * L + t - kAhead) * H + h;
+          prefetch_row<T, 0>(p.phases + row * R * N, R * N);
+          prefetch_row<T, 1>(p.gphase + row * R * N, R * N);
+          if (p.gprobs != nullptr) prefetch_row<T, 0>(p.gprobs + row * N, N);
+          if (p.read_phases != nullptr) {
+            prefetch_row<T, 0>(p.read_phases + row * N, N);
+            prefetch_row<T, 1>(p.grphase + row * N, N);
+          }
+        }
+      }
+      // readout at t: the adjoint of psi_t receives the probability gradient
+      if (p.gprobs != nullptr) {
+        if (p.rpack != nullptr) {
+          for (int64_t i = 0; i < nv; ++i) {
+            sincos_row<T>(p.read_phases + (((b0 + i) * L + t) * H + h) * N, cs, cs + N, N);
+            rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
+          }
+          cmul<T, VB, MR, NV>(p, U, Pu, p.rpack + h * p.pack_size, G, P, tmp);  // v
+          for (int64_t i = 0; i < nv; ++i) {
+            const T* gp = p.gprobs + (((b0 + i) * L + t) * H + h) * N;
+            const T* v = G + i * P;
+            T* gv = GV + i * P;
+            for (int64_t k = 0; k < N; ++k) {
+              gv[k] = T(2) * v[k] * gp[k];
+              gv[N + k] = T(2) * v[N + k] * gp[k];
+            }
+          }
+          couter<T, VB, MR, NV>(p, U, GV, P, gwr, tmp);                       // dW_read
+          cmul<T, VB, MR, NV>(p, GV, P, p.rbpack + h * p.pack_size, G, P, tmp);  // g_u
+          for (int64_t i = 0; i < nv; ++i) {
+            const int64_t off = (((b0 + i) * L + t) * H + h) * N;
+            const T* u = U + i * Pu;
+            const T* g = G + i * P;
+            T* out = p.grphase + off;
+            for (int64_t k = 0; k < N; ++k) out[k] = g[N + k] * u[k] - g[k] * u[N + k];
+            sincos_row<T>(p.read_phases + off, cs, cs + N, N);
+            const T* c = cs;
+            const T* s = cs + N;
+            T* a = A + i * P;
+            for (int64_t k = 0; k < N; ++k) {
+              a[k] += g[k] * c[k] + g[N + k] * s[k];
+              a[N + k] += g[N + k] * c[k] - g[k] * s[k];
+            }
+          }
+        } else {
+          for (int64_t i = 0; i < nv; ++i) {
+            const T* gp = p.gprobs + (((b0 + i) * L + t) * H + h) * N;
+            const T* z = Z + i * P;
+            T* a = A + i * P;
+            for (int64_t k = 0; k < N; ++k) {
+              a[k] += T(2) * z[k] * gp[k];
+              a[N + k] += T(2) * z[N + k] * gp[k];
+            }
+          }
+        }
+      }
+      // layers in reverse: u = W^dagger psi, g_u = W^dagger a, dW += (u, a), undo the rotation
+      for (int64_t r = R - 1; r >= 0; --r) {
+        const T* pk = p.wpack + (h * R + r) * p.pack_size;
+        cmul<T, VB, MR, NV>(p, Z, P, pk, U, Pu, tmp);
+        cmul<T, VB, MR, NV>(p, A, P, pk, G, P, tmp);
+        couter<T, VB, MR, NV>(p, U, A, P, gw + r * p.acc_size, tmp);
+        for (int64_t i = 0; i < nv; ++i) {
+          const int64_t off = ((((b0 + i) * L + t) * H + h) * R + r) * N;
+          const T* u = U + i * Pu;
+          const T* g = G + i * P;
+          T* out = p.gphase + off;
+          for (int64_t k = 0; k < N; ++k) out[k] = g[N + k] * u[k] - g[k] * u[N + k];
+          sincos_row<T>(p.phases + off, cs, cs + N, N);
+          rotate_row<T, true>(u, cs, cs + N, Z + i * P, N);
+          rotate_row<T, true>(g, cs, cs + N, A + i * P, N);
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// ISA variants. Each entry point is compiled for its target; the templates above are
+// always_inline, so their code is generated with the caller's instruction set.
+enum Isa { ISA_BASE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+
+struct IsaShape {
+  int mr, nr_bytes;  // micro-kernel rows; panel width in bytes (NV * VB)
+};
+
+constexpr IsaShape kShapes[3] = {{4, 32}, {6, 64}, {8, 128}};
+
+#define QLAM_DEFINE_VARIANT(NAME, TARGET, VB, MR, NV)                                      \
+  TARGET void NAME##_fwd_f(const Plan<float>& p, int64_t b, int64_t e, int t) {           \
+    forward_tasks<float, VB, MR, NV>(p, b, e, t);                                          \
+  }                                                                                        \
+  TARGET void NAME##_fwd_d(const Plan<double>& p, int64_t b, int64_t e, int t) {          \
+    forward_tasks<double, VB, MR, NV>(p, b, e, t);                                         \
+  }                                                                                        \
+  TARGET void NAME##_bwd_f(const Plan<float>& p, int64_t b, int64_t e, int t) {           \
+    backward_tasks<float, VB, MR, NV>(p, b, e, t);                                         \
+  }                                                                                        \
+  TARGET void NAME##_bwd_d(const Plan<double>& p, int64_t b, int64_t e, int t) {          \
+    backward_tasks<double, VB, MR, NV>(p, b, e, t);                                        \
+  }
+
+QLAM_DEFINE_VARIANT(base, , 16, 4, 2)
+#if defined(__x86_64__)
+#define QLAM_HAVE_X86 1
+QLAM_DEFINE_VARIANT(avx2, __attribute__((target("avx2,fma"))), 32, 6, 2)
+QLAM_DEFINE_VARIANT(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))),
+                    64, 8, 2)
+#else
+#define QLAM_HAVE_X86 0
+#endif
+
+template <typename T>
+using TaskFn = void (*)(const Plan<T>&, int64_t, int64_t, int);
+
+template <typename T>
+struct Fns {
+  TaskFn<T> fwd, bwd;
+};
+
+Fns<float> fns_f(int isa) {
+#if QLAM_HAVE_X86
+  if (isa == ISA_AVX512) return {avx512_fwd_f, avx512_bwd_f};
+  if (isa == ISA_AVX2) return {avx2_fwd_f, avx2_bwd_f};
+#endif
+  (void)isa;
+  return {base_fwd_f, base_bwd_f};
+}
+
+Fns<double> fns_d(int isa) {
+#if QLAM_HAVE_X86
+  if (isa == ISA_AVX512) return {avx512_fwd_d, avx512_bwd_d};
+  if (isa == ISA_AVX2) return {avx2_fwd_d, avx2_bwd_d};
+#endif
+  (void)isa;
+  return {base_fwd_d, base_bwd_d};
+}
+
+template <typename T>
+Fns<T> fns(int isa);
+template <>
+Fns<float> fns<float>(int isa) { return fns_f(isa); }
+template <>
+Fns<double> fns<double>(int isa) { return fns_d(isa); }
+
+int best_isa() {
+#if QLAM_HAVE_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+    return ISA_AVX512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
+#endif
+  return ISA_BASE;
+}
+
+int g_isa = -1;  // chosen ISA; -1: not yet detected
+
+int current_isa() {
+  if (g_isa < 0) g_isa = best_isa();
+  return g_isa;
+}
+
+const char* isa_names[3] = {"base", "avx2", "avx512"};
+
+std::string get_isa() { return isa_names[current_isa()]; }
+
+// Select an instruction set ("base", "avx2", "avx512" or "auto"); one the CPU lacks is refused.
+std::string set_isa(const std::string& name) {
+  if (name == "auto") {
+    g_isa = best_isa();
+    return get_isa();
+  }
+  int want = -1;
+  for (int i = 0; i < 3; ++i)
+    if (name == isa_names[i]) want = i;
+  TORCH_CHECK(want >= 0, "unknown ISA '", name, "' (base, avx2, avx512, auto)");
+  TORCH_CHECK(want <= best_isa(), "this CPU does not support ", name, " (best: ",
+              isa_names[best_isa()], ")");
+  g_isa = want;
+  return get_isa();
+}
+
+// ------------------------------------------------------------------------------------------
+// Host-side helpers.
+int64_t roundup(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// A large output is written row by row from several threads; backing it with transparent huge
+// pages (where the kernel allows them on request) saves a page fault per 4 KiB on first
+// touch, a sizeable share of the time at small N. Advisory only.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  at::Tensor t = at::empty(sizes, opts);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = uintptr_t{1} << 21;
+  const size_t bytes = t.numel() * t.element_size();
+  if (bytes >= 2 * huge) {
+    const uintptr_t start = reinterpret_cast<uintptr_t>(t.data_ptr());
+    const uintptr_t b = (start + huge - 1) & ~(huge - 1), e = (start + bytes) & ~(huge - 1);
+    if (e > b) (void)madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+  }
+#endif
+  return t;
+}
+
+bool g_gauss = true;  // use the three-GEMM complex product where N allows it
+
+// Pack the complex matrix C = P + iQ of each (N x N) [re, im] matrix w (count of them) for
+// row-vector products: FORWARD C = W^T (P = re^T, Q = im^T); else C = conj(W) (P = re,
+// Q = -im).
+template <typename T>
+void pack(const Plan<T>& p, const T* w, int64_t count, bool forward, T* out) {
+  const int64_t N = p.N, NR = p.NR;
+  for (int64_t c = 0; c < count; ++c) {
+    const T* re = w + c * 2 * N * N;
+    const T* im = re + N * N;
+    auto P = [&](int64_t k, int64_t j) { return forward ? re[j * N + k] : re[k * N + j]; };
+    auto Q = [&](int64_t k, int64_t j) { return forward ? im[j * N + k] : -im[k * N + j]; };
+    T* dst = out + c * p.pack_size;
+    if (!p.gauss) {  // real form [[P, Q], [-Q, P]] (2N x 2N) in panels of NR columns
+      const int64_t K = 2 * N;
+      for (int64_t q = 0; q < p.P / NR; ++q)
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t jj = 0; jj < NR; ++jj) {
+            const int64_t j = q * NR + jj;
+            T v = T(0);
+            if (j < K) {
+              const int64_t kk = k % N, jn = j % N;
+              const bool kr = k < N, jr = j < N;
+              v = kr == jr ? P(kk, jn) : (kr ? Q(kk, jn) : -Q(kk, jn));
+            }
+            dst[(q * K + k) * NR + jj] = v;
+          }
+    } else {  // P, Q, P + Q (N x N each) in panels of NR columns
+      for (int64_t m = 0; m < 3; ++m)
+        for (int64_t q = 0; q < N / NR; ++q)
+          for (int64_t k = 0; k < N; ++k)
+            for (int64_t jj = 0; jj < NR; ++jj) {
+              const int64_t j = q * NR + jj;
+              const T v = m == 0 ? P(k, j) : (m == 1 ? Q(k, j) : P(k, j) + Q(k, j));
+              dst[m * N * N + (q * N + k) * NR + jj] = v;
+            }
+    }
+  }
+}
+
+// Sum the per-thread accumulators (nthr, count, acc_size) and turn them into the gradient of
+// the (count, 2, N, N) [re, im] matrices W, for C = W^T: dRe W = dP^T, dIm W = dQ^T.
+template <typename T>
+at::Tensor reduce_grad(const Plan<T>& p, const at::Tensor& acc, int64_t count) {
+  const int64_t N = p.N, Ma = p.Ma;
+  const at::Tensor s = acc.sum(0).contiguous();  // (count, acc_size)
+  at::Tensor g = at::empty({count, 2, N, N}, acc.options());
+  const T* a = s.data_ptr<T>();
+  T* out = g.data_ptr<T>();
+  for (int64_t c = 0; c < count; ++c) {
+    const T* ac = a + c * p.acc_size;
+    T* gre = out + c * 2 * N * N;
+    T* gim = gre + N * N;
+    for (int64_t k = 0; k < N; ++k)
+      for (int64_t j = 0; j < N; ++j) {
+        T dp, dq;
+        if (!p.gauss) {
+          const int64_t P = p.P;
+          dp = ac[k * P + j] + ac[(N + k) * P + N + j];
+          dq = ac[k * P + N + j] - ac[(N + k) * P + j];
+        } else {
+          const T a1 = ac[k * N + j], a2 = ac[Ma * N + k * N + j],
+                  a3 = ac[2 * Ma * N + k * N + j];
+          dp = a1 + a2;
+          dq = a3 - a1 + a2;
+        }
+        gre[j * N + k] = dp;
+        gim[j * N + k] = dq;
+      }
+  }
+  return g;
+}
+
+template <typename T>
+Plan<T> make_plan(int64_t B, int64_t L, int64_t H, int64_t R, int64_t N, int isa) {
+  Plan<T> p;
+  p.B = B;
+  p.L = L;
+  p.H = H;
+  p.R = R;
+  p.N = N;
+  p.MR = kShapes[isa].mr;
+  p.NR = kShapes[isa].nr_bytes / static_cast<int64_t>(sizeof(T));
+  p.gauss = g_gauss && N % p.NR == 0;
+  p.P = roundup(2 * N, p.NR);
+  if (p.gauss) {
+    p.Ma = roundup(N, p.MR);
+    p.Na = N;
+    p.acc_size = 3 * p.Ma * p.Na;
+    p.pack_size = 3 * N * N;
+  } else {
+    p.Ma = roundup(2 * N, p.MR);
+    p.Na = p.P;
+    p.acc_size = p.Ma * p.Na;
+    p.pack_size = 2 * N * p.P;
+  }
+  p.Pu = std::max({p.P, roundup(2 * N, p.MR), N + roundup(N, p.MR)});
+  // rows per task: about 32 (enough to amortise the gradient accumulators and to reuse the
+  // matrices from cache), fewer when that would leave threads without work
+  const int64_t nthr = at::get_num_threads();
+  int64_t nblk = std::max<int64_t>(1, std::min((32 + p.MR - 1) / p.MR, (B + p.MR - 1) / p.MR));
+  while (nblk > 1 && H * ((B + nblk * p.MR - 1) / (nblk * p.MR)) < 2 * nthr) --nblk;
+  p.Bt = nblk * p.MR;
+  p.ntile = (B + p.Bt - 1) / p.Bt;
+  return p;
+}
+
+void check_inputs(const at::Tensor& psi0, const at::Tensor& phases, const at::Tensor& w,
+                  const c10::optional<at::Tensor>& read_phases,
+                  const c10::optional<at::Tensor>& w_read) {
+  TORCH_CHECK(phases.dim() == 5, "phases must be (B, L, H, R, N)");
+  const int64_t B = phases.size(0), L = phases.size(1), H = phases.size(2), R = phases.size(3),
+                N = phases.size(4);
+  TORCH_CHECK(phases.scalar_type() == at::kFloat || phases.scalar_type() == at::kDouble,
+              "qlam kernel: float32 or float64 only");
+  TORCH_CHECK(phases.device().is_cpu(), "qlam kernel: CPU tensors only");
+  TORCH_CHECK(psi0.sizes() == at::IntArrayRef({B, H, 2, N}), "psi0 must be (B, H, 2, N)");
+  TORCH_CHECK(w.sizes() == at::IntArrayRef({H, R, 2, N, N}), "w must be (H, R, 2, N, N)");
+  TORCH_CHECK(psi0.scalar_type() == phases.scalar_type() &&
+                  w.scalar_type() == phases.scalar_type(),
+              "qlam kernel: all tensors must share one dtype");
+  TORCH_CHECK(psi0.device().is_cpu() && w.device().is_cpu(), "qlam kernel: CPU tensors only");
+  TORCH_CHECK(read_phases.has_value() == w_read.has_value(),
+              "read_phases and w_read must be given together");
+  if (read_phases.has_value()) {
+    TORCH_CHECK(read_phases->sizes() == at::IntArrayRef({B, L, H, N}),
+                "read_phases must be (B, L, H, N)");
+    TORCH_CHECK(w_read->sizes() == at::IntArrayRef({H, 2, N, N}), "w_read must be (H, 2, N, N)");
+    TORCH_CHECK(read_phases->scalar_type() == phases.scalar_type() &&
+                    w_read->scalar_type() == phases.scalar_type(),
+                "qlam kernel: all tensors must share one dtype");
+    TORCH_CHECK(read_phases->device().is_cpu() && w_read->device().is_cpu(),
+                "qlam kernel: CPU tensors only");
+  }
+}
+
+// state tensor (B, H, 2, N) -> tiles (H, ntile, Bt, P) (rows beyond B and columns beyond 2N
+// are zero) and back
+template <typename T>
+void to_tiles(const Plan<T>& p, const T* src, T* dst) {
+  const int64_t N = p.N;
+  for (int64_t h = 0; h < p.H; ++h)
+    for (int64_t b = 0; b < p.B; ++b) {
+      const int64_t tile = b / p.Bt, i = b % p.Bt;
+      std::memcpy(dst + ((h * p.ntile + tile) * p.Bt + i) * p.P, src + (b * p.H + h) * 2 * N,
+                  2 * N * sizeof(T));
+    }
+}
+
+template <typename T>
+void from_tiles(const Plan<T>& p, const T* src, T* dst) {
+  const int64_t N = p.N;
+  for (int64_t h = 0; h < p.H; ++h)
+    for (int64_t b = 0; b < p.B; ++b) {
+      const int64_t tile = b / p.Bt, i = b % p.Bt;
+      std::memcpy(dst + (b * p.H + h) * 2 * N, src + ((h * p.ntile + tile) * p.Bt + i) * p.P,
+                  2 * N * sizeof(T));
+    }
+}
+
+template <typename T, typename F>
+void run_tasks(const Plan<T>& p, F fn) {
+  at::parallel_for(0, p.H * p.ntile, 1, [&](int64_t begin, int64_t end) {
+    fn(p, begin, end, at::get_thread_num());
+  });
+}
+
+template <typename T>
+std::vector<at::Tensor> forward_impl(const at::Tensor& psi0_, const at::Tensor& phases_,
+                                     const at::Tensor& w_,
+                                     const c10::optional<at::Tensor>& read_phases,
+                                     const c10::optional<at::Tensor>& w_read,
+                                     int64_t renorm_every) {
+  const at::Tensor psi0 = psi0_.contiguous(), phases = phases_.contiguous(), w = w_.contiguous();
+  const int64_t B = phases.size(0), L = phases.size(1), H = phases.size(2), R = phases.size(3),
+                N = phases.size(4);
+  const int isa = current_isa();
+  Plan<T> p = make_plan<T>(B, L, H, R, N, isa);
+  p.renorm = renorm_every;
+  const bool has_read = read_phases.has_value();
+  const auto opts = phases.options();
+
+  at::Tensor wpack = at::empty({H * R * p.pack_size}, opts);
+  pack<T>(p, w.data_ptr<T>(), H * R, true, wpack.data_ptr<T>());
+  p.wpack = wpack.data_ptr<T>();
+  at::Tensor rpack, rph;
+  if (has_read) {
+    const at::Tensor wr = w_read->contiguous();
+    rph = read_phases->contiguous();
+    rpack = at::empty({H * p.pack_size}, opts);
+    pack<T>(p, wr.data_ptr<T>(), H, true, rpack.data_ptr<T>());
+    p.rpack = rpack.data_ptr<T>();
+    p.read_phases = rph.data_ptr<T>();
+  }
+  at::Tensor Z = at::zeros({H, p.ntile, p.Bt, p.P}, opts);
+  to_tiles<T>(p, psi0.data_ptr<T>(), Z.data_ptr<T>());
+  p.Z = Z.data_ptr<T>();
+  at::Tensor probs = empty_output({B, L, H, N}, opts);
+  p.probs = probs.data_ptr<T>();
+  p.phases = phases.data_ptr<T>();
+
+  const int64_t nthr = at::get_num_threads();
+  p.scratch_size = roundup(p.Bt * (p.Pu + p.P + 2 * N) + 2 * N, 64);
+  at::Tensor scratch = at::empty({nthr * p.scratch_size}, opts);
+  p.scratch = scratch.data_ptr<T>();
+  run_tasks<T>(p, fns<T>(isa).fwd);
+
+  at::Tensor last = at::empty({B, H, 2, N}, opts);
+  from_tiles<T>(p, p.Z, last.data_ptr<T>());
+  return {probs, last};
+}
+
+template <typename T>
+std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor& phases_,
+                                      const at::Tensor& w_,
+                                      const c10::optional<at::Tensor>& read_phases,
+                                      const c10::optional<at::Tensor>& w_read,
+                                      const c10::optional<at::Tensor>& g_probs,
+                                      const c10::optional<at::Tensor>& g_last) {
+  const at::Tensor last = last_.contiguous(), phases = phases_.contiguous(), w = w_.contiguous();
+  const int64_t B = phases.size(0), L = phases.size(1), H = phases.size(2), R = phases.size(3),
+                N = phases.size(4);
+  const int isa = current_isa();
+  Plan<T> p = make_plan<T>(B, L, H, R, N, isa);
+  const bool has_read = read_phases.has_value();
+  const bool has_gp = g_probs.has_value() && g_probs->defined();
+  const auto opts = phases.options();
+  const int64_t nthr = at::get_num_threads();
+
+  // the walk multiplies by conj(W) (the inverse); the read basis needs W_read^T (to rebuild v)
+  // and conj(W_read) (for g_u)
+  at::Tensor wpack = at::empty({H * R * p.pack_size}, opts);
+  pack<T>(p, w.data_ptr<T>(), H * R, false, wpack.data_ptr<T>());
+  p.wpack = wpack.data_ptr<T>();
+  at::Tensor rpack, rbpack, rph, grphase, gwr;
+  if (has_read) {
+    const at::Tensor wr = w_read->contiguous();
+    rph = read_phases->contiguous();
+    rpack = at::empty({H * p.pack_size}, opts);
+    rbpack = at::empty({H * p.pack_size}, opts);
+    pack<T>(p, wr.data_ptr<T>(), H, true, rpack.data_ptr<T>());
+    pack<T>(p, wr.data_ptr<T>(), H, false, rbpack.data_ptr<T>());
+    p.rpack = rpack.data_ptr<T>();
+    p.rbpack = rbpack.data_ptr<T>();
+    p.read_phases = rph.data_ptr<T>();
+    grphase = has_gp ? empty_output({B, L, H, N}, opts) : at::zeros({B, L, H, N}, opts);
+    p.grphase = grphase.data_ptr<T>();
+    gwr = at::zeros({nthr, H, p.acc_size}, opts);
+    p.gwr = gwr.data_ptr<T>();
+  }
+  at::Tensor gp;
+  if (has_gp) {
+    gp = g_probs->contiguous();
+    p.gprobs = gp.data_ptr<T>();
+  }
+  at::Tensor Z = at::zeros({H, p.ntile, p.Bt, p.P}, opts);
+  at::Tensor A = at::zeros({H, p.ntile, p.Bt, p.P}, opts);
+  to_tiles<T>(p, last.data_ptr<T>(), Z.data_ptr<T>());
+  if (g_last.has_value() && g_last->defined()) {
+    const at::Tensor gl = g_last->contiguous();
+    to_tiles<T>(p, gl.data_ptr<T>(), A.data_ptr<T>());
+  }
+  p.Z = Z.data_ptr<T>();
+  p.A = A.data_ptr<T>();
+  p.phases = phases.data_ptr<T>();
+  at::Tensor gphase = empty_output({B, L, H, R, N}, opts);
+  p.gphase = gphase.data_ptr<T>();
+  at::Tensor gw = at::zeros({nthr, H * R, p.acc_size}, opts);
+  p.gw = gw.data_ptr<T>();
+  p.scratch_size =
+      roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N)) + 2 * N, 64);
+  at::Tensor scratch = at::empty({nthr * p.scratch_size}, opts);
+  p.scratch = scratch.data_ptr<T>();
+  run_tasks<T>(p, fns<T>(isa).bwd);
+
+  at::Tensor g_psi0 = at::empty({B, H, 2, N}, opts);
+  from_tiles<T>(p, p.A, g_psi0.data_ptr<T>());
+  at::Tensor g_w = reduce_grad<T>(p, gw, H * R).view({H, R, 2, N, N});
+  at::Tensor g_read_phases, g_w_read;
+  if (has_read) {
+    g_read_phases = grphase;
+    g_w_read = reduce_grad<T>(p, gwr, H);
+  }
+  return {g_psi0, gphase, g_w, g_read_phases, g_w_read};
+}
+
+std::vector<at::Tensor> forward(const at::Tensor& psi0, const at::Tensor& phases,
+                                const at::Tensor& w,
+                                const c10::optional<at::Tensor>& read_phases,
+                                const c10::optional<at::Tensor>& w_read, int64_t renorm_every) {
+  check_inputs(psi0, phases, w, read_phases, w_read);
+  TORCH_CHECK(renorm_every >= 0, "renorm_every must be >= 0 (0: never)");
+  if (phases.scalar_type() == at::kDouble)
+    return forward_impl<double>(psi0, phases, w, read_phases, w_read, renorm_every);
+  return forward_impl<float>(psi0, phases, w, read_phases, w_read, renorm_every);
+}
+
+std::vector<at::Tensor> backward(const at::Tensor& last, const at::Tensor& phases,
+                                 const at::Tensor& w,
+                                 const c10::optional<at::Tensor>& read_phases,
+                                 const c10::optional<at::Tensor>& w_read,
+                                 const c10::optional<at::Tensor>& g_probs,
+                                 const c10::optional<at::Tensor>& g_last) {
+  check_inputs(last, phases, w, read_phases, w_read);
+  if (g_probs.has_value() && g_probs->defined())
+    TORCH_CHECK(g_probs->sizes() == at::IntArrayRef({phases.size(0), phases.size(1),
+                                                     phases.size(2), phases.size(4)}) &&
+                    g_probs->scalar_type() == phases.scalar_type(),
+                "g_probs must be (B, L, H, N) of the inputs' dtype");
+  if (g_last.has_value() && g_last->defined())
+    TORCH_CHECK(g_last->sizes() == last.sizes() && g_last->scalar_type() == last.scalar_type(),
+                "g_last must match the final state");
+  if (phases.scalar_type() == at::kDouble)
+    return backward_impl<double>(last, phases, w, read_phases, w_read, g_probs, g_last);
+  return backward_impl<float>(last, phases, w, read_phases, w_read, g_probs, g_last);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "qlam: compiled quantum-memory recurrence (forward and reversible backward)";
+  m.def("forward", &forward,
+        "probs, last = forward(psi0, phases, w, read_phases, w_read, renorm_every); the state "
+        "is rescaled to norm 1 after every renorm_every-th token (0: never)",
+        py::arg("psi0"), py::arg("phases"), py::arg("w"), py::arg("read_phases"),
+        py::arg("w_read"), py::arg("renorm_every") = 0);
+  m.def("backward", &backward,
+        "g_psi0, g_phases, g_w, g_read_phases, g_w_read = backward(last, phases, w, "
+        "read_phases, w_read, g_probs, g_last)",
+        py::arg("last"), py::arg("phases"), py::arg("w"), py::arg("read_phases"),
+        py::arg("w_read"), py::arg("g_probs"), py::arg("g_last"));
+  m.def("isa", &get_isa, "the instruction set in use (base, avx2, avx512)");
+  m.def("set_isa", &set_isa, "select base / avx2 / avx512 / auto; returns the one in use");
+  m.def(
+      "set_gauss", [](bool on) { g_gauss = on; },
+      "use (True, default) or not the three-multiplication complex product where N allows");
+  m.def("num_threads", []() { return at::get_num_threads(); });
+}
