@@ -12,6 +12,8 @@ Every implementation runs the identical circuit from the identical qlam ``Circui
   vector per token (from the inputs) and one fused dense unitary W, run by the real-pair
   fused scan (:func:`qlam.sim.recurrence.scan`) with its reversible (adjoint) backward;
 - ``qlam-compiled-autograd``: the same scan with plain autograd through every token;
+- ``qlam-kernel``: the same scan on the compiled C++ kernel (:mod:`qlam.sim.kernel`: forward
+  and reversible backward in C++), where it builds;
 - ``qlam-reference``: gate by gate with complex autograd (fewer tokens);
 - ``pennylane-default.qubit``: PennyLane, torch interface, backprop, parameter broadcasting
   over the batch (fewer tokens).
@@ -137,6 +139,16 @@ def run_compiled_autograd(s: Setup) -> torch.Tensor:
     return _scan_loss(s, "autograd")
 
 
+def run_kernel(s: Setup) -> torch.Tensor:
+    return _scan_loss(s, "kernel")
+
+
+def _kernel_available() -> bool:
+    from qlam.sim import kernel
+
+    return kernel.available()
+
+
 def run_reference(s: Setup) -> torch.Tensor:
     n = s.n_qubits
     psi = zero_state(n, s.batch, s.x.dtype)
@@ -205,6 +217,7 @@ def register(impl: Impl) -> Impl:
 
 register(Impl("qlam-compiled", run_compiled))
 register(Impl("qlam-compiled-autograd", run_compiled_autograd))
+register(Impl("qlam-kernel", run_kernel, available=_kernel_available))
 register(Impl("qlam-reference", run_reference, quick_tokens=16, full_tokens=64))
 # PennyLane's per-token rate falls as the sequence grows (about 17k tokens/s at 8 tokens,
 # 9.5k at 96, n=6), so a short prefix flatters it: the ratios below are conservative.
