@@ -105,6 +105,7 @@ struct Plan {
   int64_t acc_size;       // accumulator elements per matrix (real form: Ma*Na; Gauss: 3*Ma*Na)
   int64_t pack_size;      // packed elements per matrix (real form: 2N*P; Gauss: 3*N*N)
   int64_t Bt, ntile;      // rows per task tile, tiles per head
+  int64_t TB;             // tokens per staged block
   int64_t renorm = 0;     // forward: rescale the state to norm 1 every renorm tokens
   const T* phases = nullptr;       // (B, L, H, R, N)
   const T* read_phases = nullptr;  // (B, L, H, N) or null
@@ -222,18 +223,6 @@ QLAM_INLINE void rotate_row(const T* __restrict z, const T* __restrict c, const 
   }
 }
 
-// The per-token rows of phases / probabilities / their gradients are strided in memory (one
-// short row per (b, t, h), rows of a tile a multiple of 4 KiB apart, so they share L1 sets);
-// fetch those of a token a little ahead of its use, into L2.
-constexpr int64_t kAhead = 2;  // tokens
-
-template <typename T, int WRITE>
-QLAM_INLINE void prefetch_row(const T* row, int64_t n) {
-  const char* c = reinterpret_cast<const char*>(row);
-  for (int64_t o = 0; o < n * static_cast<int64_t>(sizeof(T)); o += 64)
-    __builtin_prefetch(c + o, WRITE, 2);
-}
-
 // Y = X . C for a tile of Bt rows ([re | im] rows, strides ldx / ldy; Y must not alias X).
 // tmp: 2 * Bt * N scratch (Gauss form).
 template <typename T, int VB, int MR, int NV>
@@ -324,57 +313,84 @@ QLAM_INLINE void couter(const Plan<T>& p, const T* __restrict u, const T* __rest
     }
 }
 
+// Rows of a tile are a multiple of 4 KiB apart in the (B, L, H, ...) tensors, so the rows of
+// one token share cache sets; the per-token inputs and outputs of a block of TB tokens are
+// therefore staged through contiguous per-thread buffers, copied row by row (a regular stride
+// the hardware prefetchers follow).
+template <typename T>
+QLAM_INLINE void gather(const T* __restrict src, int64_t L, int64_t H, int64_t h, int64_t b0,
+                        int64_t nv, int64_t t0, int64_t nt, int64_t TB, int64_t w,
+                        T* __restrict dst) {
+  for (int64_t i = 0; i < nv; ++i)
+    for (int64_t tl = 0; tl < nt; ++tl)
+      std::memcpy(dst + (i * TB + tl) * w, src + (((b0 + i) * L + t0 + tl) * H + h) * w,
+                  w * sizeof(T));
+}
+
+template <typename T>
+QLAM_INLINE void scatter(const T* __restrict src, int64_t L, int64_t H, int64_t h, int64_t b0,
+                         int64_t nv, int64_t t0, int64_t nt, int64_t TB, int64_t w,
+                         T* __restrict dst) {
+  for (int64_t i = 0; i < nv; ++i)
+    for (int64_t tl = 0; tl < nt; ++tl)
+      std::memcpy(dst + (((b0 + i) * L + t0 + tl) * H + h) * w, src + (i * TB + tl) * w,
+                  w * sizeof(T));
+}
+
 template <typename T, int VB, int MR, int NV>
 QLAM_INLINE void forward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int thr) {
   const int64_t N = p.N, N2 = 2 * N, L = p.L, H = p.H, R = p.R, P = p.P, Pu = p.Pu, Bt = p.Bt;
+  const int64_t TB = p.TB, RN = R * N;
   T* U = p.scratch + thr * p.scratch_size;  // Bt x Pu: rotated states
   T* V = U + Bt * Pu;                        // Bt x P: readout vectors
   T* tmp = V + Bt * P;                       // 2 Bt N (cmul)
   T* cs = tmp + 2 * Bt * N;                  // cos, sin: 2 x N
+  T* s_ph = cs + 2 * N;                      // staged phases, Bt x TB x R N
+  T* s_rp = s_ph + Bt * TB * RN;             // staged read phases, Bt x TB x N
+  T* s_pr = s_rp + Bt * TB * N;              // staged probabilities, Bt x TB x N
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task / p.ntile, tile = task % p.ntile;
     const int64_t b0 = tile * Bt, nv = std::min(Bt, p.B - b0);
     T* Z = p.Z + task * Bt * P;
     std::fill(U, U + Bt * Pu, T(0));
-    for (int64_t t = 0; t < L; ++t) {
-      if (t + kAhead < L) {
+    for (int64_t t0 = 0; t0 < L; t0 += TB) {
+      const int64_t nt = std::min(TB, L - t0);
+      gather<T>(p.phases, L, H, h, b0, nv, t0, nt, TB, RN, s_ph);
+      if (p.rpack != nullptr) gather<T>(p.read_phases, L, H, h, b0, nv, t0, nt, TB, N, s_rp);
+      for (int64_t tl = 0; tl < nt; ++tl) {
+        const int64_t t = t0 + tl;
+        for (int64_t r = 0; r < R; ++r) {
+          for (int64_t i = 0; i < nv; ++i) {
+            sincos_row<T>(s_ph + (i * TB + tl) * RN + r * N, cs, cs + N, N);
+            rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
+          }
+          cmul<T, VB, MR, NV>(p, U, Pu, p.wpack + (h * R + r) * p.pack_size, Z, P, tmp);
+        }
+        if (p.renorm > 0 && (t + 1) % p.renorm == 0) {
+          for (int64_t i = 0; i < nv; ++i) {
+            T* z = Z + i * P;
+            T sq = T(0);
+            for (int64_t k = 0; k < N2; ++k) sq += z[k] * z[k];
+            const T scale = T(1) / std::sqrt(sq);
+            for (int64_t k = 0; k < N2; ++k) z[k] *= scale;
+          }
+        }
+        const T* src = Z;
+        if (p.rpack != nullptr) {
+          for (int64_t i = 0; i < nv; ++i) {
+            sincos_row<T>(s_rp + (i * TB + tl) * N, cs, cs + N, N);
+            rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
+          }
+          cmul<T, VB, MR, NV>(p, U, Pu, p.rpack + h * p.pack_size, V, P, tmp);
+          src = V;
+        }
         for (int64_t i = 0; i < nv; ++i) {
-          const int64_t row = ((b0 + i) * L + t + kAhead) * H + h;
-          prefetch_row<T, 0>(p.phases + row * R * N, R * N);
-          prefetch_row<T, 1>(p.probs + row * N, N);
-          if (p.read_phases != nullptr) prefetch_row<T, 0>(p.read_phases + row * N, N);
+          const T* s = src + i * P;
+          T* out = s_pr + (i * TB + tl) * N;
+          for (int64_t k = 0; k < N; ++k) out[k] = s[k] * s[k] + s[N + k] * s[N + k];
         }
       }
-      for (int64_t r = 0; r < R; ++r) {
-        for (int64_t i = 0; i < nv; ++i) {
-          sincos_row<T>(p.phases + ((((b0 + i) * L + t) * H + h) * R + r) * N, cs, cs + N, N);
-          rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
-        }
-        cmul<T, VB, MR, NV>(p, U, Pu, p.wpack + (h * R + r) * p.pack_size, Z, P, tmp);
-      }
-      if (p.renorm > 0 && (t + 1) % p.renorm == 0) {
-        for (int64_t i = 0; i < nv; ++i) {
-          T* z = Z + i * P;
-          T sq = T(0);
-          for (int64_t k = 0; k < N2; ++k) sq += z[k] * z[k];
-          const T scale = T(1) / std::sqrt(sq);
-          for (int64_t k = 0; k < N2; ++k) z[k] *= scale;
-        }
-      }
-      const T* src = Z;
-      if (p.rpack != nullptr) {
-        for (int64_t i = 0; i < nv; ++i) {
-          sincos_row<T>(p.read_phases + (((b0 + i) * L + t) * H + h) * N, cs, cs + N, N);
-          rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
-        }
-        cmul<T, VB, MR, NV>(p, U, Pu, p.rpack + h * p.pack_size, V, P, tmp);
-        src = V;
-      }
-      for (int64_t i = 0; i < nv; ++i) {
-        const T* s = src + i * P;
-        T* out = p.probs + (((b0 + i) * L + t) * H + h) * N;
-        for (int64_t k = 0; k < N; ++k) out[k] = s[k] * s[k] + s[N + k] * s[N + k];
-      }
+      scatter<T>(s_pr, L, H, h, b0, nv, t0, nt, TB, N, p.probs);
     }
   }
 }
@@ -382,45 +398,44 @@ QLAM_INLINE void forward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int
 template <typename T, int VB, int MR, int NV>
 QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int thr) {
   const int64_t N = p.N, L = p.L, H = p.H, R = p.R, P = p.P, Pu = p.Pu, Bt = p.Bt;
+  const int64_t TB = p.TB, RN = R * N;
+  const int64_t ntmp = Bt * std::max(p.Ma + N, 2 * N);
   T* U = p.scratch + thr * p.scratch_size;  // Bt x Pu: rotated (pre-matrix) vectors
   T* G = U + Bt * Pu;                        // Bt x P: their adjoints
   T* GV = G + Bt * P;                        // Bt x P: adjoint of the readout vector
   T* tmp = GV + Bt * P;                      // Bt (Ma + N) (cmul: 2 Bt N)
-  T* cs = tmp + Bt * std::max(p.Ma + N, 2 * N);  // cos, sin: 2 x N
+  T* cs = tmp + ntmp;                        // cos, sin: 2 x N
+  T* s_ph = cs + 2 * N;                      // staged blocks of TB tokens: phases,
+  T* s_gph = s_ph + Bt * TB * RN;            // their gradients,
+  T* s_gp = s_gph + Bt * TB * RN;            // probability gradients,
+  T* s_rp = s_gp + Bt * TB * N;              // read phases
+  T* s_grp = s_rp + Bt * TB * N;             // and their gradients
+  const bool read = p.rpack != nullptr, has_gp = p.gprobs != nullptr;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task / p.ntile, tile = task % p.ntile;
     const int64_t b0 = tile * Bt, nv = std::min(Bt, p.B - b0);
     T* Z = p.Z + task * Bt * P;
     T* A = p.A + task * Bt * P;
     T* gw = p.gw + (static_cast<int64_t>(thr) * H + h) * R * p.acc_size;
-    T* gwr = p.gwr != nullptr ? p.gwr + (static_cast<int64_t>(thr) * H + h) * p.acc_size
-                              : nullptr;
+    T* gwr = read ? p.gwr + (static_cast<int64_t>(thr) * H + h) * p.acc_size : nullptr;
     std::fill(U, U + Bt * Pu, T(0));
     std::fill(GV, GV + Bt * P, T(0));
-    std::fill(tmp, tmp + Bt * std::max(p.Ma + N, 2 * N), T(0));
-    for (int64_t t = L - 1; t >= 0; --t) {
-      if (t - kAhead >= 0) {
-        for (int64_t i = 0; i < nv; ++i) {
-          const int64_t row = ((b0 + i) * L + t - kAhead) * H + h;
-          prefetch_row<T, 0>(p.phases + row * R * N, R * N);
-          prefetch_row<T, 1>(p.gphase + row * R * N, R * N);
-          if (p.gprobs != nullptr) prefetch_row<T, 0>(p.gprobs + row * N, N);
-          if (p.read_phases != nullptr) {
-            prefetch_row<T, 0>(p.read_phases + row * N, N);
-            prefetch_row<T, 1>(p.grphase + row * N, N);
-          }
-        }
-      }
-      // readout at t: the adjoint of psi_t receives the probability gradient
-      if (p.gprobs != nullptr) {
-        if (p.rpack != nullptr) {
+    std::fill(tmp, tmp + ntmp, T(0));
+    for (int64_t t0 = ((L - 1) / TB) * TB; t0 >= 0; t0 -= TB) {
+      const int64_t nt = std::min(TB, L - t0);
+      gather<T>(p.phases, L, H, h, b0, nv, t0, nt, TB, RN, s_ph);
+      if (has_gp) gather<T>(p.gprobs, L, H, h, b0, nv, t0, nt, TB, N, s_gp);
+      if (read) gather<T>(p.read_phases, L, H, h, b0, nv, t0, nt, TB, N, s_rp);
+      for (int64_t tl = nt - 1; tl >= 0; --tl) {
+        // readout at t: the adjoint of psi_t receives the probability gradient
+        if (has_gp && read) {
           for (int64_t i = 0; i < nv; ++i) {
-            sincos_row<T>(p.read_phases + (((b0 + i) * L + t) * H + h) * N, cs, cs + N, N);
+            sincos_row<T>(s_rp + (i * TB + tl) * N, cs, cs + N, N);
             rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
           }
           cmul<T, VB, MR, NV>(p, U, Pu, p.rpack + h * p.pack_size, G, P, tmp);  // v
           for (int64_t i = 0; i < nv; ++i) {
-            const T* gp = p.gprobs + (((b0 + i) * L + t) * H + h) * N;
+            const T* gp = s_gp + (i * TB + tl) * N;
             const T* v = G + i * P;
             T* gv = GV + i * P;
             for (int64_t k = 0; k < N; ++k) {
@@ -428,15 +443,14 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
               gv[N + k] = T(2) * v[N + k] * gp[k];
             }
           }
-          couter<T, VB, MR, NV>(p, U, GV, P, gwr, tmp);                       // dW_read
+          couter<T, VB, MR, NV>(p, U, GV, P, gwr, tmp);                          // dW_read
           cmul<T, VB, MR, NV>(p, GV, P, p.rbpack + h * p.pack_size, G, P, tmp);  // g_u
           for (int64_t i = 0; i < nv; ++i) {
-            const int64_t off = (((b0 + i) * L + t) * H + h) * N;
             const T* u = U + i * Pu;
             const T* g = G + i * P;
-            T* out = p.grphase + off;
+            T* out = s_grp + (i * TB + tl) * N;
             for (int64_t k = 0; k < N; ++k) out[k] = g[N + k] * u[k] - g[k] * u[N + k];
-            sincos_row<T>(p.read_phases + off, cs, cs + N, N);
+            sincos_row<T>(s_rp + (i * TB + tl) * N, cs, cs + N, N);
             const T* c = cs;
             const T* s = cs + N;
             T* a = A + i * P;
@@ -445,9 +459,9 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
               a[N + k] += g[N + k] * c[k] - g[k] * s[k];
             }
           }
-        } else {
+        } else if (has_gp) {
           for (int64_t i = 0; i < nv; ++i) {
-            const T* gp = p.gprobs + (((b0 + i) * L + t) * H + h) * N;
+            const T* gp = s_gp + (i * TB + tl) * N;
             const T* z = Z + i * P;
             T* a = A + i * P;
             for (int64_t k = 0; k < N; ++k) {
@@ -456,24 +470,27 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
             }
           }
         }
-      }
-      // layers in reverse: u = W^dagger psi, g_u = W^dagger a, dW += (u, a), undo the rotation
-      for (int64_t r = R - 1; r >= 0; --r) {
-        const T* pk = p.wpack + (h * R + r) * p.pack_size;
-        cmul<T, VB, MR, NV>(p, Z, P, pk, U, Pu, tmp);
-        cmul<T, VB, MR, NV>(p, A, P, pk, G, P, tmp);
-        couter<T, VB, MR, NV>(p, U, A, P, gw + r * p.acc_size, tmp);
-        for (int64_t i = 0; i < nv; ++i) {
-          const int64_t off = ((((b0 + i) * L + t) * H + h) * R + r) * N;
-          const T* u = U + i * Pu;
-          const T* g = G + i * P;
-          T* out = p.gphase + off;
-          for (int64_t k = 0; k < N; ++k) out[k] = g[N + k] * u[k] - g[k] * u[N + k];
-          sincos_row<T>(p.phases + off, cs, cs + N, N);
-          rotate_row<T, true>(u, cs, cs + N, Z + i * P, N);
-          rotate_row<T, true>(g, cs, cs + N, A + i * P, N);
+        // layers in reverse: u = W^dagger psi, g_u = W^dagger a, dW += (u, a), undo the
+        // rotation
+        for (int64_t r = R - 1; r >= 0; --r) {
+          const T* pk = p.wpack + (h * R + r) * p.pack_size;
+          cmul<T, VB, MR, NV>(p, Z, P, pk, U, Pu, tmp);
+          cmul<T, VB, MR, NV>(p, A, P, pk, G, P, tmp);
+          couter<T, VB, MR, NV>(p, U, A, P, gw + r * p.acc_size, tmp);
+          for (int64_t i = 0; i < nv; ++i) {
+            const int64_t off = (i * TB + tl) * RN + r * N;
+            const T* u = U + i * Pu;
+            const T* g = G + i * P;
+            T* out = s_gph + off;
+            for (int64_t k = 0; k < N; ++k) out[k] = g[N + k] * u[k] - g[k] * u[N + k];
+            sincos_row<T>(s_ph + off, cs, cs + N, N);
+            rotate_row<T, true>(u, cs, cs + N, Z + i * P, N);
+            rotate_row<T, true>(g, cs, cs + N, A + i * P, N);
+          }
         }
       }
+      scatter<T>(s_gph, L, H, h, b0, nv, t0, nt, TB, RN, p.gphase);
+      if (has_gp && read) scatter<T>(s_grp, L, H, h, b0, nv, t0, nt, TB, N, p.grphase);
     }
   }
 }
@@ -710,6 +727,7 @@ Plan<T> make_plan(int64_t B, int64_t L, int64_t H, int64_t R, int64_t N, int isa
   while (nblk > 1 && H * ((B + nblk * p.MR - 1) / (nblk * p.MR)) < 2 * nthr) --nblk;
   p.Bt = nblk * p.MR;
   p.ntile = (B + p.Bt - 1) / p.Bt;
+  p.TB = 4;
   return p;
 }
 
@@ -808,7 +826,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& psi0_, const at::Tensor& 
   p.phases = phases.data_ptr<T>();
 
   const int64_t nthr = at::get_num_threads();
-  p.scratch_size = roundup(p.Bt * (p.Pu + p.P + 2 * N) + 2 * N, 64);
+  p.scratch_size = roundup(p.Bt * (p.Pu + p.P + 2 * N) + 2 * N + p.Bt * p.TB * (R + 2) * N, 64);
   at::Tensor scratch = at::empty({nthr * p.scratch_size}, opts);
   p.scratch = scratch.data_ptr<T>();
   run_tasks<T>(p, fns<T>(isa).fwd);
@@ -875,8 +893,9 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor&
   p.gphase = gphase.data_ptr<T>();
   at::Tensor gw = at::zeros({nthr, H * R, p.acc_size}, opts);
   p.gw = gw.data_ptr<T>();
-  p.scratch_size =
-      roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N)) + 2 * N, 64);
+  p.scratch_size = roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N)) + 2 * N +
+                              p.Bt * p.TB * (2 * R + 3) * N,
+                          64);
   at::Tensor scratch = at::empty({nthr * p.scratch_size}, opts);
   p.scratch = scratch.data_ptr<T>();
   run_tasks<T>(p, fns<T>(isa).bwd);
