@@ -127,7 +127,7 @@ class QLAM(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int = 4, n_qubits: int = 4, depth: int = 1,
                  query_basis: bool = True, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 backward: str = "reversible", shots: int | None = None):
+                 backward: str = "auto", shots: int | None = None):
         super().__init__()
         if not 1 <= n_qubits <= min(MAX_MEMORY_QUBITS, MAX_QUBITS):
             raise ValueError(f"n_qubits={n_qubits}: the memory supports 1..{MAX_MEMORY_QUBITS} "
