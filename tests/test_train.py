@@ -114,3 +114,12 @@ def test_config_files_and_cli(tmp_path, capsys):
     bad.write_text("epochz = 3\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert "unknown config keys: epochz" in capsys.readouterr().err
+
+
+def test_demo_trains_evaluates_and_plots(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    png = out / "learning_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "summary.json").read_text())["n_train"] == 96

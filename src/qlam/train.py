@@ -374,7 +374,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                "seed": cfg.seed, "stopped": stopped, "device": str(device),
                "threads": torch.get_num_threads(), "torch": torch.__version__,
                "command": command or " ".join(sys.argv), "config": dataclasses.asdict(cfg),
-               "n_test": cfg.limit_test or len(task.test)}
+               "n_train": len(task.train), "n_test": cfg.limit_test or len(task.test)}
     if not ctx.is_main:
         return summary
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
