@@ -1,4 +1,5 @@
-"""`qlam bench sim`: the implementations agree, and the command writes its table and JSON."""
+"""`qlam bench`: the sim implementations agree; sim, memory, roofline, models and all run on
+tiny sizes and write their tables, JSON and plots; memory measurements are sane."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import pytest
 import torch
 
 from qlam import Circuit
-from qlam.bench import sim
-from qlam.cli import main
+from qlam.bench import memory, models, roofline, sim
+from qlam.bench.cli import write_report
+from qlam.cli import build_parser, main
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_every_implementation_computes_the_same_loss_and_gradient():
@@ -65,20 +69,141 @@ def test_register_a_new_implementation():
 
 def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     pytest.importorskip("pennylane")
-    out = tmp_path / "bench.json"
-    rc = main(["bench", "sim", "--quick", "--n", "2", "3", "--batch", "4", "--seq-len", "8",
-               "--repeats", "1", "--json", str(out)])
+    out, png = tmp_path / "bench.json", tmp_path / "sim.png"
+    rc = main(["bench", "sim", "--n", "2", "3", "--batch", "1", "4", "--seq-len", "8",
+               "--repeats", "1", "--threads", "1", "--json", str(out), "--plot", str(png)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "| impl | n | batch | tokens run | tokens/s |" in text
-    assert "n=3: qlam-compiled " in text
-    records = json.loads(out.read_text())
-    assert len(records) == 2 * len(sim.IMPLS)
+    assert "| impl | pass | n | batch | tokens run | tokens/s |" in text
+    assert "n=3 batch=4: qlam-" in text
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "sim"
+    assert {"date", "cores", "torch", "command", "loadavg_1min_start", "loadavg_1min_end",
+            "threads"} <= set(data["meta"])
+    assert data["meta"]["command"].startswith("qlam bench sim ")
+    records = data["records"]
+    available = [n for n in sim.IMPLS if sim.IMPLS[n].available()]
+    assert len(records) == 2 * 2 * len(available)
     for r in records:
-        assert {"impl", "n_qubits", "batch", "seq_len", "tokens_per_s"} <= set(r)
-        assert r["tokens_per_s"] > 0 and r["batch"] == 4 and r["n_qubits"] in (2, 3)
+        assert {"impl", "n_qubits", "batch", "seq_len", "tokens_per_s", "mode"} <= set(r)
+        assert r["tokens_per_s"] > 0 and r["batch"] in (1, 4) and r["n_qubits"] in (2, 3)
+    assert png.read_bytes()[:8] == PNG
 
 
 def test_cli_rejects_bad_sizes(capsys):
     assert main(["bench", "sim", "--batch", "0"]) == 2
     assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_structured_unitary_equals_the_generic_build(monkeypatch):
+    """Above GENERIC_W_MAX_QUBITS the benchmark builds W from its structure: same matrix,
+    same gradients."""
+    c = sim.token_circuit(4)
+    theta = c.init_params(torch.float64).requires_grad_()
+    x = torch.rand(2, 3, 1, dtype=torch.float64)
+    phases, w = sim.compiled_tables(c, theta, x)
+    (g,) = torch.autograd.grad(w.square().mul(torch.arange(w.numel()).view_as(w)).sum(), theta)
+    monkeypatch.setattr(sim, "GENERIC_W_MAX_QUBITS", 0)
+    phases2, w2 = sim.compiled_tables(c, theta, x)
+    (g2,) = torch.autograd.grad(w2.square().mul(torch.arange(w.numel()).view_as(w)).sum(), theta)
+    assert torch.allclose(w2, w, atol=1e-12) and torch.equal(phases2, phases)
+    assert torch.allclose(g2, g, atol=1e-10)
+
+
+def test_token_budgets():
+    dense, gates = sim.IMPLS["qlam-compiled"], sim.IMPLS["qlam-reference"]
+    assert sim.tokens_for(dense, 6, 128, 784, quick=False) == 784
+    assert sim.tokens_for(dense, 12, 128, 784, quick=False) == sim.MIN_TOKENS
+    assert sim.tokens_for(gates, 6, 128, 784, quick=True) == 16  # the cap
+    assert sim.tokens_for(gates, 12, 128, 784, quick=True) == sim.MIN_TOKENS
+    assert sim.tokens_for(gates, 4, 1, 3, quick=True) == 3  # never more than asked
+
+
+def test_memory_measurement_is_sane():
+    """Each measurement in a fresh process: the recurrence's own memory (peak - floor) of the
+    kernel's reversible backward stays flat; the PyTorch reversible grows far less than
+    autograd, which stores every token."""
+    from qlam.sim import kernel
+
+    backs = ["reversible", "autograd"] + (["kernel"] if kernel.available() else [])
+    recs = memory.run_benchmark([128, 1024], backs, batch=2, n_qubits=4, heads=2, d_model=16)
+    assert len(recs) == 2 * len(backs)
+    by = {(r["backward"], r["seq_len"]): r for r in recs}
+    for r in recs:
+        assert {"backward", "seq_len", "peak_bytes", "batch", "n_qubits", "heads", "floor_bytes",
+                "recurrence_bytes", "method"} <= set(r)
+        assert 0 < r["peak_bytes"] < 2**30
+    mib = 2**20
+
+    def growth(b, key="peak_bytes"):
+        return by[b, 1024][key] - by[b, 128][key]
+
+    assert growth("autograd") > 10 * mib  # ~26 KiB per token here
+    assert growth("reversible") < 0.5 * growth("autograd")
+    if "kernel" in backs:
+        assert abs(growth("kernel", "recurrence_bytes")) < 1 * mib
+        assert growth("kernel") < 0.25 * growth("autograd")
+    assert memory.slope(recs, "autograd") > memory.slope(recs, "reversible") > 0
+
+
+def test_roofline_flop_convention():
+    assert roofline.flops_per_token(6, "forward") == 8 * 64**2
+    assert roofline.flops_per_token(6, "train") == 32 * 64**2
+    u = roofline.random_unitary(3, torch.Generator().manual_seed(1))
+    assert torch.allclose(u @ u.conj().T, torch.eye(8, dtype=u.dtype), atol=1e-12)
+    assert (u.abs() > 0).all()  # dense
+
+
+def test_models_have_equal_parameter_counts():
+    recs = models.run_benchmark([8], batch=2, quick=True, repeats=1, modes=("train",))
+    target = recs[0]["target_params"]
+    assert {r["model"] for r in recs} >= {"qlam-reversible", "lstm", "gru", "transformer", "ssm"}
+    for r in recs:
+        assert abs(r["n_params"] - target) / target < 0.1, r
+        assert r["tokens_per_s"] > 0 and r["mode"] == "train"
+
+
+def test_bench_all_writes_every_result_and_the_readme(tmp_path, capsys):
+    """`qlam bench all` on tiny sizes: four JSON files with metadata, four PNGs, README."""
+    from qlam.bench.cli import run_all
+
+    tiny = {
+        "sim": ["--n", "2", "--batch", "2", "--seq-len", "4", "--repeats", "1",
+                "--impl", "qlam-compiled", "qlam-reference"],
+        "memory": ["--lengths", "64", "--backward", "reversible", "--batch", "1",
+                   "--n-qubits", "2", "--heads", "1", "--d-model", "4"],
+        "roofline": ["--n", "3", "--batch", "2", "--gemm-sizes", "64", "--repeats", "1",
+                     "--impl", "pytorch"],
+        "models": ["--lengths", "6", "--batch", "2", "--repeats", "1",
+                   "--models", "qlam-reversible", "lstm"],
+    }
+    args = build_parser().parse_args(["bench", "all", "--out", str(tmp_path), "--threads", "1"])
+    assert run_all(args, extra=tiny) == 0
+    keys = {"sim": {"impl", "n_qubits", "batch", "seq_len", "tokens_per_s"},
+            "memory": {"backward", "seq_len", "peak_bytes", "batch", "n_qubits", "heads"},
+            "roofline": {"impl", "mode", "n_qubits", "flops_per_s", "pct_of_gemm"},
+            "models": {"model", "mode", "seq_len", "tokens_per_s", "n_params"}}
+    for name, want in keys.items():
+        data = json.loads((tmp_path / f"{name}.json").read_text())
+        assert data["benchmark"] == name and data["records"]
+        assert data["meta"]["command"].startswith("qlam bench all ")
+        assert data["meta"]["equivalent_command"].startswith(f"qlam bench {name} ")
+        assert {"date", "cores", "torch", "loadavg_1min_start"} <= set(data["meta"])
+        for r in data["records"]:
+            assert want <= set(r), (name, r)
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG
+    readme = (tmp_path / "README.md").read_text()
+    for title in ("Simulator", "Memory", "Roofline", "Models"):
+        assert f"## {title}" in readme
+    assert "![roofline](roofline.png)" in readme and "| lstm |" in readme
+    (tmp_path / "README.md").unlink()
+    assert write_report(tmp_path).exists()
+
+
+def test_bad_options_are_rejected(capsys):
+    assert main(["bench", "memory", "--lengths", "0"]) == 2
+    assert main(["bench", "roofline", "--n", "13"]) == 2
+    assert main(["bench", "models", "--models", "nope", "--lengths", "4", "--batch", "1"]) == 2
+    assert main(["bench", "report", "/nonexistent-dir"]) == 2
+    err = capsys.readouterr().err
+    assert "must be >= 1" in err and "unknown model row" in err

@@ -1,75 +1,339 @@
-"""`qlam bench sim [--quick] [--json FILE] [--n ...] [--batch ...] [--seq-len ...]`."""
+"""`qlam bench sim | memory | roofline | models | all | report`.
+
+Every benchmark prints a markdown table and a few summary lines (stdout; progress goes to
+stderr) and takes ``--quick`` (under two minutes on a quiet 2-core machine), ``--json FILE``
+(``{"benchmark", "meta", "records"}``, see :mod:`qlam.bench.common`), ``--plot FILE`` (PNG)
+and ``--threads N``. ``all`` runs the four and writes ``{sim,memory,roofline,models}.json``
+and ``.png`` and a ``README.md`` summary into ``--out``; ``report DIR`` rewrites that README
+from the JSON files found in DIR.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
+from pathlib import Path
 
 import torch
+
+from qlam.bench import common
+
+BENCHMARKS = ("sim", "memory", "roofline", "models")
+TITLES = {
+    "sim": "Simulator: training tokens/s of the QLAM-style circuit, qlam vs peers",
+    "memory": "Memory: peak memory of a QLAM training step against length",
+    "roofline": "Roofline: recurrence FLOP/s against fp32 GEMM",
+    "models": "Models: tokens/s at equal parameter count",
+}
+
+
+def _common_args(p: argparse.ArgumentParser, threads_default=None) -> None:
+    p.add_argument("--quick", action="store_true", help="small sizes: under two minutes")
+    p.add_argument("--json", metavar="FILE", help="write metadata and records as JSON")
+    p.add_argument("--plot", metavar="FILE", help="write a PNG figure (needs matplotlib)")
+    p.add_argument("--threads", type=int, default=threads_default,
+                   help="torch.set_num_threads" + (f" (default {threads_default})"
+                                                   if threads_default else ""))
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def register(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="benchmarks")
     sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+
     p = sub.add_parser(
-        "sim", help="training tokens/s of a QLAM-style recurrence, qlam vs PennyLane",
+        "sim", help="training tokens/s of a QLAM-style recurrence, qlam vs PennyLane / Aer",
         description="Forward + backward tokens/s of a recurrence whose token circuit is "
-                    "RZ(x_t) on every qubit, a trainable RY/RZ layer and a CNOT ring.")
-    p.add_argument("--quick", action="store_true",
-                   help="fewer repeats and short sequences for the slow implementations "
-                        "(under two minutes)")
-    p.add_argument("--json", metavar="FILE", help="write the records as a JSON list")
-    p.add_argument("--n", type=int, nargs="+", default=[4, 6, 8], metavar="N",
-                   help="qubit counts (default: 4 6 8)")
-    p.add_argument("--batch", type=int, default=128)
+                    "RZ(x_t) on every qubit, a trainable RY/RZ layer and a CNOT ring, in qlam "
+                    "and in the peers installed here (qiskit-aer-forward: forward only).")
+    _common_args(p)
+    p.add_argument("--n", type=int, nargs="+", metavar="N",
+                   help="qubit counts (default: 2 4 6 8 10 12; quick: 2 4 6 8)")
+    p.add_argument("--batch", type=int, nargs="+", metavar="B",
+                   help="batch sizes (default: 1 128)")
     p.add_argument("--seq-len", type=int, default=784,
-                   help="tokens per sequence (slow implementations run a prefix)")
+                   help="tokens per sequence (slow implementations and large n run a prefix)")
     p.add_argument("--impl", nargs="+", metavar="NAME",
                    help="implementations to run (default: all available)")
     p.add_argument("--repeats", type=int, help="timed runs per row (best is reported)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run_sim)
 
+    p = sub.add_parser(
+        "memory", help="peak memory of a QLAM training step against sequence length",
+        description="Peak RSS of one training step of a QLAM layer (final-state loss), each "
+                    "measurement in a fresh process, for the kernel, reversible and autograd "
+                    "backwards; see qlam.bench.memory.")
+    _common_args(p, threads_default=1)
+    p.add_argument("--lengths", type=int, nargs="+", metavar="L",
+                   help="sequence lengths (default: 256 512 ... 16384; quick: 256 1024 4096 16384)")
+    p.add_argument("--backward", nargs="+", choices=["kernel", "reversible", "autograd"],
+                   help="backwards to measure (default: all three)")
+    p.add_argument("--batch", type=int, help="default 4 (quick: 2)")
+    p.add_argument("--n-qubits", type=int, help="default 6 (quick: 5)")
+    p.add_argument("--heads", type=int, help="default 2")
+    p.add_argument("--d-model", type=int, help="default 32")
+    p.add_argument("--autograd-max-len", type=int,
+                   help="longest autograd run (default 16384, quick 4096; also stopped when the "
+                        "predicted peak exceeds half the available memory)")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the floor measurement (no recurrence_bytes)")
+    p.set_defaults(func=run_memory)
 
+    p = sub.add_parser(
+        "roofline", help="recurrence FLOP/s against the measured fp32 GEMM FLOP/s",
+        description="Achieved FLOP/s of the recurrence (kernel and pure-PyTorch path; nominal "
+                    "8 N^2 flops per complex matvec) as a percentage of torch.mm's.")
+    _common_args(p)
+    p.add_argument("--n", type=int, nargs="+", metavar="N",
+                   help="qubit counts (default: 6 7 ... 12; quick: 6 8 10 12)")
+    p.add_argument("--batch", type=int, help="default 128 (quick: 64)")
+    p.add_argument("--impl", nargs="+", choices=["kernel", "pytorch"])
+    p.add_argument("--modes", nargs="+", choices=["train", "forward"])
+    p.add_argument("--gemm-sizes", type=int, nargs="+", metavar="M",
+                   help="square GEMM sizes (default: 1024 2048 4096; quick: 1024 2048)")
+    p.add_argument("--repeats", type=int)
+    p.set_defaults(func=run_roofline)
+
+    p = sub.add_parser(
+        "models", help="training/inference tokens/s of QLAM vs baselines at equal size",
+        description="QLAM (kernel and pure-PyTorch recurrence) against LSTM, GRU, Transformer "
+                    "and SSM sized to QLAM's parameter count.")
+    _common_args(p)
+    p.add_argument("--lengths", type=int, nargs="+", metavar="L", help="default: 784 4096")
+    p.add_argument("--batch", type=int, help="default 32 (quick: 8)")
+    p.add_argument("--models", nargs="+", metavar="ROW",
+                   help="rows: qlam-kernel qlam-reversible lstm gru transformer ssm (default all)")
+    p.add_argument("--modes", nargs="+", choices=["train", "infer"])
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--d-model", type=int, help="QLAM d_model (default: the model's)")
+    p.add_argument("--n-layers", type=int, help="QLAM blocks (default: the model's)")
+    p.add_argument("--heads", type=int, help="QLAM heads (default: the model's)")
+    p.add_argument("--qubits", type=int, help="QLAM qubits per head (default: the model's)")
+    p.set_defaults(func=run_models)
+
+    p = sub.add_parser(
+        "all", help="run sim, memory, roofline and models; write JSON, PNG and README.md",
+        description="Runs the four benchmarks (with --quick, their quick modes) and writes "
+                    "OUT/{sim,memory,roofline,models}.json and .png and OUT/README.md.")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default="benchmarks/results", metavar="DIR")
+    p.add_argument("--threads", type=int, help="torch threads for the timing benchmarks "
+                   "(memory always uses 1)")
+    p.add_argument("--only", nargs="+", choices=BENCHMARKS, help="a subset")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=run_all)
+
+    p = sub.add_parser("report", help="write DIR/README.md from the JSON results in DIR")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=run_report)
+
+
+# ---- shared --------------------------------------------------------------------------------
+def _setup(args, name: str) -> dict:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    common.stderr_log(f"qlam bench {name}: {torch.get_num_threads()} threads"
+                      + (", quick" if args.quick else ""))
+    common.load_warning(common.stderr_log)
+    cmd = getattr(args, "_command", None) or common.command_line(args)
+    meta = common.metadata(name, cmd, quick=bool(args.quick))
+    meta["equivalent_command"] = common.command_line(args)
+    return meta
+
+
+def _emit(args, meta: dict, records: list[dict], table: str, lines: list[str], plot) -> None:
+    common.finish(meta)
+    meta["summary"] = lines
+    print(table)
+    print()
+    for line in lines:
+        print(line)
+    if args.json:
+        common.stderr_log(f"wrote {common.write_json(args.json, meta, records)}")
+    if args.plot:
+        plot(records, args.plot)
+        common.stderr_log(f"wrote {args.plot}")
+
+
+def _positive(**values) -> None:
+    for key, v in values.items():
+        vs = v if isinstance(v, (list, tuple)) else [v]
+        if any(x is not None and x < 1 for x in vs):
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 1")
+
+
+# ---- sim -------------------------------------------------------------------------------------
 def run_sim(args: argparse.Namespace) -> int:
     from qlam.bench import sim
 
-    if args.batch < 1 or args.seq_len < 1 or any(n < 1 for n in args.n):
-        raise ValueError("--batch, --seq-len and --n must be >= 1")
+    args.n = args.n or ([2, 4, 6, 8] if args.quick else [2, 4, 6, 8, 10, 12])
+    args.batch = args.batch or [1, 128]
+    _positive(batch=args.batch, seq_len=args.seq_len, n=args.n, repeats=args.repeats)
     if any(n > 12 for n in args.n):
         raise ValueError("--n above 12 needs a 2^n x 2^n dense unitary per token; use n <= 12")
-    if args.repeats is not None and args.repeats < 1:
-        raise ValueError("--repeats must be >= 1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    log(f"qlam bench sim: n={args.n}, batch={args.batch}, seq_len={args.seq_len}, "
-        f"{args.dtype}, {torch.get_num_threads()} threads{', quick' if args.quick else ''}")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if load > (os.cpu_count() or 1):
-        log(f"warning: load average {load:.1f} exceeds {os.cpu_count()} CPUs; timings are "
-            f"unreliable (multi-threaded GEMMs suffer most; --threads 1 is steadier)")
+    meta = _setup(args, "sim")
+    meta.update(dtype=args.dtype, seq_len=args.seq_len)
     records = sim.run_benchmark(args.n, args.batch, args.seq_len, quick=args.quick,
-                                impls=args.impl, repeats=args.repeats, dtype=dtype, log=log)
-    print(sim.markdown_table(records))
-    print()
-    for n in args.n:
-        ratios = [(name, sim.ratio(records, name, n)) for name in sim.IMPLS
-                  if name.startswith("qlam-compiled")]
-        ratios = [f"{name} {r:,.1f}x" for name, r in ratios if r is not None]
-        if ratios:
-            print(f"n={n}: " + ", ".join(ratios) + f" {sim.BASELINE} (training tokens/s)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=2)
-            f.write("\n")
-        log(f"wrote {args.json}")
+                                impls=args.impl, repeats=args.repeats,
+                                dtype=getattr(torch, args.dtype), log=common.stderr_log)
+    lines = sim.summary(records)
+    note = sim.target_note(records)
+    if note:
+        lines.append(note)
+    lines.append("qiskit-aer-forward is forward only (no gradients): its rate is not a training "
+                 "rate, so the ratios against it favour Aer.")
+    _emit(args, meta, records, sim.markdown_table(records), lines, sim.plot)
     return 0
+
+
+# ---- memory ----------------------------------------------------------------------------------
+def run_memory(args: argparse.Namespace) -> int:
+    from qlam.bench import memory
+
+    q = args.quick
+    args.lengths = args.lengths or (memory.QUICK_LENGTHS if q else memory.FULL_LENGTHS)
+    args.backward = args.backward or list(memory.BACKWARDS)
+    args.batch = args.batch or (2 if q else 4)
+    args.n_qubits = args.n_qubits or (5 if q else 6)
+    args.heads = args.heads or 2
+    args.d_model = args.d_model or 32
+    args.autograd_max_len = args.autograd_max_len or (4096 if q else 16384)
+    _positive(lengths=args.lengths, batch=args.batch, n_qubits=args.n_qubits, heads=args.heads,
+              d_model=args.d_model, autograd_max_len=args.autograd_max_len)
+    if args.n_qubits > 12:
+        raise ValueError("--n-qubits must be <= 12")
+    meta = _setup(args, "memory")
+    meta.update(method_doc="fresh process per measurement; peak RSS (VmHWM after resetting it "
+                           "via /proc/self/clear_refs, else ru_maxrss) minus RSS before the step")
+    records = memory.run_benchmark(
+        args.lengths, args.backward, batch=args.batch, n_qubits=args.n_qubits, heads=args.heads,
+        d_model=args.d_model, threads=torch.get_num_threads(),
+        autograd_max_len=args.autograd_max_len, floor=not args.no_floor, log=common.stderr_log)
+    _emit(args, meta, records, memory.markdown_table(records), memory.summary(records),
+          memory.plot)
+    return 0
+
+
+# ---- roofline --------------------------------------------------------------------------------
+def run_roofline(args: argparse.Namespace) -> int:
+    from qlam.bench import roofline
+
+    args.n = args.n or ([6, 8, 10, 12] if args.quick else list(range(6, 13)))
+    args.batch = args.batch or (64 if args.quick else 128)
+    args.impl = args.impl or ["kernel", "pytorch"]
+    args.modes = args.modes or ["train", "forward"]
+    _positive(n=args.n, batch=args.batch, gemm_sizes=args.gemm_sizes, repeats=args.repeats)
+    if any(n > 12 for n in args.n):
+        raise ValueError("--n must be <= 12")
+    meta = _setup(args, "roofline")
+    records, extra = roofline.run_benchmark(
+        args.n, args.batch, quick=args.quick, impls=args.impl, modes=args.modes,
+        gemm_sizes=args.gemm_sizes, repeats=args.repeats, log=common.stderr_log)
+    meta.update(extra)
+    meta["flop_convention"] = ("nominal 8 N^2 real flops per complex N x N matvec; forward 8 N^2, "
+                               "train 32 N^2 per token and example; O(N) work not counted")
+    _emit(args, meta, records, roofline.markdown_table(records),
+          roofline.summary(records, extra), roofline.plot)
+    return 0
+
+
+# ---- models ----------------------------------------------------------------------------------
+def run_models(args: argparse.Namespace) -> int:
+    from qlam.bench import models
+
+    args.lengths = args.lengths or [784, 4096]
+    args.batch = args.batch or (8 if args.quick else 32)
+    args.models = args.models or list(models.ROWS)
+    args.modes = args.modes or ["train", "infer"]
+    _positive(lengths=args.lengths, batch=args.batch, repeats=args.repeats, d_model=args.d_model,
+              n_layers=args.n_layers, heads=args.heads, qubits=args.qubits)
+    meta = _setup(args, "models")
+    opts = {k: v for k, v in (("d_model", args.d_model), ("n_layers", args.n_layers),
+                              ("n_heads", args.heads), ("n_qubits", args.qubits)) if v}
+    records = models.run_benchmark(args.lengths, batch=args.batch, quick=args.quick,
+                                   rows=args.models, qlam_options=opts, repeats=args.repeats,
+                                   modes=args.modes, log=common.stderr_log)
+    _emit(args, meta, records, models.markdown_table(records), models.summary(records),
+          models.plot)
+    return 0
+
+
+# ---- all / report ----------------------------------------------------------------------------
+def run_all(args: argparse.Namespace, extra: dict[str, list[str]] | None = None) -> int:
+    """Each benchmark through its own subcommand (``extra``: more arguments per benchmark,
+    for tests), then OUT/README.md."""
+    from qlam.cli import build_parser
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = common.command_line(args)
+    parser = build_parser()
+    for name in args.only or BENCHMARKS:
+        argv = ["bench", name, "--json", str(out / f"{name}.json"),
+                "--plot", str(out / f"{name}.png")]
+        if args.quick:
+            argv.append("--quick")
+        if args.threads and name != "memory":
+            argv += ["--threads", str(args.threads)]
+        argv += (extra or {}).get(name, [])
+        sub_args = parser.parse_args(argv)
+        sub_args._command = command
+        common.stderr_log(f"== {name} ==")
+        sub_args.func(sub_args)
+        print()
+    path = write_report(out)
+    common.stderr_log(f"wrote {path}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    print(f"wrote {write_report(args.dir)}")
+    return 0
+
+
+def _module(name: str):
+    import importlib
+
+    return importlib.import_module(f"qlam.bench.{name}")
+
+
+def write_report(directory) -> Path:
+    """DIR/README.md: per benchmark found in DIR, its machine and command, summary lines,
+    table and figure."""
+    d = Path(directory)
+    found = [n for n in BENCHMARKS if (d / f"{n}.json").exists()]
+    if not found:
+        raise FileNotFoundError(f"no benchmark JSON ({', '.join(BENCHMARKS)}.json) in {d}")
+    parts = ["# qlam benchmark results", "",
+             "Written by `qlam bench all` / `qlam bench report`; the JSON files hold every "
+             "record and the run's metadata. Timings taken while other work held the cores "
+             "(load average above the core count) are not comparable.", ""]
+    for name in found:
+        meta, records = common.read_json(d / f"{name}.json")
+        mod = _module(name)
+        parts += [f"## {TITLES[name]}", ""]
+        load = [meta.get("loadavg_1min_start"), meta.get("loadavg_1min_end")]
+        parts.append(
+            f"{meta.get('date', '?')} · {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, "
+            f"{meta.get('threads', '?')} threads · torch {meta.get('torch', '?')} · "
+            f"load {' -> '.join('-' if x is None else f'{x:.2f}' for x in load)}"
+            + (f" · commit {meta['git_commit']}" if meta.get("git_commit") else ""))
+        parts += ["", f"`{meta.get('equivalent_command') or meta.get('command', '')}`", ""]
+        for line in meta.get("summary") or []:
+            parts.append(f"- {line}")
+        parts += ["", mod.markdown_table(records), ""]
+        if (d / f"{name}.png").exists():
+            parts += [f"![{name}]({name}.png)", ""]
+    path = d / "README.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+if __name__ == "__main__":
+    from qlam.cli import main
+
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,0 +1,175 @@
+"""What every `qlam bench` subcommand shares: run metadata, the JSON file, the load warning.
+
+A result file is one JSON object::
+
+    {"benchmark": "sim", "meta": {...}, "records": [{...}, ...]}
+
+``meta`` holds the date (UTC), the command line, the machine (CPU model, cores, threads),
+the torch / Python / qlam versions, the git commit when run from a checkout, and the
+1-minute load average before and after the run (timings taken while other work holds the
+cores are not comparable: see :func:`load_warning`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+
+
+def loadavg() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _kernel_isa() -> str | None:
+    try:
+        from qlam.sim import kernel
+
+        return kernel.isa() if kernel.available() else None
+    except Exception:  # noqa: BLE001 - metadata only
+        return None
+
+
+def metadata(benchmark: str, command: str, **extra) -> dict:
+    """The run's metadata; call at the start (``finish`` adds the end-of-run load)."""
+    from qlam import __version__
+
+    meta = {
+        "benchmark": benchmark,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "qlam": __version__,
+        "git_commit": git_commit(),
+        "loadavg_1min_start": loadavg(),
+        "kernel_isa": _kernel_isa(),
+    }
+    meta.update(extra)
+    return meta
+
+
+def finish(meta: dict) -> dict:
+    meta["loadavg_1min_end"] = loadavg()
+    return meta
+
+
+def command_line(args, skip: Iterable[str] = ()) -> str:
+    """The subcommand as an explicit command line rebuilt from the parsed options (every
+    effective value, so the line reproduces the run whatever the defaults become)."""
+    words = ["qlam", "bench", args.bench_command]
+    skip = set(skip) | {"func", "command", "bench_command", "debug"}
+    for key, value in vars(args).items():
+        if key in skip or key.startswith("_") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def write_json(path: str | Path, meta: dict, records: list[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"benchmark": meta.get("benchmark"), "meta": meta, "records": records}, f,
+                  indent=2)
+        f.write("\n")
+    return path
+
+
+def read_json(path: str | Path) -> tuple[dict, list[dict]]:
+    with open(path) as f:
+        data = json.load(f)
+    if isinstance(data, list):  # the first format: a bare list of records
+        return {}, data
+    return data.get("meta", {}), data["records"]
+
+
+def load_warning(log: Callable[[str], None]) -> None:
+    load = loadavg()
+    cpus = os.cpu_count() or 1
+    if load is not None and load > cpus:
+        log(f"warning: load average {load:.1f} exceeds {cpus} CPUs; timings are unreliable "
+            f"(multi-threaded GEMMs suffer most; --threads 1 is steadier)")
+
+
+def stderr_log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pyplot():
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:
+        raise RuntimeError("--plot needs matplotlib: pip install 'qlam[plot]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    plt = pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{sign}{n:,.0f} {unit}" if unit == "B" else f"{sign}{n:,.1f} {unit}"
+        n /= 1024
+    return f"{sign}{n:.1f} GiB"
+
+
+def fmt_rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
