@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from qlam.circuit import GATES, Angle, Circuit
+from qlam.export import to_qiskit  # noqa: F401  (re-exported for the oracle tests)
 
 TWO_QUBIT = [g for g, (nw, _, _) in GATES.items() if nw == 2]
 ONE_QUBIT = [g for g, (nw, _, _) in GATES.items() if nw == 1]
@@ -65,26 +66,6 @@ def bound_rows(c: Circuit, params, inputs):
 
 
 # ---- Qiskit -------------------------------------------------------------------------------
-def to_qiskit(bound: Circuit):
-    from qiskit import QuantumCircuit
-
-    qc = QuantumCircuit(bound.n_qubits)
-    for op in bound.ops:
-        a = [x.value for x in op.angles]
-        w = list(op.wires)
-        if op.name == "u1":
-            qc.p(a[0], w[0])
-        elif op.name == "u2":
-            qc.u(math.pi / 2, a[0], a[1], w[0])
-        elif op.name == "u3":
-            qc.u(a[0], a[1], a[2], w[0])
-        elif op.name == "cnot":
-            qc.cx(*w)
-        else:
-            getattr(qc, op.name)(*a, *w)
-    return qc
-
-
 def qiskit_vector(qc) -> np.ndarray:
     """Qiskit state in qlam ordering (Qiskit's qubit 0 is the least significant bit)."""
     from qiskit.quantum_info import Statevector

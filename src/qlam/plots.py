@@ -35,6 +35,13 @@ def learning_curve(run_dirs: list[str | Path], png: str | Path, title: str = "")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return save_figure(fig, png)
+
+
+def save_figure(fig, png: str | Path) -> Path:
+    """Lay out, write ``png`` (creating its folder) and close the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)

@@ -164,7 +164,7 @@ def _write(out: Path, head: dict, rows: list[dict], done: dict) -> dict:
 
 def plot_robustness(record: dict, png) -> Path:
     """Accuracy against shots (left) and noise strength per channel (right)."""
-    from qlam.plots import _pyplot
+    from qlam.plots import _pyplot, save_figure
 
     plt = _pyplot()
     rows = record["rows"]
@@ -194,12 +194,7 @@ def plot_robustness(record: dict, png) -> Path:
              title="noise (quantum trajectories)")
     fig.suptitle(f"{record.get('model')} on {record['task']}: {record['n_test']} test examples",
                  fontsize=10)
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 __all__ = ["robustness", "plot_robustness", "parse_shots", "DEFAULT_SHOTS", "DEFAULT_NOISE"]

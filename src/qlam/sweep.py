@@ -276,7 +276,7 @@ def table_csv(rows: list[dict]) -> str:
 def bar_plot(rows: list[dict], png: str | Path) -> Path:
     """Grouped bars (one group per task, one bar per model) with std error bars; the
     paper's figures as black diamonds."""
-    from qlam.plots import _pyplot
+    from qlam.plots import _pyplot, save_figure
 
     plt = _pyplot()
     tasks = list(dict.fromkeys(r["task"] for r in rows))
@@ -309,12 +309,7 @@ def bar_plot(rows: list[dict], png: str | Path) -> Path:
     ax.set_title("mean ± std over seeds")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def write_report(dirs, out, plot: bool = True, log=sys.stderr) -> list[dict]:
