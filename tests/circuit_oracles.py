@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from qlam.circuit import GATES, Angle, Circuit
-from qlam.export import to_qiskit  # noqa: F401  (re-exported for the oracle tests)
+from qlam.export import _pennylane_op, to_qiskit  # noqa: F401  (to_qiskit re-exported)
 
 TWO_QUBIT = [g for g, (nw, _, _) in GATES.items() if nw == 2]
 ONE_QUBIT = [g for g, (nw, _, _) in GATES.items() if nw == 1]
@@ -78,18 +78,6 @@ def qiskit_state(bound: Circuit) -> np.ndarray:
 
 
 # ---- PennyLane ----------------------------------------------------------------------------
-def _pl_op(qml, name: str, a: list[float], w: list[int]):
-    table = {
-        "x": qml.PauliX, "y": qml.PauliY, "z": qml.PauliZ, "h": qml.Hadamard, "s": qml.S,
-        "t": qml.T, "rx": qml.RX, "ry": qml.RY, "rz": qml.RZ, "u1": qml.U1, "u2": qml.U2,
-        "u3": qml.U3, "cnot": qml.CNOT, "cz": qml.CZ, "swap": qml.SWAP, "rzz": qml.IsingZZ,
-        "rxx": qml.IsingXX, "ryy": qml.IsingYY,
-    }
-    if name in ("sdg", "tdg"):
-        return qml.adjoint(table[name[0]](wires=w))
-    return table[name](*a, wires=w)
-
-
 def pennylane_state(bound: Circuit) -> np.ndarray:
     import pennylane as qml
 
@@ -98,7 +86,7 @@ def pennylane_state(bound: Circuit) -> np.ndarray:
     @qml.qnode(dev)
     def run():
         for op in bound.ops:
-            _pl_op(qml, op.name, [x.value for x in op.angles], list(op.wires))
+            _pennylane_op(qml, op.name, [x.value for x in op.angles], list(op.wires))
         return qml.state()
 
     return np.asarray(run())

@@ -7,7 +7,7 @@ from pathlib import Path
 from qlam.store import read_jsonl
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ModuleNotFoundError as exc:
@@ -20,7 +20,7 @@ def _pyplot():
 
 def learning_curve(run_dirs: list[str | Path], png: str | Path, title: str = "") -> Path:
     """Train/val accuracy and loss per epoch of one or more run directories."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     for d in run_dirs:
         recs = read_jsonl(Path(d) / "metrics.jsonl")

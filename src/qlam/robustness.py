@@ -164,9 +164,9 @@ def _write(out: Path, head: dict, rows: list[dict], done: dict) -> dict:
 
 def plot_robustness(record: dict, png) -> Path:
     """Accuracy against shots (left) and noise strength per channel (right)."""
-    from qlam.plots import _pyplot, save_figure
+    from qlam.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = record["rows"]
     exact = [r for r in rows if r["kind"] == "exact"]
     fig, (ax_s, ax_n) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)

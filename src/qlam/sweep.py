@@ -276,9 +276,9 @@ def table_csv(rows: list[dict]) -> str:
 def bar_plot(rows: list[dict], png: str | Path) -> Path:
     """Grouped bars (one group per task, one bar per model) with std error bars; the
     paper's figures as black diamonds."""
-    from qlam.plots import _pyplot, save_figure
+    from qlam.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     width = 0.8 / max(len(models), 1)

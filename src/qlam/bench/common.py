@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from qlam.plots import pyplot, save_figure  # noqa: F401  (the benchmarks plot through these)
+
 
 def loadavg() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -136,27 +138,6 @@ def load_warning(log: Callable[[str], None]) -> None:
 
 def stderr_log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def pyplot():
-    try:
-        import matplotlib
-    except ModuleNotFoundError as exc:
-        raise RuntimeError("--plot needs matplotlib: pip install 'qlam[plot]'") from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    plt = pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def fmt_bytes(n: float | None) -> str:
