@@ -13,7 +13,7 @@ from circuit_oracles import random_args, random_circuit
 
 import qlam
 from qlam import Circuit, counts, estimate_expval, expval, probabilities, sample
-from qlam.sim.measure import bitstring_counts, rotate_to_z
+from qlam.sim.measure import bitstring_counts, rotate_to_z, sample_counts
 
 PAULI = {
     "I": np.eye(2), "X": np.array([[0, 1], [1, 0]]), "Y": np.array([[0, -1j], [1j, 0]]),
@@ -229,3 +229,32 @@ def test_counts_all_outcomes():
     assert counts(samples, 3).tolist() == [[2] * 8]
     keys = bitstring_counts(samples[0], 3)
     assert list(keys) == ["".join(b) for b in itertools.product("01", repeat=3)]
+
+
+def test_sample_counts_sum_to_shots_and_have_multinomial_moments():
+    # the binomial chain must reproduce the multinomial's mean shots*p_i and covariance
+    # shots*(delta_ij p_i - p_i p_j), including the negative correlation between outcomes
+    p = torch.tensor([0.05, 0.15, 0.0, 0.3, 0.5], dtype=torch.float64)
+    shots, rows = 40, 40000
+    gen = torch.Generator().manual_seed(11)
+    c = sample_counts(p.expand(rows, 5), shots, gen)
+    assert c.shape == (rows, 5)
+    assert torch.equal(c.sum(-1), torch.full((rows,), float(shots), dtype=torch.float64))
+    assert torch.equal(c, c.round()) and (c[:, 2] == 0).all()
+    cov = torch.cov(c.T)
+    expected = shots * (torch.diag(p) - torch.outer(p, p))
+    sd = (shots * 0.25 / rows) ** 0.5
+    assert torch.allclose(c.mean(0), shots * p, atol=5 * sd)
+    assert torch.allclose(cov, expected, atol=0.1 * shots * 0.25)
+    assert cov[3, 4] < -0.8 * shots * 0.15  # expected -shots * 0.15
+
+
+def test_sample_counts_deterministic_rows_and_many_shots():
+    p = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.5]])
+    c = sample_counts(p, 10**9, torch.Generator().manual_seed(0))
+    assert c[0].tolist() == [0.0, 1e9, 0.0, 0.0]
+    assert c[1, 1] == 0 and c[1, 2] == 0 and abs(c[1, 0] - 5e8) < 6 * (2.5e8) ** 0.5
+    with pytest.raises(ValueError, match="shots"):
+        sample_counts(p, 0)
+    with pytest.raises(TypeError, match="floating point"):
+        sample_counts(torch.ones(2, 4, dtype=torch.long), 3)

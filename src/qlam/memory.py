@@ -33,6 +33,7 @@ from torch import nn
 
 from qlam.circuit import MAX_QUBITS, Circuit
 from qlam.sim.compiled import CompiledCircuit, FixedBlock, PhaseBlock
+from qlam.sim.measure import sample_counts
 from qlam.sim.recurrence import scan
 from qlam.sim.statevector import complex_dtype, unitary
 from qlam.templates import ring
@@ -111,12 +112,7 @@ def walsh_matrix(n_qubits: int) -> torch.Tensor:
 
 def sample_probs(probs: torch.Tensor, shots: int, generator=None) -> torch.Tensor:
     """Empirical frequencies of ``shots`` Born-rule samples from each row of probs (..., N)."""
-    if not isinstance(shots, int) or shots < 1:
-        raise ValueError(f"shots must be an int >= 1, got {shots!r}")
-    flat = probs.reshape(-1, probs.shape[-1]).clamp_min(0)
-    idx = torch.multinomial(flat, shots, replacement=True, generator=generator)
-    counts = torch.zeros_like(flat).scatter_add_(1, idx, torch.ones_like(idx, dtype=flat.dtype))
-    return (counts / shots).reshape(probs.shape)
+    return sample_counts(probs, shots, generator) / shots
 
 
 class QLAM(nn.Module):

@@ -159,6 +159,28 @@ def sample(state_or_probs: torch.Tensor, shots: int,
     return draws.reshape(*lead, shots)
 
 
+def sample_counts(probs: torch.Tensor, shots: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Outcome counts of ``shots`` Born-rule draws per row of probs (..., N), without
+    drawing the shots one by one: the multinomial in its conditional form, a chain of
+    binomials c_k ~ Bin(shots - c_0 - ... - c_{k-1}, p_k / (p_k + ... + p_{N-1})), so the
+    cost is O(N) per row whatever the shot count. Returns counts (..., N) in probs' dtype,
+    each row summing to ``shots``."""
+    shots = _check_shots(shots)
+    if not probs.is_floating_point():
+        raise TypeError(f"probabilities must be floating point, got {probs.dtype}")
+    flat = probs.detach().reshape(-1, probs.shape[-1]).clamp_min(0)
+    tail = flat.flip(-1).cumsum(-1).flip(-1)  # tail[:, k] = p_k + ... + p_{N-1}
+    remaining = flat.new_full(flat.shape[:1], float(shots))
+    out = torch.empty_like(flat)
+    for k in range(flat.shape[1] - 1):
+        q = torch.where(tail[:, k] > 0, flat[:, k] / tail[:, k], 1.0).clamp(0, 1)
+        out[:, k] = torch.binomial(remaining, q, generator=generator)
+        remaining = remaining - out[:, k]
+    out[:, -1] = remaining
+    return out.reshape(probs.shape)
+
+
 def counts(samples: torch.Tensor, n_qubits: int) -> torch.Tensor:
     """Histogram of basis-state indices: (..., shots) -> int64 counts (..., 2^n)."""
     if not isinstance(samples, torch.Tensor) or samples.dtype not in (

@@ -31,6 +31,8 @@ import torch
 # |psi| = 1 to ~1e-6 over 10^5 tokens. The reversible backward treats this as the identity
 # (its effect on gradients is of the same 1e-7 order).
 RENORM_EVERY = 64
+# Rotation (cos, sin) tables are built this many tokens at a time (memory flat in L).
+TABLE_CHUNK = 64
 
 
 def real_form(w: torch.Tensor) -> torch.Tensor:
@@ -68,22 +70,32 @@ def _check(psi0, phases, w, read_phases, w_read):
             raise ValueError(f"w_read must have shape {(h, 2, n, n)}, got {tuple(w_read.shape)}")
 
 
+def _token_rotations(phases_tm: torch.Tensor, reverse: bool = False, chunk: int = TABLE_CHUNK):
+    """Yield (c, s) rotation tables token by token (in reverse order if ``reverse``) from
+    token-major phases (L, ..., N), building them ``chunk`` tokens at a time so that their
+    memory does not grow with L."""
+    length = phases_tm.shape[0]
+    starts = range(0, length, chunk)
+    for lo in reversed(starts) if reverse else starts:
+        c, s = _rotation(phases_tm[lo:lo + chunk])
+        for i in reversed(range(c.shape[0])) if reverse else range(c.shape[0]):
+            yield c[i], s[i]
+
+
 def _prepare(phases, w, read_phases, w_read):
-    """Token-major tables: rot[t][r] = (c, s) of shape (H, B, 2N); mats (R, H, 2N, 2N)."""
-    rot_c, rot_s = _rotation(phases.permute(1, 3, 2, 0, 4))  # (L, R, H, B, 2N)
-    mats = real_form(w).transpose(0, 1)  # (R, H, 2N, 2N)
-    read = None
+    """Token-major phases (L, R, H, B, N) and read phases (L, H, B, N) or None (views, no
+    copies); mats (R, H, 2N, 2N); m_read (H, 2N, 2N) or None."""
+    read_tm = m_read = None
     if read_phases is not None:
-        rc, rs = _rotation(read_phases.permute(1, 2, 0, 3))  # (L, H, B, 2N)
-        read = (rc, rs, real_form(w_read))
-    return rot_c, rot_s, mats, read
+        read_tm, m_read = read_phases.permute(1, 2, 0, 3), real_form(w_read)
+    return phases.permute(1, 3, 2, 0, 4), real_form(w).transpose(0, 1), read_tm, m_read
 
 
-def _readout(z, t, read, n):
-    """|.|^2 of the state (or of its rotation into the readout basis): (H, B, N)."""
+def _readout(z, read, n):
+    """|.|^2 of the state (or of its rotation into the readout basis (c, s, m)): (H, B, N)."""
     if read is not None:
         rc, rs, m = read
-        z = torch.bmm(_rotate(z, rc[t], rs[t], n), m)
+        z = torch.bmm(_rotate(z, rc, rs, n), m)
     sq = z * z
     return sq[..., :n] + sq[..., n:]
 
@@ -92,17 +104,26 @@ def scan_autograd(psi0, phases, w, read_phases=None, w_read=None):
     """The recurrence with plain autograd (stores every intermediate)."""
     _check(psi0, phases, w, read_phases, w_read)
     n = phases.shape[-1]
-    rot_c, rot_s, mats, read = _prepare(phases, w, read_phases, w_read)
+    phases_tm, mats, read_tm, m_read = _prepare(phases, w, read_phases, w_read)
+    reads = _token_rotations(read_tm) if read_tm is not None else None
     z = psi0.transpose(0, 1).flatten(-2)  # (H, B, 2N)
+    # without a graph, write straight into the output (no per-token list, no stacked copy)
+    out = None if torch.is_grad_enabled() else z.new_empty(phases_tm.shape[3], phases_tm.shape[0],
+                                                           phases_tm.shape[2], n)
     probs = []
-    for t, (ct, st) in enumerate(zip(rot_c.unbind(0), rot_s.unbind(0))):
+    for t, (ct, st) in enumerate(_token_rotations(phases_tm)):
         for c, s, m in zip(ct.unbind(0), st.unbind(0), mats.unbind(0)):
             z = torch.bmm(_rotate(z, c, s, n), m)
         if (t + 1) % RENORM_EVERY == 0:
             z = z * torch.rsqrt((z * z).sum(-1, keepdim=True))
-        probs.append(_readout(z, t, read, n))
-    probs = torch.stack(probs, 0).permute(2, 0, 1, 3)  # (B, L, H, N)
-    return probs, z.unflatten(-1, (2, n)).transpose(0, 1)
+        p_t = _readout(z, None if reads is None else (*next(reads), m_read), n)
+        if out is None:
+            probs.append(p_t)
+        else:
+            out[:, t] = p_t.transpose(0, 1)
+    if out is None:
+        out = torch.stack(probs, 0).permute(2, 0, 1, 3)  # (B, L, H, N)
+    return out, z.unflatten(-1, (2, n)).transpose(0, 1)
 
 
 class _ReversibleScan(torch.autograd.Function):
@@ -113,6 +134,7 @@ class _ReversibleScan(torch.autograd.Function):
         with torch.no_grad():
             probs, last = scan_autograd(psi0, phases, w, read_phases, w_read)
         ctx.save_for_backward(last, phases, w, read_phases, w_read)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         return probs, last
 
     @staticmethod
@@ -152,17 +174,17 @@ def _adjoint_walk(last, g_probs, g_last, phases, mats, read_phases, m_read, n, c
     of psi0, phases, mats, read_phases and m_read. The W gradients are accumulated with one
     GEMM per ``chunk`` tokens."""
     bsz, length, h, r, _ = phases.shape
-    rc_all, rs_all = _rotation(phases.permute(1, 3, 2, 0, 4))  # (L, R, H, B, 2N)
+    rots = _token_rotations(phases.permute(1, 3, 2, 0, 4), reverse=True)  # (R, H, B, 2N) each
     psi = last.transpose(0, 1).flatten(-2)
     adj = (g_last if g_last is not None else torch.zeros_like(last)).transpose(0, 1).flatten(-2)
     gp = g_probs.permute(1, 2, 0, 3) if g_probs is not None else None  # (L, H, B, N)
-    g_ph = torch.zeros(length, r, h, bsz, n, dtype=phases.dtype, device=phases.device)
+    g_ph = phases.new_zeros(phases.shape)  # (B, L, H, R, N), written token by token
     g_m = torch.zeros_like(mats)
     pending: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(r)]
     g_rph = g_mr = None
     if m_read is not None:
-        rrc, rrs = _rotation(read_phases.permute(1, 2, 0, 3))  # (L, H, B, 2N)
-        g_rph = torch.zeros(length, h, bsz, n, dtype=phases.dtype, device=phases.device)
+        reads = _token_rotations(read_phases.permute(1, 2, 0, 3), reverse=True)  # (H, B, 2N) each
+        g_rph = read_phases.new_zeros(read_phases.shape)  # (B, L, H, N)
         g_mr = torch.zeros_like(m_read)
         pending_read: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -174,25 +196,28 @@ def _adjoint_walk(last, g_probs, g_last, phases, mats, read_phases, m_read, n, c
             buf.clear()
 
     for t in range(length - 1, -1, -1):
+        rc_t, rs_t = next(rots)
+        if m_read is not None:
+            rrc, rrs = next(reads)
         if gp is not None:
             gpt = gp[t]
             if m_read is None:
                 adj = adj + 2 * psi * torch.cat([gpt, gpt], -1)
             else:
-                u = _rotate(psi, rrc[t], rrs[t], n)
+                u = _rotate(psi, rrc, rrs, n)
                 v = torch.bmm(u, m_read)
                 gv = 2 * v * torch.cat([gpt, gpt], -1)
                 pending_read.append((u, gv))
                 gu = torch.bmm(gv, m_read.transpose(1, 2))
-                g_rph[t] = _pair_grad(gu, u, n)
-                adj = adj + torch.addcmul(gu * rrc[t], gu.roll(n, -1), rrs[t], value=-1)
+                g_rph[:, t] = _pair_grad(gu, u, n).transpose(0, 1)
+                adj = adj + torch.addcmul(gu * rrc, gu.roll(n, -1), rrs, value=-1)
         z = torch.cat([psi, adj], 1)
         for k in range(r - 1, -1, -1):
             y = torch.bmm(z, mats[k].transpose(1, 2))  # [u; g_u]: undo the dense step
             pending[k].append((y[:, :bsz], z[:, bsz:]))
-            g_ph[t, k] = _pair_grad(y[:, bsz:], y[:, :bsz], n)
+            g_ph[:, t, :, k] = _pair_grad(y[:, bsz:], y[:, :bsz], n).transpose(0, 1)
             y4 = y.view(h, 2, bsz, 2 * n)
-            c, s = rc_all[t, k][:, None], rs_all[t, k][:, None]
+            c, s = rc_t[k][:, None], rs_t[k][:, None]
             z = torch.addcmul(y4 * c, y4.roll(n, -1), s, value=-1).view(h, 2 * bsz, 2 * n)
         psi, adj = z[:, :bsz], z[:, bsz:]
         if t % chunk == 0:
@@ -201,9 +226,6 @@ def _adjoint_walk(last, g_probs, g_last, phases, mats, read_phases, m_read, n, c
             if m_read is not None:
                 flush(pending_read, g_mr)
     g_psi0 = adj.unflatten(-1, (2, n)).transpose(0, 1)
-    g_ph = g_ph.permute(3, 0, 2, 1, 4)  # (B, L, H, R, N)
-    if g_rph is not None:
-        g_rph = g_rph.permute(2, 0, 1, 3)  # (B, L, H, N)
     return g_psi0, g_ph, g_m, g_rph, g_mr
 
 
