@@ -20,7 +20,7 @@ def fake_summary(path, task="smnist", model="qlam", seed=0, acc=0.9, params=1000
                  **config):
     path.mkdir(parents=True, exist_ok=True)
     s = {"task": task, "model": model, "seed": seed, "test_acc": acc, "params": params,
-         "wall_s": wall, "epochs": 3, "n_test": 10000,
+         "wall_s": wall, "epochs": 3, "n_test": 10000, "threads": 1,
          "config": {"limit_train": None, **config}}
     (path / "summary.json").write_text(json.dumps(s))
     return s
@@ -98,7 +98,7 @@ def test_report_table_csv_and_plot(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(runs), "--out", str(out)]) == 0
     table = (out / "TABLE.md").read_text()
-    assert "| sMNIST | QLAM | 93.00 ± 1.00 | 92.6 | 65,034 | 1.0 min | 3 | 3 |" in table
+    assert "| sMNIST | QLAM | 93.00 ± 1.00 | 92.6 | 65,034 | 1.0 min | 1 | 3 | 3 |" in table
     assert "| sMNIST | Transformer* |" in table and "trained on 1000 examples" in table
     assert "| sFashion-MNIST | SSM (S4D) | 80.00 ± – | 79.6 |" in table
     assert "93.00 ± 1.00" in capsys.readouterr().out

@@ -211,6 +211,7 @@ def aggregate(summaries: list[dict]) -> list[dict]:
             "params_max": params[-1] if params else None,
             "wall_s_mean": sum(s.get("wall_s", 0.0) for s in runs) / len(runs),
             "epochs_mean": sum(s.get("epochs", 0) for s in runs) / len(runs),
+            "threads": sorted({s.get("threads") for s in runs}, key=str),
             "seeds": " ".join(str(s.get("seed")) for s in runs),
             "limit_train": sorted({c.get("limit_train") for c in cfgs}, key=str),
             "n_test": sorted({s.get("n_test") for s in runs}, key=str),
@@ -231,8 +232,9 @@ def _fmt_minutes(seconds: float) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| Task | Model | Test accuracy (%) | Paper (%) | Params | Wall time / run | Epochs | Runs |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| Task | Model | Test accuracy (%) | Paper (%) | Params | Wall time / run | CPU threads "
+             "| Epochs | Runs |",
+             "|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for r in rows:
         acc = f"{r['test_acc_mean']:.2f} ± " + ("–" if math.isnan(r["test_acc_std"])
@@ -247,7 +249,9 @@ def markdown(rows: list[dict]) -> str:
         epochs = f"{r['epochs_mean']:g}"
         lines.append(f"| {TASK_NAMES.get(r['task'], r['task'])} | "
                      f"{MODEL_NAMES.get(r['model'], r['model'])}{mark} | {acc} | {paper} | "
-                     f"{_fmt_params(r)} | {_fmt_minutes(r['wall_s_mean'])} | {epochs} | {r['runs']} |")
+                     f"{_fmt_params(r)} | {_fmt_minutes(r['wall_s_mean'])} | "
+                     f"{'/'.join('?' if t is None else str(t) for t in r['threads'])} | "
+                     f"{epochs} | {r['runs']} |")
     text = "\n".join(lines) + "\n"
     if notes:
         text += "\n" + "\n".join(f"\\* {n}" for n in notes) + "\n"
@@ -256,7 +260,7 @@ def markdown(rows: list[dict]) -> str:
 
 def table_csv(rows: list[dict]) -> str:
     cols = ["task", "model", "runs", "test_acc_mean", "test_acc_std", "paper", "params_min",
-            "params_max", "wall_s_mean", "epochs_mean", "seeds", "limit_train", "n_test"]
+            "params_max", "wall_s_mean", "threads", "epochs_mean", "seeds", "limit_train", "n_test"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
