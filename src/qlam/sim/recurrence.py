@@ -12,9 +12,9 @@ Three backward strategies compute the same gradients:
 - ``"reversible"``: a custom autograd Function keeps only the final state and rebuilds
   earlier ones while walking backward with the inverse unitaries (the adjoint method), so
   activation memory does not grow with the length beyond the outputs themselves;
-- ``"kernel"``: the same reversible walk (and the forward) compiled in C++
-  (:mod:`qlam.sim.kernel`); ``scan(backward="auto")``, the default, uses it on CPU when it is
-  built, else ``"reversible"``.
+- ``"kernel"``: the same reversible walk (and the forward) compiled: in C++ on CPU
+  (:mod:`qlam.sim.kernel`), in Triton on CUDA (:mod:`qlam.sim.triton_scan`);
+  ``scan(backward="auto")``, the default, uses them where they apply, else ``"reversible"``.
 
 Shapes (B batch, L tokens, H heads, R layers per token, N = 2^n):
     psi0 (B, H, 2, N) real [re, im]; phases (B, L, H, R, N); w (H, R, 2, N, N) [re, im];
@@ -235,19 +235,29 @@ BACKWARDS = ("auto", "kernel", "reversible", "autograd")
 def scan(psi0, phases, w, read_phases=None, w_read=None, backward: str = "auto"):
     """Run the recurrence; see the module docstring for shapes.
 
-    ``backward``: ``"kernel"`` the compiled C++ forward and reversible backward
-    (:mod:`qlam.sim.kernel`, CPU), ``"reversible"`` the pure-PyTorch adjoint walk,
-    ``"autograd"`` plain autograd, ``"auto"`` the kernel where it is built and supports the
-    tensors (CPU, float32 / float64), else ``"reversible"``."""
+    ``backward``: ``"kernel"`` the compiled forward and reversible backward (the C++ kernel
+    :mod:`qlam.sim.kernel` on CPU, the Triton kernels :mod:`qlam.sim.triton_scan` on CUDA),
+    ``"reversible"`` the pure-PyTorch adjoint walk, ``"autograd"`` plain autograd, ``"auto"``
+    the compiled kernel where it is available and supports the tensors (CPU float32/float64;
+    CUDA with Triton and 4..6 qubits), else ``"reversible"``."""
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
     if backward == "autograd":
         return scan_autograd(psi0, phases, w, read_phases, w_read)
     if backward in ("auto", "kernel"):
-        from qlam.sim import kernel  # imports this module: import late
+        if phases.is_cuda:
+            from qlam.sim import triton_scan  # imports this module: import late
 
-        if backward == "kernel" or (kernel.supports(psi0, phases, w, read_phases, w_read)
-                                    and kernel.available()):
-            return kernel.scan_kernel(psi0, phases, w, read_phases, w_read)
+            if backward == "kernel":
+                return triton_scan.scan_triton(psi0, phases, w, read_phases, w_read)
+            out = triton_scan.scan_auto(psi0, phases, w, read_phases, w_read)
+            if out is not None:
+                return out
+        else:
+            from qlam.sim import kernel
+
+            if backward == "kernel" or (kernel.supports(psi0, phases, w, read_phases, w_read)
+                                        and kernel.available()):
+                return kernel.scan_kernel(psi0, phases, w, read_phases, w_read)
     _check(psi0, phases, w, read_phases, w_read)
     return _ReversibleScan.apply(psi0, phases, w, read_phases, w_read)
