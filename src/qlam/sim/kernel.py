@@ -31,7 +31,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from qlam.sim import recurrence
 from qlam.sim.recurrence import _check
@@ -170,27 +169,17 @@ def supports(*tensors) -> bool:
             and ts[0].dtype in (torch.float32, torch.float64))
 
 
-class _KernelScan(torch.autograd.Function):
-    """Forward and reversible backward in C++."""
+def _kernel_forward(psi0, phases, w, read_phases, w_read):
+    # the same periodic renormalisation as the PyTorch forward (identity in the backward)
+    renorm = int(getattr(recurrence, "RENORM_EVERY", 0) or 0)
+    return load().forward(psi0, phases, w, read_phases, w_read, renorm)
 
-    @staticmethod
-    def forward(ctx, psi0, phases, w, read_phases, w_read):
-        ext = load()
-        # the same periodic renormalisation as the PyTorch forward (identity in the backward)
-        renorm = int(getattr(recurrence, "RENORM_EVERY", 0) or 0)
-        probs, last = ext.forward(psi0, phases, w, read_phases, w_read, renorm)
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(last, phases, w, read_phases, w_read)
-        return probs, last
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_probs, g_last):
-        if g_probs is None and g_last is None:
-            return None, None, None, None, None
-        last, phases, w, read_phases, w_read = ctx.saved_tensors
-        grads = load().backward(last, phases, w, read_phases, w_read, g_probs, g_last)
-        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+def _kernel_backward(last, phases, w, read_phases, w_read, g_probs, g_last):
+    return load().backward(last, phases, w, read_phases, w_read, g_probs, g_last)
+
+
+_KernelScan = recurrence.compiled_function("_KernelScan", _kernel_forward, _kernel_backward)
 
 
 def scan_kernel(psi0, phases, w, read_phases=None, w_read=None):

@@ -25,6 +25,7 @@ Returns probs (B, L, H, N) and the final state (B, H, 2, N).
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 # Rounding makes a float32 W unitary only to ~1e-7, and the error compounds over the same W
 # applied token after token; renormalising the state every RENORM_EVERY tokens keeps
@@ -227,6 +228,29 @@ def _adjoint_walk(last, g_probs, g_last, phases, mats, read_phases, m_read, n, c
                 flush(pending_read, g_mr)
     g_psi0 = adj.unflatten(-1, (2, n)).transpose(0, 1)
     return g_psi0, g_ph, g_m, g_rph, g_mr
+
+
+def compiled_function(name: str, run_forward, run_backward) -> type:
+    """An autograd Function around a compiled recurrence: ``run_forward(psi0, phases, w,
+    read_phases, w_read) -> (probs, last)`` and the reversible ``run_backward(last, phases, w,
+    read_phases, w_read, g_probs, g_last) -> (g_psi0, g_phases, g_w, g_read_phases,
+    g_w_read)``, where an unused output's gradient arrives as None."""
+
+    def forward(ctx, psi0, phases, w, read_phases, w_read):
+        probs, last = run_forward(psi0, phases, w, read_phases, w_read)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(last, phases, w, read_phases, w_read)
+        return probs, last
+
+    @once_differentiable
+    def backward(ctx, g_probs, g_last):
+        if g_probs is None and g_last is None:
+            return None, None, None, None, None
+        grads = run_backward(*ctx.saved_tensors, g_probs, g_last)
+        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+
+    return type(name, (torch.autograd.Function,),
+                {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
 BACKWARDS = ("auto", "kernel", "reversible", "autograd")

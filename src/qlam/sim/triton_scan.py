@@ -25,7 +25,6 @@ import os
 import warnings
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from qlam.sim import recurrence
 
@@ -198,51 +197,46 @@ def _grid(b: int, h: int) -> tuple[int, int]:
     return h, -(-b // BLOCK_B)
 
 
-class _TritonScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, psi0, phases, w, read_phases, w_read):
-        _require_triton()
-        b, length, h, r, n = phases.shape
-        psi0, phases, w = psi0.contiguous(), phases.contiguous(), w.contiguous()
-        has_read = read_phases is not None
-        if has_read:
-            read_phases, w_read = read_phases.contiguous(), w_read.contiguous()
-        probs = phases.new_empty(b, length, h, n)
-        last = torch.empty_like(psi0)
-        _forward[_grid(b, h)](psi0, phases, w, read_phases if has_read else phases,
-                         w_read if has_read else w, probs, last, b, length, H=h, R=r, NN=n,
-                         HAS_READ=has_read, RENORM=int(recurrence.RENORM_EVERY or 0),
-                         BB=BLOCK_B)
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(last, phases, w, read_phases, w_read)
-        return probs, last
+def _triton_forward(psi0, phases, w, read_phases, w_read):
+    _require_triton()
+    b, length, h, r, n = phases.shape
+    has_read = read_phases is not None
+    psi0, phases, w = psi0.contiguous(), phases.contiguous(), w.contiguous()
+    if has_read:
+        read_phases, w_read = read_phases.contiguous(), w_read.contiguous()
+    probs = phases.new_empty(b, length, h, n)
+    last = torch.empty_like(psi0)
+    _forward[_grid(b, h)](psi0, phases, w, read_phases if has_read else phases,
+                          w_read if has_read else w, probs, last, b, length, H=h, R=r, NN=n,
+                          HAS_READ=has_read, RENORM=int(recurrence.RENORM_EVERY or 0),
+                          BB=BLOCK_B)
+    return probs, last
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_probs, g_last):
-        if g_probs is None and g_last is None:
-            return None, None, None, None, None
-        last, phases, w, read_phases, w_read = ctx.saved_tensors
-        b, length, h, r, n = phases.shape
-        tiles = _grid(b, h)[1]
-        has_read = read_phases is not None
-        g_psi0 = torch.empty_like(last)
-        g_ph = torch.empty_like(phases)
-        gw_part = w.new_zeros(tiles, h, r, 2, n, n)
-        g_rph = torch.zeros_like(read_phases) if has_read else None
-        gwr_part = w_read.new_zeros(tiles, h, 2, n, n) if has_read else None
-        _backward[_grid(b, h)](last, phases, w, read_phases if has_read else phases,
-                         w_read if has_read else w,
-                         g_probs.contiguous() if g_probs is not None else phases,
-                         g_last.contiguous() if g_last is not None else last,
-                         g_psi0, g_ph, gw_part, g_rph if has_read else phases,
-                         gwr_part if has_read else gw_part, b, length, H=h, R=r, NN=n,
-                         HAS_READ=has_read, HAS_GPROBS=g_probs is not None,
-                         HAS_GLAST=g_last is not None, BB=BLOCK_B)
-        g_w = gw_part.sum(0)
-        g_wr = gwr_part.sum(0) if has_read else None
-        grads = (g_psi0, g_ph, g_w, g_rph, g_wr)
-        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+
+def _triton_backward(last, phases, w, read_phases, w_read, g_probs, g_last):
+    b, length, h, r, n = phases.shape
+    tiles = _grid(b, h)[1]
+    has_read = read_phases is not None
+    phases, w = phases.contiguous(), w.contiguous()
+    if has_read:
+        read_phases, w_read = read_phases.contiguous(), w_read.contiguous()
+    g_psi0 = torch.empty_like(last)
+    g_ph = torch.empty_like(phases)
+    gw_part = w.new_zeros(tiles, h, r, 2, n, n)  # per-tile partial sums
+    g_rph = torch.zeros_like(read_phases) if has_read else None
+    gwr_part = w_read.new_zeros(tiles, h, 2, n, n) if has_read else None
+    _backward[_grid(b, h)](last, phases, w, read_phases if has_read else phases,
+                           w_read if has_read else w,
+                           g_probs.contiguous() if g_probs is not None else phases,
+                           g_last.contiguous() if g_last is not None else last,
+                           g_psi0, g_ph, gw_part, g_rph if has_read else phases,
+                           gwr_part if has_read else gw_part, b, length, H=h, R=r, NN=n,
+                           HAS_READ=has_read, HAS_GPROBS=g_probs is not None,
+                           HAS_GLAST=g_last is not None, BB=BLOCK_B)
+    return g_psi0, g_ph, gw_part.sum(0), g_rph, gwr_part.sum(0) if has_read else None
+
+
+_TritonScan = recurrence.compiled_function("_TritonScan", _triton_forward, _triton_backward)
 
 
 def scan_triton(psi0, phases, w, read_phases=None, w_read=None):
