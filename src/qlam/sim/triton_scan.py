@@ -201,9 +201,6 @@ def _triton_forward(psi0, phases, w, read_phases, w_read):
     _require_triton()
     b, length, h, r, n = phases.shape
     has_read = read_phases is not None
-    psi0, phases, w = psi0.contiguous(), phases.contiguous(), w.contiguous()
-    if has_read:
-        read_phases, w_read = read_phases.contiguous(), w_read.contiguous()
     probs = phases.new_empty(b, length, h, n)
     last = torch.empty_like(psi0)
     _forward[_grid(b, h)](psi0, phases, w, read_phases if has_read else phases,
@@ -217,9 +214,6 @@ def _triton_backward(last, phases, w, read_phases, w_read, g_probs, g_last):
     b, length, h, r, n = phases.shape
     tiles = _grid(b, h)[1]
     has_read = read_phases is not None
-    phases, w = phases.contiguous(), w.contiguous()
-    if has_read:
-        read_phases, w_read = read_phases.contiguous(), w_read.contiguous()
     g_psi0 = torch.empty_like(last)
     g_ph = torch.empty_like(phases)
     gw_part = w.new_zeros(tiles, h, r, 2, n, n)  # per-tile partial sums
@@ -246,7 +240,10 @@ def scan_triton(psi0, phases, w, read_phases=None, w_read=None):
         raise ValueError(f"the Triton kernels need CUDA tensors of one dtype (float32 or "
                          f"float64), {MIN_QUBITS}..{MAX_QUBITS} qubits per head and Triton "
                          f"installed; got {phases.device}, {phases.dtype}, N={phases.shape[-1]}")
-    return _TritonScan.apply(psi0, phases, w, read_phases, w_read)
+    # the kernels index dense row-major tensors: copy once here, so the backward (which gets
+    # the saved inputs) needs no copies of its own
+    args = [t if t is None else t.contiguous() for t in (psi0, phases, w, read_phases, w_read)]
+    return _TritonScan.apply(*args)
 
 
 _checked: dict[tuple, str | None] = {}  # specialisation -> None (passed) or why it failed
