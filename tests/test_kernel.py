@@ -138,6 +138,22 @@ def test_matches_autograd_float64(isa, gauss, shape):
     assert_close(got, want, 1e-10)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("shape", [(13, 7, 4, 1, 5, False), (9, 7, 2, 2, 6, True)],
+                         ids=["n5-plain", "n6-read"])
+def test_threads_sum_their_gradients(gauss, threads, shape):
+    """With several threads each one accumulates the W gradients of its own tasks; the
+    kernel sums them (the reduction untested at one thread)."""
+    inputs, weights, g_last, want = reference(shape)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = run(kernel.scan_kernel, inputs, weights, g_last)
+    finally:
+        torch.set_num_threads(old)
+    assert_close(got, want, 1e-10)
+
+
 @pytest.mark.parametrize("isa", ISAS[-1:], indirect=True)
 def test_length_2000_and_norms(isa):
     inputs, weights, g_last, want = reference((2, 2000, 2, 1, 2, True))

@@ -42,6 +42,9 @@ from qlam.sim.recurrence import scan
 IMPLS = {"kernel": "kernel", "pytorch": "reversible"}  # row name -> scan backward
 FLOP_BUDGET = {True: 2e10, False: 1e11}  # train flops per timed run (quick, full)
 MAX_TOKENS = 1024
+# at least this many tokens: the timing is of a sequence, not of the per-call setup (packing
+# the matrices, O(N^2)), which a 2-token run at n = 12 would mostly be
+MIN_TOKENS = 8
 REPEAT_SECONDS = {True: 3.0, False: 10.0}
 
 
@@ -105,7 +108,7 @@ def make_inputs(n_qubits: int, batch: int, tokens: int, seed: int = 0):
 
 def tokens_for(n_qubits: int, batch: int, quick: bool) -> int:
     per = flops_per_token(n_qubits, "train") * batch
-    return max(2, min(MAX_TOKENS, int(FLOP_BUDGET[quick] // per)))
+    return max(MIN_TOKENS, min(MAX_TOKENS, int(FLOP_BUDGET[quick] // per)))
 
 
 def measure(impl: str, n_qubits: int, batch: int, *, quick: bool, repeats: int = 3,

@@ -626,74 +626,92 @@ bool g_gauss = true;  // use the three-GEMM complex product where N allows it
 
 // Pack the complex matrix C = P + iQ of each (N x N) [re, im] matrix w (count of them) for
 // row-vector products: FORWARD C = W^T (P = re^T, Q = im^T); else C = conj(W) (P = re,
-// Q = -im).
+// Q = -im). The loops walk 16 x 16 blocks of (k, j), so the transposed reads of the forward
+// stay in cache. Packing is per call, O(N^2): it matters only for very short sequences at
+// large n.
 template <typename T>
 void pack(const Plan<T>& p, const T* w, int64_t count, bool forward, T* out) {
-  const int64_t N = p.N, NR = p.NR;
+  constexpr int64_t BS = 16;
+  const int64_t N = p.N, NR = p.NR, sh = __builtin_ctzll(NR);  // NR is a power of two
+  const bool real_form = !p.gauss;
+  const int64_t K = real_form ? 2 * N : N;  // rows of a panel
   for (int64_t c = 0; c < count; ++c) {
     const T* re = w + c * 2 * N * N;
     const T* im = re + N * N;
-    auto P = [&](int64_t k, int64_t j) { return forward ? re[j * N + k] : re[k * N + j]; };
-    auto Q = [&](int64_t k, int64_t j) { return forward ? im[j * N + k] : -im[k * N + j]; };
     T* dst = out + c * p.pack_size;
-    if (!p.gauss) {  // real form [[P, Q], [-Q, P]] (2N x 2N) in panels of NR columns
-      const int64_t K = 2 * N;
-      for (int64_t q = 0; q < p.P / NR; ++q)
-        for (int64_t k = 0; k < K; ++k)
-          for (int64_t jj = 0; jj < NR; ++jj) {
-            const int64_t j = q * NR + jj;
-            T v = T(0);
-            if (j < K) {
-              const int64_t kk = k % N, jn = j % N;
-              const bool kr = k < N, jr = j < N;
-              v = kr == jr ? P(kk, jn) : (kr ? Q(kk, jn) : -Q(kk, jn));
+    if (real_form)  // [[P, Q], [-Q, P]] (2N x 2N) in panels of NR columns; padding is zero
+      std::fill(dst, dst + p.pack_size, T(0));
+    for (int64_t k0 = 0; k0 < N; k0 += BS)
+      for (int64_t j0 = 0; j0 < N; j0 += BS)
+        for (int64_t k = k0; k < std::min(k0 + BS, N); ++k)
+          for (int64_t j = j0; j < std::min(j0 + BS, N); ++j) {
+            const T P = forward ? re[j * N + k] : re[k * N + j];
+            const T Q = forward ? im[j * N + k] : -im[k * N + j];
+            // element (row kk, column jj) of a matrix in panels of NR columns, K rows each
+            auto at = [&](int64_t kk, int64_t jj) -> T& {
+              return dst[(((jj >> sh) * K + kk) << sh) + (jj & (NR - 1))];
+            };
+            if (real_form) {
+              at(k, j) = P;
+              at(k, N + j) = Q;
+              at(N + k, j) = -Q;
+              at(N + k, N + j) = P;
+            } else {  // P, Q, P + Q (N x N each)
+              T& e = at(k, j);
+              (&e)[0] = P;
+              (&e)[N * N] = Q;
+              (&e)[2 * N * N] = P + Q;
             }
-            dst[(q * K + k) * NR + jj] = v;
           }
-    } else {  // P, Q, P + Q (N x N each) in panels of NR columns
-      for (int64_t m = 0; m < 3; ++m)
-        for (int64_t q = 0; q < N / NR; ++q)
-          for (int64_t k = 0; k < N; ++k)
-            for (int64_t jj = 0; jj < NR; ++jj) {
-              const int64_t j = q * NR + jj;
-              const T v = m == 0 ? P(k, j) : (m == 1 ? Q(k, j) : P(k, j) + Q(k, j));
-              dst[m * N * N + (q * N + k) * NR + jj] = v;
-            }
-    }
   }
 }
 
 // Sum the per-thread accumulators (nthr, count, acc_size) and turn them into the gradient of
-// the (count, 2, N, N) [re, im] matrices W, for C = W^T: dRe W = dP^T, dIm W = dQ^T.
+// the (count, 2, N, N) [re, im] matrices W, for C = W^T: dRe W = dP^T, dIm W = dQ^T. One pass
+// over 16 x 16 blocks: the thread sum, the real-form / Gauss combination and the transpose.
 template <typename T>
 at::Tensor reduce_grad(const Plan<T>& p, const at::Tensor& acc, int64_t count) {
-  const int64_t N = p.N, Ma = p.Ma;
-  const at::Tensor s = acc.sum(0).contiguous();  // (count, acc_size)
+  constexpr int64_t BS = 16;
+  const int64_t N = p.N, Ma = p.Ma, nthr = acc.size(0);
   at::Tensor g = at::empty({count, 2, N, N}, acc.options());
-  const T* a = s.data_ptr<T>();
+  const T* a = acc.data_ptr<T>();
   T* out = g.data_ptr<T>();
+  const int64_t stride = count * p.acc_size;  // between threads
+  auto sum = [&](const T* ac, int64_t idx) {
+    T v = ac[idx];
+    for (int64_t t = 1; t < nthr; ++t) v += ac[t * stride + idx];
+    return v;
+  };
   for (int64_t c = 0; c < count; ++c) {
     const T* ac = a + c * p.acc_size;
     T* gre = out + c * 2 * N * N;
     T* gim = gre + N * N;
-    for (int64_t k = 0; k < N; ++k)
-      for (int64_t j = 0; j < N; ++j) {
-        T dp, dq;
-        if (!p.gauss) {
-          const int64_t P = p.P;
-          dp = ac[k * P + j] + ac[(N + k) * P + N + j];
-          dq = ac[k * P + N + j] - ac[(N + k) * P + j];
-        } else {
-          const T a1 = ac[k * N + j], a2 = ac[Ma * N + k * N + j],
-                  a3 = ac[2 * Ma * N + k * N + j];
-          dp = a1 + a2;
-          dq = a3 - a1 + a2;
-        }
-        gre[j * N + k] = dp;
-        gim[j * N + k] = dq;
-      }
+    for (int64_t j0 = 0; j0 < N; j0 += BS)
+      for (int64_t k0 = 0; k0 < N; k0 += BS)
+        for (int64_t j = j0; j < std::min(j0 + BS, N); ++j)
+          for (int64_t k = k0; k < std::min(k0 + BS, N); ++k) {
+            T dp, dq;
+            if (!p.gauss) {
+              const int64_t P = p.P;
+              dp = sum(ac, k * P + j) + sum(ac, (N + k) * P + N + j);
+              dq = sum(ac, k * P + N + j) - sum(ac, (N + k) * P + j);
+            } else {
+              const T a1 = sum(ac, k * N + j), a2 = sum(ac, Ma * N + k * N + j),
+                      a3 = sum(ac, 2 * Ma * N + k * N + j);
+              dp = a1 + a2;
+              dq = a3 - a1 + a2;
+            }
+            gre[j * N + k] = dp;
+            gim[j * N + k] = dq;
+          }
   }
   return g;
+}
+
+// Zero-filled per-thread gradient accumulators, large ones backed by huge pages (see
+// empty_output): 3 N^2 per matrix and thread, 200 MB at n = 12.
+at::Tensor zeros_acc(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  return empty_output(sizes, opts).zero_();
 }
 
 template <typename T>
@@ -806,14 +824,14 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& psi0_, const at::Tensor& 
   const bool has_read = read_phases.has_value();
   const auto opts = phases.options();
 
-  at::Tensor wpack = at::empty({H * R * p.pack_size}, opts);
+  at::Tensor wpack = empty_output({H * R * p.pack_size}, opts);
   pack<T>(p, w.data_ptr<T>(), H * R, true, wpack.data_ptr<T>());
   p.wpack = wpack.data_ptr<T>();
   at::Tensor rpack, rph;
   if (has_read) {
     const at::Tensor wr = w_read->contiguous();
     rph = read_phases->contiguous();
-    rpack = at::empty({H * p.pack_size}, opts);
+    rpack = empty_output({H * p.pack_size}, opts);
     pack<T>(p, wr.data_ptr<T>(), H, true, rpack.data_ptr<T>());
     p.rpack = rpack.data_ptr<T>();
     p.read_phases = rph.data_ptr<T>();
@@ -855,15 +873,15 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor&
 
   // the walk multiplies by conj(W) (the inverse); the read basis needs W_read^T (to rebuild v)
   // and conj(W_read) (for g_u)
-  at::Tensor wpack = at::empty({H * R * p.pack_size}, opts);
+  at::Tensor wpack = empty_output({H * R * p.pack_size}, opts);
   pack<T>(p, w.data_ptr<T>(), H * R, false, wpack.data_ptr<T>());
   p.wpack = wpack.data_ptr<T>();
   at::Tensor rpack, rbpack, rph, grphase, gwr;
   if (has_read) {
     const at::Tensor wr = w_read->contiguous();
     rph = read_phases->contiguous();
-    rpack = at::empty({H * p.pack_size}, opts);
-    rbpack = at::empty({H * p.pack_size}, opts);
+    rpack = empty_output({H * p.pack_size}, opts);
+    rbpack = empty_output({H * p.pack_size}, opts);
     pack<T>(p, wr.data_ptr<T>(), H, true, rpack.data_ptr<T>());
     pack<T>(p, wr.data_ptr<T>(), H, false, rbpack.data_ptr<T>());
     p.rpack = rpack.data_ptr<T>();
@@ -871,7 +889,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor&
     p.read_phases = rph.data_ptr<T>();
     grphase = has_gp ? empty_output({B, L, H, N}, opts) : at::zeros({B, L, H, N}, opts);
     p.grphase = grphase.data_ptr<T>();
-    gwr = at::zeros({nthr, H, p.acc_size}, opts);
+    gwr = zeros_acc({nthr, H, p.acc_size}, opts);
     p.gwr = gwr.data_ptr<T>();
   }
   at::Tensor gp;
@@ -891,7 +909,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor&
   p.phases = phases.data_ptr<T>();
   at::Tensor gphase = empty_output({B, L, H, R, N}, opts);
   p.gphase = gphase.data_ptr<T>();
-  at::Tensor gw = at::zeros({nthr, H * R, p.acc_size}, opts);
+  at::Tensor gw = zeros_acc({nthr, H * R, p.acc_size}, opts);
   p.gw = gw.data_ptr<T>();
   p.scratch_size = roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N)) + 2 * N +
                               p.Bt * p.TB * (2 * R + 3) * N,
