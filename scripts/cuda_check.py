@@ -22,15 +22,14 @@ from pathlib import Path
 
 import torch
 
-from qlam.sim.recurrence import scan
+from qlam.sim.recurrence import random_unitaries, scan
 
 
 def problem(b, length, h, n, device, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     psi = torch.randn(b, h, 2, n, generator=g, dtype=torch.float64)
     psi = psi / psi.square().sum((-2, -1), keepdim=True).sqrt()
-    q = torch.linalg.qr(torch.randn(h, 2, n, n, generator=g, dtype=torch.complex128))[0]
-    w = torch.stack([q.real, q.imag], -3)
+    w = random_unitaries(h, 2, n=n, generator=g)
     args = [psi, torch.randn(b, length, h, 1, n, generator=g, dtype=torch.float64), w[:, :1],
             torch.randn(b, length, h, n, generator=g, dtype=torch.float64), w[:, 1].contiguous()]
     return [a.to(device=device, dtype=dtype).requires_grad_() for a in args]

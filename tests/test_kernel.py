@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qlam.sim import kernel, recurrence
-from qlam.sim.recurrence import scan
+from qlam.sim.recurrence import random_unitaries, scan
 
 if not kernel.available():
     pytest.skip(f"compiled recurrence kernel unavailable: {kernel.error()}",
@@ -41,11 +41,14 @@ def gauss(request):
     kernel.set_gauss(True)
 
 
-def unitaries(*shape, n, dtype, gen):
-    a = torch.randn(*shape, n, n, dtype=torch.complex128, generator=gen)
-    q, r = torch.linalg.qr(a)
-    q = q * (r.diagonal(dim1=-2, dim2=-1) / r.diagonal(dim1=-2, dim2=-1).abs())[..., None, :]
-    return torch.stack([q.real, q.imag], -3).to(dtype)
+def test_random_unitaries_are_unitary_and_seeded():
+    w = random_unitaries(3, 2, n=8, generator=torch.Generator().manual_seed(1))
+    assert w.shape == (3, 2, 2, 8, 8) and w.dtype == torch.float64
+    u = torch.complex(w[..., 0, :, :], w[..., 1, :, :])
+    eye = torch.eye(8, dtype=torch.complex128)
+    assert (u @ u.mH - eye).abs().max() < 1e-12
+    again = random_unitaries(3, 2, n=8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(w, again) and not torch.equal(w[0, 0], w[0, 1])
 
 
 def problem(b, length, h, r, n, read, dtype=torch.float64, seed=0, scale=1.0):
@@ -54,11 +57,11 @@ def problem(b, length, h, r, n, read, dtype=torch.float64, seed=0, scale=1.0):
     psi = psi / psi.abs().pow(2).sum(-1, keepdim=True).sqrt()
     psi0 = torch.stack([psi.real, psi.imag], -2).to(dtype)
     phases = scale * torch.randn(b, length, h, r, n, dtype=torch.float64, generator=gen)
-    w = unitaries(h, r, n=n, dtype=dtype, gen=gen)
+    w = random_unitaries(h, r, n=n, generator=gen, dtype=dtype)
     rp = wr = None
     if read:
         rp = torch.randn(b, length, h, n, dtype=torch.float64, generator=gen).to(dtype)
-        wr = unitaries(h, n=n, dtype=dtype, gen=gen)
+        wr = random_unitaries(h, n=n, generator=gen, dtype=dtype)
     weights = torch.randn(b, length, h, n, dtype=torch.float64, generator=gen).to(dtype)
     g_last = torch.randn(b, h, 2, n, dtype=torch.float64, generator=gen).to(dtype)
     return [psi0, phases.to(dtype), w, rp, wr], weights, g_last

@@ -10,7 +10,7 @@ import qlam
 from qlam.memory import QLAM, sample_probs, walsh_matrix
 from qlam.models.qlam import QLAMClassifier
 from qlam.sim import kernel
-from qlam.sim.recurrence import scan
+from qlam.sim.recurrence import random_unitaries, scan
 
 
 def _layer(**kw):
@@ -86,8 +86,7 @@ def test_layer_gradcheck_float64():
 def test_norm_preserved_over_1e5_tokens_float32(backward):
     torch.manual_seed(0)
     h, n, length = 2, 16, 100_000
-    u = torch.linalg.qr(torch.randn(h, 1, n, n, dtype=torch.complex128))[0]
-    w = torch.stack([u.real, u.imag], -3).float()
+    w = random_unitaries(h, 1, n=n, dtype=torch.float32)
     psi0 = torch.zeros(1, h, 2, n)
     psi0[..., 0, 0] = 1
     phases = torch.rand(1, length, h, 1, n) * 2 * math.pi

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from qlam.sim import triton_scan
-from qlam.sim.recurrence import scan
+from qlam.sim.recurrence import random_unitaries, scan
 
 pytestmark = pytest.mark.skipif(not triton_scan.available(), reason="Triton not installed")
 
@@ -33,11 +33,10 @@ CHECK = textwrap.dedent("""
     import json, sys
     import torch
     from qlam.sim import triton_scan
-    from qlam.sim.recurrence import scan
+    from qlam.sim.recurrence import random_unitaries, scan
 
     def unitary(g, dtype, *lead, n):
-        q = torch.linalg.qr(torch.randn(*lead, n, n, generator=g, dtype=torch.complex128))[0]
-        return torch.stack([q.real, q.imag], -3).to(dtype)
+        return random_unitaries(*lead, n=n, generator=g, dtype=dtype)
 
     out = []
     for dtype, b, length, h, r, n, read, on_probs, on_last in json.loads(sys.argv[1]):
@@ -109,8 +108,7 @@ def test_cuda_kernels_match_the_pytorch_path(dtype):
     b, length, h, r, n = 37, 300, 4, 2, 32
     psi = torch.randn(b, h, 2, n, generator=g, dtype=dtype)
     psi = psi / psi.square().sum((-2, -1), keepdim=True).sqrt()
-    q = torch.linalg.qr(torch.randn(h, r + 1, n, n, generator=g, dtype=torch.complex128))[0]
-    w = torch.stack([q.real, q.imag], -3).to(dtype)
+    w = random_unitaries(h, r + 1, n=n, generator=g, dtype=dtype)
     args = [psi, torch.randn(b, length, h, r, n, generator=g, dtype=dtype), w[:, :r],
             torch.randn(b, length, h, n, generator=g, dtype=dtype), w[:, r].contiguous()]
     res = []

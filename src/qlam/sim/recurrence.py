@@ -45,6 +45,18 @@ def real_form(w: torch.Tensor) -> torch.Tensor:
     return torch.cat([top, bottom], -2).transpose(-1, -2)
 
 
+def random_unitaries(*lead: int, n: int, generator: torch.Generator | None = None,
+                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Haar-random N x N unitaries in the recurrence's layout, (*lead, 2, N, N) [re, im]:
+    QR of a complex Gaussian with the phases of R's diagonal moved into Q (Mezzadri 2007).
+    For tests, self-tests and benchmarks."""
+    z = torch.randn(*lead, n, n, generator=generator, dtype=torch.complex128)
+    q, r = torch.linalg.qr(z)
+    d = r.diagonal(dim1=-2, dim2=-1)
+    q = q * (d / d.abs())[..., None, :]
+    return torch.stack([q.real, q.imag], -3).to(dtype)
+
+
 def _rotation(phases: torch.Tensor):
     """cos and signed-sin tables (..., 2N) so that ``z*c + roll(z)*s`` rotates each pair."""
     c, s = torch.cos(phases), torch.sin(phases)

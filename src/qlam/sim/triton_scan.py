@@ -262,8 +262,7 @@ def _self_test(psi0, phases, w, read_phases, w_read) -> str | None:
         return torch.randn(*shape, generator=g, dtype=torch.float64).to(phases)
 
     def unitary(*lead):
-        q = torch.linalg.qr(torch.randn(*lead, n, n, generator=g, dtype=torch.complex128))[0]
-        return torch.stack([q.real, q.imag], -3).to(phases)
+        return recurrence.random_unitaries(*lead, n=n, generator=g).to(phases)
 
     psi = rnd(2, h, 2, n)
     args = [psi / psi.square().sum((-2, -1), keepdim=True).sqrt(), rnd(2, 3, h, r, n),
