@@ -154,6 +154,22 @@ def test_roofline_flop_convention():
     assert (u.abs() > 0).all()  # dense
 
 
+def test_roofline_speedups_and_verdicts():
+    def rec(impl, n, b, rate, pct=100.0):
+        return {"impl": impl, "mode": "train", "n_qubits": n, "batch": b,
+                "tokens_per_s": rate, "pct_of_gemm": pct}
+
+    recs = [rec("kernel", 4, 64, 600.0), rec("pytorch", 4, 64, 100.0),
+            rec("kernel", 6, 128, 450.0), rec("pytorch", 6, 128, 100.0),
+            rec("kernel", 8, 64, 300.0, pct=69.0), rec("pytorch", 8, 64, 100.0, pct=20.0)]
+    assert roofline.speedups(recs) == {(4, 64): 6.0, (6, 128): 4.5, (8, 64): 3.0}
+    lines = roofline.summary(recs)
+    assert lines[1].endswith("(target 70%: missed: lowest 69% (1 points short))")
+    assert lines[-1] == "kernel / pytorch at n = 4..6: target 5x: missed: lowest 4.5x"
+    recs[2]["tokens_per_s"] = 500.0
+    assert roofline.summary(recs)[-1].endswith("target 5x: met")
+
+
 def test_models_have_equal_parameter_counts():
     recs = models.run_benchmark([8], batch=2, quick=True, repeats=1, modes=("train",))
     target = recs[0]["target_params"]

@@ -87,7 +87,9 @@ def register(subparsers) -> None:
     _common_args(p)
     p.add_argument("--n", type=int, nargs="+", metavar="N",
                    help="qubit counts (default: 6 7 ... 12; quick: 6 8 10 12)")
-    p.add_argument("--batch", type=int, help="default 128 (quick: 64)")
+    p.add_argument("--batch", type=int, nargs="+", metavar="B", help="default 128 (quick: 64)")
+    p.add_argument("--seq-len", type=int,
+                   help="tokens per timed run (default: by a work budget, 8 to 1024)")
     p.add_argument("--impl", nargs="+", choices=["kernel", "pytorch"])
     p.add_argument("--modes", nargs="+", choices=["train", "forward"])
     p.add_argument("--gemm-sizes", type=int, nargs="+", metavar="M",
@@ -223,16 +225,18 @@ def run_roofline(args: argparse.Namespace) -> int:
     from qlam.bench import roofline
 
     args.n = args.n or ([6, 8, 10, 12] if args.quick else list(range(6, 13)))
-    args.batch = args.batch or (64 if args.quick else 128)
+    args.batch = args.batch or [64 if args.quick else 128]
     args.impl = args.impl or ["kernel", "pytorch"]
     args.modes = args.modes or ["train", "forward"]
-    _positive(n=args.n, batch=args.batch, gemm_sizes=args.gemm_sizes, repeats=args.repeats)
+    _positive(n=args.n, batch=args.batch, gemm_sizes=args.gemm_sizes, repeats=args.repeats,
+              seq_len=args.seq_len)
     if any(n > 12 for n in args.n):
         raise ValueError("--n must be <= 12")
     meta = _setup(args, "roofline")
     records, extra = roofline.run_benchmark(
         args.n, args.batch, quick=args.quick, impls=args.impl, modes=args.modes,
-        gemm_sizes=args.gemm_sizes, repeats=args.repeats, log=common.stderr_log)
+        gemm_sizes=args.gemm_sizes, repeats=args.repeats, seq_len=args.seq_len,
+        log=common.stderr_log)
     meta.update(extra)
     meta["flop_convention"] = ("nominal 8 N^2 real flops per complex N x N matvec; forward 8 N^2, "
                                "train 32 N^2 per token and example; O(N) work not counted")

@@ -112,9 +112,11 @@ def tokens_for(n_qubits: int, batch: int, quick: bool) -> int:
 
 
 def measure(impl: str, n_qubits: int, batch: int, *, quick: bool, repeats: int = 3,
-            modes=("train", "forward")) -> list[dict]:
+            modes=("train", "forward"), seq_len: int | None = None) -> list[dict]:
+    """Records of one implementation at one (n, batch); ``seq_len`` fixes the tokens per
+    timed run (default: :func:`tokens_for`)."""
     backward = IMPLS[impl]
-    tokens = tokens_for(n_qubits, batch, quick)
+    tokens = seq_len or tokens_for(n_qubits, batch, quick)
     psi0, phases, w, weights = make_inputs(n_qubits, batch, tokens)
     recs = []
     for mode in modes:
@@ -139,12 +141,12 @@ def measure(impl: str, n_qubits: int, batch: int, *, quick: bool, repeats: int =
     return recs
 
 
-def run_benchmark(n_list=range(6, 13), batch: int = 128, *, quick: bool = False,
+def run_benchmark(n_list=range(6, 13), batches=(128,), *, quick: bool = False,
                   impls=("kernel", "pytorch"), modes=("train", "forward"),
-                  gemm_sizes=None, repeats: int | None = None,
+                  gemm_sizes=None, repeats: int | None = None, seq_len: int | None = None,
                   log: Callable[[str], None] | None = None) -> tuple[list[dict], dict]:
-    """Records per (impl, mode, n) with ``flops_per_s`` and ``pct_of_gemm``, and the GEMM
-    reference ``{"gemm": {size: flops_per_s}, "gemm_flops_per_s": best}``."""
+    """Records per (impl, mode, batch, n) with ``flops_per_s`` and ``pct_of_gemm``, and the
+    GEMM reference ``{"gemm": {size: flops_per_s}, "gemm_flops_per_s": best}``."""
     bad = [i for i in impls if i not in IMPLS]
     if bad:
         raise ValueError(f"unknown implementation(s) {bad}; choose from {', '.join(IMPLS)}")
@@ -162,17 +164,19 @@ def run_benchmark(n_list=range(6, 13), batch: int = 128, *, quick: bool = False,
     if log:
         log("  GEMM fp32: " + ", ".join(f"{m}: {g / 1e9:,.1f} GFLOP/s" for m, g in gemm.items()))
     records = []
-    for n in n_list:
+    for batch, n in ((b, n) for b in batches for n in n_list):
         shape = gemm_flops(batch, 2 * 2**n, 2 * 2**n, repeats=reps, seconds=REPEAT_SECONDS[quick])
         for impl in impls:
-            for rec in measure(impl, n, batch, quick=quick, repeats=reps, modes=modes):
+            for rec in measure(impl, n, batch, quick=quick, repeats=reps, modes=modes,
+                               seq_len=seq_len):
                 rec["gemm_flops_per_s"] = peak
                 rec["pct_of_gemm"] = 100.0 * rec["flops_per_s"] / peak
                 rec["gemm_shape_flops_per_s"] = shape
                 rec["threads"] = torch.get_num_threads()
                 records.append(rec)
                 if log:
-                    log(f"  {impl:<8} {rec['mode']:<8} n={n:<2}: {rec['flops_per_s'] / 1e9:8.1f} "
+                    log(f"  {impl:<8} {rec['mode']:<8} n={n:<2} batch={batch:<4}: "
+                        f"{rec['flops_per_s'] / 1e9:8.1f} "
                         f"GFLOP/s = {rec['pct_of_gemm']:5.1f}% of GEMM ({rec['seq_len']} tokens, "
                         f"{rec['seconds']:.2f} s)")
     return records, {"gemm": {str(m): g for m, g in gemm.items()}, "gemm_flops_per_s": peak}
@@ -189,7 +193,16 @@ def markdown_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def summary(records: list[dict], extra: dict | None = None, target: float = 70.0) -> list[str]:
+def speedups(records: list[dict]) -> dict[tuple[int, int], float]:
+    """Training tokens/s of the kernel over the pure-PyTorch path, per (n, batch)."""
+    rate = {(r["impl"], r["n_qubits"], r["batch"]): r["tokens_per_s"]
+            for r in records if r["mode"] == "train"}
+    return {(n, b): v / rate["pytorch", n, b] for (impl, n, b), v in rate.items()
+            if impl == "kernel" and ("pytorch", n, b) in rate}
+
+
+def summary(records: list[dict], extra: dict | None = None, target: float = 70.0,
+            target_speedup: float = 5.0) -> list[str]:
     out = []
     if extra:
         out.append(f"reference: fp32 GEMM {extra['gemm_flops_per_s'] / 1e9:,.1f} GFLOP/s "
@@ -198,7 +211,7 @@ def summary(records: list[dict], extra: dict | None = None, target: float = 70.0
         rs = [r for r in records if r["impl"] == impl and r["mode"] == "train"]
         if not rs:
             continue
-        parts = ", ".join(f"n={r['n_qubits']} {r['pct_of_gemm']:.0f}%" for r in rs)
+        parts = ", ".join(f"n={r['n_qubits']} B={r['batch']} {r['pct_of_gemm']:.0f}%" for r in rs)
         out.append(f"{impl} (train): {parts}")
         big = [r["pct_of_gemm"] for r in rs if r["n_qubits"] >= 8]
         if impl == "kernel" and big:
@@ -207,6 +220,15 @@ def summary(records: list[dict], extra: dict | None = None, target: float = 70.0
                        else f"missed: lowest {low:.0f}% ({target - low:.0f} points short)")
             out.append(f"kernel at n >= 8: {statistics.fmean(big):.0f}% of GEMM on average "
                        f"(target {target:.0f}%: {verdict})")
+    ups = speedups(records)
+    if ups:
+        out.append("kernel / pytorch, training tokens/s: " + ", ".join(
+            f"n={n} B={b} {v:.1f}x" for (n, b), v in sorted(ups.items())))
+        small = [v for (n, _), v in ups.items() if 4 <= n <= 6]
+        if small:
+            low = min(small)
+            verdict = "met" if low >= target_speedup else f"missed: lowest {low:.1f}x"
+            out.append(f"kernel / pytorch at n = 4..6: target {target_speedup:.0f}x: {verdict}")
     return out
 
 
@@ -215,16 +237,21 @@ def plot(records: list[dict], path) -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    batches = sorted({r["batch"] for r in records})
     for impl in dict.fromkeys(r["impl"] for r in records):
         for mode, style in (("train", "-o"), ("forward", "--s")):
-            rs = sorted((r for r in records if r["impl"] == impl and r["mode"] == mode),
-                        key=lambda r: r["n_qubits"])
-            if rs:
-                ax.plot([r["n_qubits"] for r in rs], [r["pct_of_gemm"] for r in rs], style,
-                        label=f"{impl} {mode}")
+            for b in batches:
+                rs = sorted((r for r in records
+                             if r["impl"] == impl and r["mode"] == mode and r["batch"] == b),
+                            key=lambda r: r["n_qubits"])
+                if rs:
+                    label = f"{impl} {mode}" + (f" B={b}" if len(batches) > 1 else "")
+                    ax.plot([r["n_qubits"] for r in rs], [r["pct_of_gemm"] for r in rs], style,
+                            label=label)
     shape = {}
-    for r in records:
-        shape[r["n_qubits"]] = 100.0 * r["gemm_shape_flops_per_s"] / r["gemm_flops_per_s"]
+    for r in records:  # at the largest batch
+        if r["batch"] == batches[-1]:
+            shape[r["n_qubits"]] = 100.0 * r["gemm_shape_flops_per_s"] / r["gemm_flops_per_s"]
     if shape:
         ks = sorted(shape)
         ax.plot(ks, [shape[k] for k in ks], "k:", label="torch.mm at the recurrence's shape")
