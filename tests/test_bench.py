@@ -165,7 +165,8 @@ def test_roofline_speedups_and_verdicts():
     assert roofline.speedups(recs) == {(4, 64): 6.0, (6, 128): 4.5, (8, 64): 3.0}
     lines = roofline.summary(recs)
     assert lines[1].endswith("(target 70%: missed: lowest 69% (1 points short))")
-    assert lines[-1] == "kernel / pytorch at n = 4..6: target 5x: missed: lowest 4.5x"
+    assert lines[-1] == ("kernel / pytorch at n = 4..6 (measured here: n=4 B=64, n=6 B=128): "
+                         "target 5x: missed: lowest 4.5x")
     recs[2]["tokens_per_s"] = 500.0
     assert roofline.summary(recs)[-1].endswith("target 5x: met")
 
