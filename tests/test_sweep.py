@@ -66,6 +66,25 @@ def test_sweep_skips_finished_and_resumes_interrupted(tmp_path, monkeypatch):
     assert calls == [("gru", 1, False)]
 
 
+def test_interrupted_run_stops_the_sweep(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(cfg, resume=False, command=None):
+        calls.append((cfg.seed, resume))
+        if cfg.seed == 0 and not resume:  # SIGTERM during the first run
+            (Path(cfg.out) / "checkpoint.pt").parent.mkdir(parents=True, exist_ok=True)
+            (Path(cfg.out) / "checkpoint.pt").write_bytes(b"x")
+            return {"stopped": "interrupted", "global_step": 5}
+        return fake_summary(Path(cfg.out), cfg.task, cfg.model, cfg.seed)
+
+    monkeypatch.setattr(T, "train", fake_train)
+    root = tmp_path / "results"
+    res = S.sweep(root, ["lstm"], ["smnist"], [0, 1, 2], {}, plot=False)
+    assert calls == [(0, False)] and res["done"] == 0  # seeds 1, 2 not started
+    S.sweep(root, ["lstm"], ["smnist"], [0, 1, 2], {}, plot=False)  # the same command resumes
+    assert calls == [(0, False), (0, True), (1, False), (2, False)]
+
+
 def test_sweep_rejects_bad_grids(tmp_path):
     with pytest.raises(ValueError, match="unknown model"):
         S.plan(tmp_path, ["nope"], ["smnist"], [0], {})

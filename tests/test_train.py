@@ -2,6 +2,8 @@
 on a tiny synthetic task (no dataset download)."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -73,6 +75,30 @@ def test_resume_after_preemption_matches_uninterrupted_run(tmp_path):
     b = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_and_resume_matches_uninterrupted_run(tmp_path, monkeypatch, signum):
+    full = train(_cfg(tmp_path / "a"))
+    calls = {"n": 0}
+    loss_fn = train_mod.F.cross_entropy
+
+    def signalling_loss(*args, **kwargs):  # the signal arrives during the 3rd training step
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signum)
+        return loss_fn(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", signalling_loss)
+    stopped = train(_cfg(tmp_path / "b"))
+    monkeypatch.setattr(train_mod.F, "cross_entropy", loss_fn)
+    assert stopped == {"stopped": "interrupted", "global_step": 3}
+    assert not (tmp_path / "b" / "run" / "summary.json").exists()
+    # the handlers are restored: the process reacts to signals as before
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train(_cfg(tmp_path / "b"), resume=True)
+    assert resumed["test_acc"] == full["test_acc"] and resumed["val_acc"] == full["val_acc"]
 
 
 def test_existing_run_needs_resume_and_same_config(tmp_path):

@@ -146,6 +146,9 @@ def sweep(root, models, tasks, seeds, shared: dict | None = None, per_model: dic
             continue
         if "test_acc" not in summary:  # stopped early (preemption): not finished
             result["failed"].append((cfg.out, f"stopped: {summary.get('stopped')}"))
+            if summary.get("stopped") == "interrupted":  # the user stopped the sweep
+                print(f"{tag}: interrupted; rerun the same sweep to resume", file=log)
+                break
             continue
         result["done"] += 1
         result["resumed"] += status == "resume"

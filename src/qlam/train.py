@@ -5,15 +5,20 @@ warmup + cosine schedule, validates every epoch, keeps the best-on-validation we
 ``DIR/model.pt`` and evaluates them on the test set at the end. ``DIR/checkpoint.pt`` holds
 everything needed to resume (model, optimizer, RNG states, position in the epoch); it is
 written atomically every epoch and every ``checkpoint_minutes``, so a killed run resumed
-with ``--resume`` reaches the same result as an uninterrupted one.
+with ``--resume`` reaches the same result as an uninterrupted one. SIGTERM or SIGINT (a
+scheduler's stop, Ctrl-C) ends the current step, writes the checkpoint and returns
+(``stopped="interrupted"``); a second signal acts as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +216,31 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Yields a dict whose "hit" turns True on the first SIGTERM / SIGINT (whose handlers are
+    then restored, so a second one acts as usual). Signal handlers live in the main thread
+    only; elsewhere nothing is installed."""
+    flag = {"hit": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    old = {}
+
+    def handler(signum, frame):
+        flag["hit"] = True
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        old[s] = signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def train(cfg: TrainConfig, resume: bool = False, command: str | None = None,
           distributed: bool | None = None) -> dict:
     """Train and evaluate; returns the summary (also written to ``cfg.out``/summary.json).
@@ -220,13 +250,14 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None,
     WORLD_SIZE > 1, False = one process (see :mod:`qlam.distributed`)."""
     ctx = ddp.init(distributed, resolve_device(cfg.device))
     try:
-        return _train(cfg, resume, command, ctx)
+        with _stop_on_signals() as signalled:
+            return _train(cfg, resume, command, ctx, signalled)
     finally:
         ddp.shutdown(ctx)
 
 
 def _train(cfg: TrainConfig, resume: bool, command: str | None,
-           ctx: ddp.DistContext) -> dict:
+           ctx: ddp.DistContext, signalled: dict) -> dict:
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not resume:
@@ -325,7 +356,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             state["global_step"] += 1
             elapsed = state["wall_s"] = wall0 + time.time() - t_session
             over_time = cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60
-            *batch, over_time = ctx.all_sum([*batch, over_time])  # all ranks stop together
+            # all ranks stop together
+            *batch, over_time, interrupted = ctx.all_sum([*batch, over_time, signalled["hit"]])
             st = state["stats"]
             for k in range(3):
                 st[k] += batch[k]
@@ -334,6 +366,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             bar.update(i + 1, loss=st[0] / st[2], acc=st[1] / st[2], tok_s=rate)
             if cfg.stop_after_steps is not None and state["global_step"] >= cfg.stop_after_steps:
                 stopped = "preempted"
+            elif interrupted:
+                stopped = "interrupted"
             elif over_time:
                 stopped = "time budget"
             if stopped or time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
@@ -342,7 +376,10 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             if stopped:
                 break
         bar.close()
-        if stopped == "preempted":
+        if stopped in ("preempted", "interrupted"):
+            if ctx.is_main and stopped == "interrupted":
+                print(f"interrupted: checkpoint written to {ckpt_path}; the same command with "
+                      "--resume continues the run", file=sys.stderr)
             return {"stopped": stopped, "global_step": state["global_step"]}
         val_loss, val_acc = evaluate(model, task, "val", cfg.eval_batch_size, device, ctx=ctx)
         st = state["stats"]
