@@ -639,6 +639,10 @@ void pack(const Plan<T>& p, const T* w, int64_t count, bool forward, T* out) {
     const T* re = w + c * 2 * N * N;
     const T* im = re + N * N;
     T* dst = out + c * p.pack_size;
+    // element (row kk, column jj) of a matrix in panels of NR columns, K rows each
+    auto at = [&](int64_t kk, int64_t jj) -> T& {
+      return dst[(((jj >> sh) * K + kk) << sh) + (jj & (NR - 1))];
+    };
     if (real_form)  // [[P, Q], [-Q, P]] (2N x 2N) in panels of NR columns; padding is zero
       std::fill(dst, dst + p.pack_size, T(0));
     for (int64_t k0 = 0; k0 < N; k0 += BS)
@@ -647,10 +651,6 @@ void pack(const Plan<T>& p, const T* w, int64_t count, bool forward, T* out) {
           for (int64_t j = j0; j < std::min(j0 + BS, N); ++j) {
             const T P = forward ? re[j * N + k] : re[k * N + j];
             const T Q = forward ? im[j * N + k] : -im[k * N + j];
-            // element (row kk, column jj) of a matrix in panels of NR columns, K rows each
-            auto at = [&](int64_t kk, int64_t jj) -> T& {
-              return dst[(((jj >> sh) * K + kk) << sh) + (jj & (NR - 1))];
-            };
             if (real_form) {
               at(k, j) = P;
               at(k, N + j) = Q;

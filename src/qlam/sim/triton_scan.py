@@ -61,12 +61,6 @@ def supports(psi0, phases, w, read_phases=None, w_read=None) -> bool:
             and 2**MIN_QUBITS <= n <= 2**MAX_QUBITS and available())
 
 
-def _require_triton() -> None:
-    if triton is None:
-        raise RuntimeError("Triton is not installed: the GPU recurrence kernels need it "
-                           "(it ships with PyTorch's CUDA builds)")
-
-
 if triton is not None:
     @triton.jit
     def _cmatvec(x_re, x_im, w_ptr, rows, cols, NN: tl.constexpr, ADJOINT: tl.constexpr):
@@ -191,14 +185,11 @@ if triton is not None:
         tl.store(gpsi0_ptr + st + NN, a_im, mask=mask)
 
 
-
-
 def _grid(b: int, h: int) -> tuple[int, int]:
     return h, -(-b // BLOCK_B)
 
 
 def _triton_forward(psi0, phases, w, read_phases, w_read):
-    _require_triton()
     b, length, h, r, n = phases.shape
     has_read = read_phases is not None
     probs = phases.new_empty(b, length, h, n)
