@@ -30,6 +30,9 @@
 // and the library runs on any x86-64 (other architectures use the baseline build).
 
 #include <torch/extension.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -131,11 +134,14 @@ struct Plan {
 // ------------------------------------------------------------------------------------------
 // cos and sin of a row of phases. x = k pi/2 + r with |r| <= pi/4 (three-part pi/2, exact
 // products for the |x| allowed), then the fdlibm (double) / cephes (float) kernels; the
-// quadrant is picked with floating-point selects only, so the loop vectorises on any ISA.
+// quadrant is applied with integer bit masks, so the loop vectorises on any ISA without
+// data-dependent branches (compare-and-select versions compiled to branches on the lane
+// masks: twice the time on random phases).
 template <typename T>
 struct SinCosConst;
 template <>
 struct SinCosConst<float> {
+  using bits = uint32_t;
   static constexpr float limit = 8192.f, magic = 12582912.f;  // 1.5 * 2^23
   static constexpr float p1 = 1.5703125f, p2 = 4.837512969970703125e-4f,
                          p3 = 7.54978995489188216e-8f;
@@ -149,6 +155,7 @@ struct SinCosConst<float> {
 };
 template <>
 struct SinCosConst<double> {
+  using bits = uint64_t;
   static constexpr double limit = 1e5, magic = 6755399441055744.0;  // 1.5 * 2^52
   static constexpr double p1 = 1.57079632673412561417e+00, p2 = 6.07710050630396597660e-11,
                           p3 = 2.02226624879595063154e-21;
@@ -184,42 +191,55 @@ QLAM_INLINE void sincos_row(const T* __restrict x, T* __restrict c, T* __restric
     }
     return;
   }
+  using U = typename K::bits;  // same width as T
+  constexpr int sign_shift = 8 * sizeof(T) - 2;  // moves bit 1 to the sign bit
   const T two_over_pi = T(0.636619772367581343075535053490057448);
   for (int64_t k = 0; k < N; ++k) {
     const T v = x[k];
-    const T q = (v * two_over_pi + K::magic) - K::magic;  // nearest integer
+    const T f = v * two_over_pi + K::magic;  // the nearest integer q sits in f's low bits
+    const T q = f - K::magic;
     const T r = ((v - q * K::p1) - q * K::p2) - q * K::p3;
     const T z = r * r;
     const T sr = K::sin_poly(r, z), cr = K::cos_poly(z);
-    const T q4 = q - T(4) * ((q * T(0.25) + K::magic) - K::magic);  // in {-2, -1, 0, 1, 2}
-    const bool odd = q4 == T(1) || q4 == T(-1);
-    const bool two = q4 == T(2) || q4 == T(-2);
-    const T sv = odd ? cr : sr, cv = odd ? sr : cr;
-    s[k] = (two || q4 == T(-1)) ? -sv : sv;
-    c[k] = (two || q4 == T(1)) ? -cv : cv;
+    // quadrant q mod 4 by integer masks (no compares, so no data-dependent branches): odd q
+    // swaps sin and cos; sin changes sign for q = 2, 3, cos for q = 1, 2 (mod 4)
+    U j, sb, cb;
+    std::memcpy(&j, &f, sizeof(T));
+    std::memcpy(&sb, &sr, sizeof(T));
+    std::memcpy(&cb, &cr, sizeof(T));
+    const U odd = U(0) - (j & U(1));
+    const U so = ((sb & ~odd) | (cb & odd)) ^ ((j & U(2)) << sign_shift);
+    const U co = ((cb & ~odd) | (sb & odd)) ^ (((j + U(1)) & U(2)) << sign_shift);
+    std::memcpy(s + k, &so, sizeof(T));
+    std::memcpy(c + k, &co, sizeof(T));
   }
 }
 
-// z (rows of width P, [re | im] in the first 2N) -> out = z * exp(+-i phi)
-template <typename T, bool INVERSE>
+// z (rows of width P, [re | im] in the first 2N) -> out = z * exp(i phi)
+template <typename T>
 QLAM_INLINE void rotate_row(const T* __restrict z, const T* __restrict c, const T* __restrict s,
                             T* __restrict out, int64_t N) {
-  const T* zr = z;
-  const T* zi = z + N;
-  T* orr = out;
-  T* oi = out + N;
-  if (INVERSE) {
-    for (int64_t k = 0; k < N; ++k) {
-      const T xr = zr[k], xi = zi[k];
-      orr[k] = xr * c[k] + xi * s[k];
-      oi[k] = xi * c[k] - xr * s[k];
-    }
-  } else {
-    for (int64_t k = 0; k < N; ++k) {
-      const T xr = zr[k], xi = zi[k];
-      orr[k] = xr * c[k] - xi * s[k];
-      oi[k] = xi * c[k] + xr * s[k];
-    }
+  for (int64_t k = 0; k < N; ++k) {
+    const T xr = z[k], xi = z[N + k];
+    out[k] = xr * c[k] - xi * s[k];
+    out[N + k] = xi * c[k] + xr * s[k];
+  }
+}
+
+// One row of the backward's step back through a rotation, in one pass: the phase gradient
+// gph_k = Im(conj(u_k) g_k) = g_im u_re - g_re u_im, and the state and adjoint before the
+// rotation, z = u exp(-i phi), a = g exp(-i phi) (rows [re | im] of width N).
+template <typename T>
+QLAM_INLINE void unrotate_step(const T* __restrict u, const T* __restrict g,
+                               const T* __restrict c, const T* __restrict s, T* __restrict z,
+                               T* __restrict a, T* __restrict gph, int64_t N) {
+  for (int64_t k = 0; k < N; ++k) {
+    const T ur = u[k], ui = u[N + k], gr = g[k], gi = g[N + k], ck = c[k], sk = s[k];
+    gph[k] = gi * ur - gr * ui;
+    z[k] = ur * ck + ui * sk;
+    z[N + k] = ui * ck - ur * sk;
+    a[k] = gr * ck + gi * sk;
+    a[N + k] = gi * ck - gr * sk;
   }
 }
 
@@ -327,14 +347,48 @@ QLAM_INLINE void gather(const T* __restrict src, int64_t L, int64_t H, int64_t h
                   w * sizeof(T));
 }
 
+// One cache line (64 bytes) stored past the caches (a non-temporal store): the outputs are
+// written once and read by the next operation, so they need not evict the working set, and
+// the line is not read from memory first.
+QLAM_INLINE void stream_line(float* d, const float* s) {
+#if defined(__x86_64__)
+  for (int k = 0; k < 16; k += 4) _mm_stream_ps(d + k, _mm_loadu_ps(s + k));
+#else
+  std::memcpy(d, s, 64);
+#endif
+}
+QLAM_INLINE void stream_line(double* d, const double* s) {
+#if defined(__x86_64__)
+  for (int k = 0; k < 8; k += 2) _mm_stream_pd(d + k, _mm_loadu_pd(s + k));
+#else
+  std::memcpy(d, s, 64);
+#endif
+}
+
+// Orders this thread's streamed (non-temporal) stores before the end of its tasks, after which
+// other threads may read the outputs.
+QLAM_INLINE void stream_fence() {
+#if defined(__x86_64__)
+  _mm_sfence();
+#endif
+}
+
 template <typename T>
 QLAM_INLINE void scatter(const T* __restrict src, int64_t L, int64_t H, int64_t h, int64_t b0,
                          int64_t nv, int64_t t0, int64_t nt, int64_t TB, int64_t w,
                          T* __restrict dst) {
+  constexpr int64_t W = 64 / static_cast<int64_t>(sizeof(T));
+  const bool stream = w % W == 0 && (reinterpret_cast<uintptr_t>(dst) & 63) == 0;
   for (int64_t i = 0; i < nv; ++i)
-    for (int64_t tl = 0; tl < nt; ++tl)
-      std::memcpy(dst + (((b0 + i) * L + t0 + tl) * H + h) * w, src + (i * TB + tl) * w,
-                  w * sizeof(T));
+    for (int64_t tl = 0; tl < nt; ++tl) {
+      T* d = dst + (((b0 + i) * L + t0 + tl) * H + h) * w;
+      const T* s = src + (i * TB + tl) * w;
+      if (stream) {
+        for (int64_t k = 0; k < w; k += W) stream_line(d + k, s + k);
+      } else {
+        std::memcpy(d, s, w * sizeof(T));
+      }
+    }
 }
 
 template <typename T, int VB, int MR, int NV>
@@ -362,7 +416,7 @@ QLAM_INLINE void forward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int
         for (int64_t r = 0; r < R; ++r) {
           for (int64_t i = 0; i < nv; ++i) {
             sincos_row<T>(s_ph + (i * TB + tl) * RN + r * N, cs, cs + N, N);
-            rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
+            rotate_row<T>(Z + i * P, cs, cs + N, U + i * Pu, N);
           }
           cmul<T, VB, MR, NV>(p, U, Pu, p.wpack + (h * R + r) * p.pack_size, Z, P, tmp);
         }
@@ -379,7 +433,7 @@ QLAM_INLINE void forward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int
         if (p.rpack != nullptr) {
           for (int64_t i = 0; i < nv; ++i) {
             sincos_row<T>(s_rp + (i * TB + tl) * N, cs, cs + N, N);
-            rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
+            rotate_row<T>(Z + i * P, cs, cs + N, U + i * Pu, N);
           }
           cmul<T, VB, MR, NV>(p, U, Pu, p.rpack + h * p.pack_size, V, P, tmp);
           src = V;
@@ -393,6 +447,7 @@ QLAM_INLINE void forward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int
       scatter<T>(s_pr, L, H, h, b0, nv, t0, nt, TB, N, p.probs);
     }
   }
+  stream_fence();
 }
 
 template <typename T, int VB, int MR, int NV>
@@ -431,7 +486,7 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
         if (has_gp && read) {
           for (int64_t i = 0; i < nv; ++i) {
             sincos_row<T>(s_rp + (i * TB + tl) * N, cs, cs + N, N);
-            rotate_row<T, false>(Z + i * P, cs, cs + N, U + i * Pu, N);
+            rotate_row<T>(Z + i * P, cs, cs + N, U + i * Pu, N);
           }
           cmul<T, VB, MR, NV>(p, U, Pu, p.rpack + h * p.pack_size, G, P, tmp);  // v
           for (int64_t i = 0; i < nv; ++i) {
@@ -481,11 +536,8 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
             const int64_t off = (i * TB + tl) * RN + r * N;
             const T* u = U + i * Pu;
             const T* g = G + i * P;
-            T* out = s_gph + off;
-            for (int64_t k = 0; k < N; ++k) out[k] = g[N + k] * u[k] - g[k] * u[N + k];
             sincos_row<T>(s_ph + off, cs, cs + N, N);
-            rotate_row<T, true>(u, cs, cs + N, Z + i * P, N);
-            rotate_row<T, true>(g, cs, cs + N, A + i * P, N);
+            unrotate_step<T>(u, g, cs, cs + N, Z + i * P, A + i * P, s_gph + off, N);
           }
         }
       }
@@ -493,6 +545,7 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
       if (has_gp && read) scatter<T>(s_grp, L, H, h, b0, nv, t0, nt, TB, N, p.grphase);
     }
   }
+  stream_fence();
 }
 
 // ------------------------------------------------------------------------------------------
