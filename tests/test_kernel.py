@@ -267,3 +267,17 @@ def test_no_compiler_falls_back_with_one_warning(tmp_path):
     assert first == "False 1 3.0"
     assert "kernel unavailable" in message and "no C++ compiler" in message
     assert "\n" not in message
+
+
+@pytest.mark.skipif("avx512" not in ISAS, reason="the breakdown script times the AVX-512 build")
+def test_breakdown_script_times_the_kernel_source():
+    """scripts/kernel_breakdown.sh compiles the kernel's own task loops without torch: it must
+    keep building against the current source and report every part."""
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "kernel_breakdown.sh")
+    out = subprocess.run(["bash", script, "5", "8", "16"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line}
+    for part in ("peak", "cmul", "couter", "fwd", "bwd", "train"):
+        assert part in rows, out.stdout
+    assert "GFLOP/s" in rows["fwd"] and "% of peak" in rows["bwd"]

@@ -1,0 +1,136 @@
+// Where the compiled recurrence's time goes, measured without torch (AVX-512, float32, 1 thread).
+//
+//     bash scripts/kernel_breakdown.sh [n [batch [tokens]]]      (default 6 128 784)
+//
+// The script includes the kernel's torch-free part (src/qlam/csrc/recurrence.cpp, from
+// "namespace {" to "// ISA variants") into this file, so the code timed is the kernel's own:
+//   peak    the register-blocked micro-kernel alone, operands in L1: this core's FMA limit;
+//   cmul    the complex product of one tile (Gauss form where N allows), repeated;
+//   couter  the gradient outer product of one tile, repeated;
+//   fwd/bwd the task loops of a whole call (forward_tasks / backward_tasks, one head, one layer,
+//           no readout: the roofline benchmark's problem), phases uniform in [0, 2 pi).
+// Rates are actual flops (the Gauss form's 6 N^2 per complex product), best of several runs;
+// run it on an idle core (timings of a shared core are not comparable).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+#define QLAM_INLINE inline __attribute__((always_inline))
+#include QLAM_KERNEL_BODY
+}  // namespace
+
+namespace {
+constexpr int VB = 64, MR = 8, NV = 2;  // the kernel's AVX-512 shape (kShapes)
+
+int64_t roundup(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// a float buffer aligned to 64 bytes, as torch allocates tensors
+struct Buffer {
+  std::vector<float> v;
+  float* p;
+  explicit Buffer(int64_t n) : v(n + 16) {
+    p = v.data() + (16 - (reinterpret_cast<uintptr_t>(v.data()) / sizeof(float)) % 16) % 16;
+  }
+  float* begin() { return p; }
+  float* end() { return p + v.size() - 16; }
+  float* data() { return p; }
+};
+
+template <typename F>
+double best_seconds(F fn, int repeats) {
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count());
+  }
+  return best;
+}
+
+void report(const char* what, double flops, double seconds, double peak) {
+  std::printf("%-7s %8.3f ms  %6.1f GFLOP/s", what, seconds * 1e3, flops / seconds / 1e9);
+  if (peak > 0) std::printf("  %5.1f %% of peak", 100.0 * flops / seconds / peak);
+  std::printf("\n");
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int n = argc > 1 ? std::atoi(argv[1]) : 6;
+  const int64_t B = argc > 2 ? std::atoll(argv[2]) : 128, L = argc > 3 ? std::atoll(argv[3]) : 784;
+  const int64_t N = int64_t{1} << n, H = 1, R = 1;
+  Plan<float> p;  // as make_plan() with one thread
+  p.B = B; p.L = L; p.H = H; p.R = R; p.N = N; p.MR = MR; p.NR = NV * VB / 4;
+  p.gauss = N % p.NR == 0;
+  p.P = roundup(2 * N, p.NR);
+  p.Ma = p.gauss ? roundup(N, p.MR) : roundup(2 * N, p.MR);
+  p.Na = p.gauss ? N : p.P;
+  p.acc_size = (p.gauss ? 3 : 1) * p.Ma * p.Na;
+  p.pack_size = p.gauss ? 3 * N * N : 2 * N * p.P;
+  p.Pu = std::max({p.P, roundup(2 * N, p.MR), N + roundup(N, p.MR)});
+  p.Bt = std::min<int64_t>(32, roundup(B, p.MR));
+  p.ntile = (B + p.Bt - 1) / p.Bt;
+  p.TB = 4;
+
+  // flush denormals: the random (non-unitary) matrices here shrink the states towards zero,
+  // and denormal arithmetic would time something the kernel never meets with unitary ones
+  __builtin_ia32_ldmxcsr(__builtin_ia32_stmxcsr() | 0x8040);
+  std::mt19937 gen(0);
+  std::uniform_real_distribution<float> angle(0.f, 6.2831853f), entry(-0.1f, 0.1f);
+  const int64_t tiles = H * p.ntile * p.Bt * p.P;
+  Buffer phases(B * L * H * R * N), wpack(H * R * p.pack_size), Z(tiles), A(tiles),
+      probs(B * L * H * N), gphase(B * L * H * R * N), gw(H * R * p.acc_size);
+  for (float& v : phases) v = angle(gen);
+  for (float& v : wpack) v = entry(gen);
+  for (float& v : Z) v = entry(gen);
+  for (float& v : A) v = entry(gen);
+  p.phases = phases.data(); p.wpack = wpack.data(); p.Z = Z.data(); p.A = A.data();
+  p.probs = probs.data(); p.gphase = gphase.data(); p.gw = gw.data();
+  // the larger of the forward's and the backward's scratch (forward_impl / backward_impl)
+  p.scratch_size = roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N)) + 2 * N +
+                               p.Bt * p.TB * (2 * R + 3) * N, 64);
+  Buffer scratch(p.scratch_size);
+  p.scratch = scratch.data();
+  std::printf("n=%d (N=%ld) batch %ld, %ld tokens, tile %ld rows, %s products\n", n, (long)N,
+              (long)B, (long)L, (long)p.Bt, p.gauss ? "Gauss (3 real GEMMs)" : "real-form");
+
+  // peak: 48 rows x K=64 against one L1-resident panel
+  const int64_t K = 64, rows = 48, NR = p.NR, reps = 200;
+  std::vector<float> a(rows * K, 0.5f), b(K * NR, 0.25f), c(rows * NR);
+  const double tp = best_seconds([&] {
+    for (int64_t r = 0; r < reps; ++r)
+      for (int64_t i0 = 0; i0 < rows; i0 += MR)
+        micro<float, VB, MR, NV>(K, a.data() + i0 * K, K, 1, b.data(), NR, c.data() + i0 * NR, NR, false);
+  }, 300);
+  const double peak = 2.0 * rows * K * NR * reps / tp;
+  report("peak", 2.0 * rows * K * NR * reps, tp, 0);
+
+  const double per_product = (p.gauss ? 6.0 : 8.0) * N * N;  // actual flops per row
+  const double rows_total = double(p.ntile * p.Bt) * L;  // tile rows (padding included) x tokens
+  std::vector<float> X(p.Bt * p.Pu, 0.3f), Y(p.Bt * p.Pu), tmp(2 * p.Bt * (p.Ma + N));
+  const double tc = best_seconds([&] {
+    for (int64_t t = 0; t < L * p.ntile; ++t)
+      cmul<float, VB, MR, NV>(p, X.data(), p.Pu, p.wpack, Y.data(), p.P, tmp.data());
+  }, 5);
+  report("cmul", per_product * rows_total, tc, peak);
+  const double to = best_seconds([&] {
+    for (int64_t t = 0; t < L * p.ntile; ++t)
+      couter<float, VB, MR, NV>(p, X.data(), Y.data(), p.P, p.gw, tmp.data());
+  }, 5);
+  report("couter", per_product * rows_total, to, peak);
+  const double tf = best_seconds([&] { forward_tasks<float, VB, MR, NV>(p, 0, H * p.ntile, 0); }, 5);
+  report("fwd", per_product * rows_total, tf, peak);
+  const double tb = best_seconds([&] { backward_tasks<float, VB, MR, NV>(p, 0, H * p.ntile, 0); }, 5);
+  report("bwd", 3 * per_product * rows_total, tb, peak);
+  std::printf("train %.3f ms: products and outer products alone would take %.3f ms (%.0f %%);\n"
+              "the rest is the O(N) work per row (phases, rotations, |v|^2) and the streams of\n"
+              "phases in and probabilities / phase gradients out\n",
+              (tf + tb) * 1e3, (3 * tc + to) * 1e3, 100 * (3 * tc + to) / (tf + tb));
+}
