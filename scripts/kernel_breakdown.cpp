@@ -30,8 +30,6 @@
 namespace {
 constexpr int VB = 64, MR = 8, NV = 2;  // the kernel's AVX-512 shape (kShapes)
 
-int64_t roundup(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
 // a float buffer aligned to 64 bytes, as torch allocates tensors
 struct Buffer {
   std::vector<float> v;
@@ -93,9 +91,7 @@ int main(int argc, char** argv) {
   for (float& v : A) v = entry(gen);
   p.phases = phases.data(); p.wpack = wpack.data(); p.Z = Z.data(); p.A = A.data();
   p.probs = probs.data(); p.gphase = gphase.data(); p.gw = gw.data();
-  // the larger of the forward's and the backward's scratch (forward_impl / backward_impl)
-  p.scratch_size = roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N)) + 2 * N +
-                               p.Bt * p.TB * (2 * R + 3) * N, 64);
+  p.scratch_size = std::max(forward_scratch(p), backward_scratch(p));
   Buffer scratch(p.scratch_size);
   p.scratch = scratch.data();
   std::printf("n=%d (N=%ld) batch %ld, %ld tokens, tile %ld rows, %s products\n", n, (long)N,

@@ -95,6 +95,8 @@ QLAM_INLINE void micro(int64_t K, const T* __restrict a, int64_t sai, int64_t sa
     for (int v = 0; v < NV; ++v) std::memcpy(c + i * ldc + v * W, &acc[i][v], VB);
 }
 
+int64_t roundup(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
 // ------------------------------------------------------------------------------------------
 // Per-call description shared by all tasks (raw pointers into contiguous tensors).
 template <typename T>
@@ -350,16 +352,14 @@ QLAM_INLINE void gather(const T* __restrict src, int64_t L, int64_t H, int64_t h
 // One cache line (64 bytes) stored past the caches (a non-temporal store): the outputs are
 // written once and read by the next operation, so they need not evict the working set, and
 // the line is not read from memory first.
-QLAM_INLINE void stream_line(float* d, const float* s) {
+template <typename T>
+QLAM_INLINE void stream_line(T* d, const T* s) {
 #if defined(__x86_64__)
-  for (int k = 0; k < 16; k += 4) _mm_stream_ps(d + k, _mm_loadu_ps(s + k));
-#else
-  std::memcpy(d, s, 64);
-#endif
-}
-QLAM_INLINE void stream_line(double* d, const double* s) {
-#if defined(__x86_64__)
-  for (int k = 0; k < 8; k += 2) _mm_stream_pd(d + k, _mm_loadu_pd(s + k));
+  if constexpr (sizeof(T) == 4) {
+    for (int k = 0; k < 16; k += 4) _mm_stream_ps(d + k, _mm_loadu_ps(s + k));
+  } else {
+    for (int k = 0; k < 8; k += 2) _mm_stream_pd(d + k, _mm_loadu_pd(s + k));
+  }
 #else
   std::memcpy(d, s, 64);
 #endif
@@ -384,7 +384,7 @@ QLAM_INLINE void scatter(const T* __restrict src, int64_t L, int64_t H, int64_t 
       T* d = dst + (((b0 + i) * L + t0 + tl) * H + h) * w;
       const T* s = src + (i * TB + tl) * w;
       if (stream) {
-        for (int64_t k = 0; k < w; k += W) stream_line(d + k, s + k);
+        for (int64_t k = 0; k < w; k += W) stream_line<T>(d + k, s + k);
       } else {
         std::memcpy(d, s, w * sizeof(T));
       }
@@ -563,6 +563,22 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
   stream_fence();
 }
 
+// Scratch elements per thread of each pass: the buffers carved out at the top of forward_tasks
+// and backward_tasks, rounded up to a 64-element multiple.
+template <typename T>
+int64_t forward_scratch(const Plan<T>& p) {
+  const int64_t N = p.N;
+  return roundup(p.Bt * (p.Pu + p.P + 2 * N) + 2 * N + p.Bt * p.TB * (p.R + 2) * N, 64);
+}
+
+template <typename T>
+int64_t backward_scratch(const Plan<T>& p) {
+  const int64_t N = p.N;
+  return roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N)) + 2 * N +
+                     p.Bt * p.TB * (2 * p.R + 3) * N,
+                 64);
+}
+
 // ------------------------------------------------------------------------------------------
 // ISA variants. Each entry point is compiled for its target; the templates above are
 // always_inline, so their code is generated with the caller's instruction set.
@@ -671,7 +687,6 @@ std::string set_isa(const std::string& name) {
 
 // ------------------------------------------------------------------------------------------
 // Host-side helpers.
-int64_t roundup(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // A large output is written row by row from several threads; backing it with transparent huge
 // pages (where the kernel allows them on request) saves a page fault per 4 KiB on first
@@ -912,7 +927,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& psi0_, const at::Tensor& 
   p.phases = phases.data_ptr<T>();
 
   const int64_t nthr = at::get_num_threads();
-  p.scratch_size = roundup(p.Bt * (p.Pu + p.P + 2 * N) + 2 * N + p.Bt * p.TB * (R + 2) * N, 64);
+  p.scratch_size = forward_scratch(p);
   at::Tensor scratch = at::empty({nthr * p.scratch_size}, opts);
   p.scratch = scratch.data_ptr<T>();
   run_tasks<T>(p, fns<T>(isa).fwd);
@@ -979,9 +994,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor&
   p.gphase = gphase.data_ptr<T>();
   at::Tensor gw = zeros_acc({nthr, H * R, p.acc_size}, opts);
   p.gw = gw.data_ptr<T>();
-  p.scratch_size = roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N)) + 2 * N +
-                              p.Bt * p.TB * (2 * R + 3) * N,
-                          64);
+  p.scratch_size = backward_scratch(p);
   at::Tensor scratch = at::empty({nthr * p.scratch_size}, opts);
   p.scratch = scratch.data_ptr<T>();
   run_tasks<T>(p, fns<T>(isa).bwd);
