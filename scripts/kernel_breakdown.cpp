@@ -64,18 +64,7 @@ int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 6;
   const int64_t B = argc > 2 ? std::atoll(argv[2]) : 128, L = argc > 3 ? std::atoll(argv[3]) : 784;
   const int64_t N = int64_t{1} << n, H = 1, R = 1;
-  Plan<float> p;  // as make_plan() with one thread
-  p.B = B; p.L = L; p.H = H; p.R = R; p.N = N; p.MR = MR; p.NR = NV * VB / 4;
-  p.gauss = N % p.NR == 0;
-  p.P = roundup(2 * N, p.NR);
-  p.Ma = p.gauss ? roundup(N, p.MR) : roundup(2 * N, p.MR);
-  p.Na = p.gauss ? N : p.P;
-  p.acc_size = (p.gauss ? 3 : 1) * p.Ma * p.Na;
-  p.pack_size = p.gauss ? 3 * N * N : 2 * N * p.P;
-  p.Pu = std::max({p.P, roundup(2 * N, p.MR), N + roundup(N, p.MR)});
-  p.Bt = std::min<int64_t>(32, roundup(B, p.MR));
-  p.ntile = (B + p.Bt - 1) / p.Bt;
-  p.TB = 4;
+  Plan<float> p = plan_layout<float>(B, L, H, R, N, MR, NV * VB / 4, true, 1);  // one thread
 
   // flush denormals: the random (non-unitary) matrices here shrink the states towards zero,
   // and denormal arithmetic would time something the kernel never meets with unitary ones

@@ -133,6 +133,43 @@ struct Plan {
   int64_t scratch_size = 0;
 };
 
+// The layout of a call: micro-kernel rows MR and panel width NR of the ISA in use, the Gauss
+// form where allowed and N is a multiple of NR, the padded row widths and the rows per task.
+template <typename T>
+Plan<T> plan_layout(int64_t B, int64_t L, int64_t H, int64_t R, int64_t N, int64_t MR,
+                    int64_t NR, bool allow_gauss, int64_t nthr) {
+  Plan<T> p;
+  p.B = B;
+  p.L = L;
+  p.H = H;
+  p.R = R;
+  p.N = N;
+  p.MR = MR;
+  p.NR = NR;
+  p.gauss = allow_gauss && N % p.NR == 0;
+  p.P = roundup(2 * N, p.NR);
+  if (p.gauss) {
+    p.Ma = roundup(N, p.MR);
+    p.Na = N;
+    p.acc_size = 3 * p.Ma * p.Na;
+    p.pack_size = 3 * N * N;
+  } else {
+    p.Ma = roundup(2 * N, p.MR);
+    p.Na = p.P;
+    p.acc_size = p.Ma * p.Na;
+    p.pack_size = 2 * N * p.P;
+  }
+  p.Pu = std::max({p.P, roundup(2 * N, p.MR), N + roundup(N, p.MR)});
+  // rows per task: about 32 (enough to amortise the gradient accumulators and to reuse the
+  // matrices from cache), fewer when that would leave threads without work
+  int64_t nblk = std::max<int64_t>(1, std::min((32 + p.MR - 1) / p.MR, (B + p.MR - 1) / p.MR));
+  while (nblk > 1 && H * ((B + nblk * p.MR - 1) / (nblk * p.MR)) < 2 * nthr) --nblk;
+  p.Bt = nblk * p.MR;
+  p.ntile = (B + p.Bt - 1) / p.Bt;
+  p.TB = 4;
+  return p;
+}
+
 // ------------------------------------------------------------------------------------------
 // cos and sin of a row of phases. x = k pi/2 + r with |r| <= pi/4 (three-part pi/2, exact
 // products for the |x| allowed), then the fdlibm (double) / cephes (float) kernels; the
@@ -687,7 +724,6 @@ std::string set_isa(const std::string& name) {
 
 // ------------------------------------------------------------------------------------------
 // Host-side helpers.
-
 // A large output is written row by row from several threads; backing it with transparent huge
 // pages (where the kernel allows them on request) saves a page fault per 4 KiB on first
 // touch, a sizeable share of the time at small N. Advisory only.
@@ -799,37 +835,9 @@ at::Tensor zeros_acc(at::IntArrayRef sizes, const at::TensorOptions& opts) {
 
 template <typename T>
 Plan<T> make_plan(int64_t B, int64_t L, int64_t H, int64_t R, int64_t N, int isa) {
-  Plan<T> p;
-  p.B = B;
-  p.L = L;
-  p.H = H;
-  p.R = R;
-  p.N = N;
-  p.MR = kShapes[isa].mr;
-  p.NR = kShapes[isa].nr_bytes / static_cast<int64_t>(sizeof(T));
-  p.gauss = g_gauss && N % p.NR == 0;
-  p.P = roundup(2 * N, p.NR);
-  if (p.gauss) {
-    p.Ma = roundup(N, p.MR);
-    p.Na = N;
-    p.acc_size = 3 * p.Ma * p.Na;
-    p.pack_size = 3 * N * N;
-  } else {
-    p.Ma = roundup(2 * N, p.MR);
-    p.Na = p.P;
-    p.acc_size = p.Ma * p.Na;
-    p.pack_size = 2 * N * p.P;
-  }
-  p.Pu = std::max({p.P, roundup(2 * N, p.MR), N + roundup(N, p.MR)});
-  // rows per task: about 32 (enough to amortise the gradient accumulators and to reuse the
-  // matrices from cache), fewer when that would leave threads without work
-  const int64_t nthr = at::get_num_threads();
-  int64_t nblk = std::max<int64_t>(1, std::min((32 + p.MR - 1) / p.MR, (B + p.MR - 1) / p.MR));
-  while (nblk > 1 && H * ((B + nblk * p.MR - 1) / (nblk * p.MR)) < 2 * nthr) --nblk;
-  p.Bt = nblk * p.MR;
-  p.ntile = (B + p.Bt - 1) / p.Bt;
-  p.TB = 4;
-  return p;
+  return plan_layout<T>(B, L, H, R, N, kShapes[isa].mr,
+                        kShapes[isa].nr_bytes / static_cast<int64_t>(sizeof(T)), g_gauss,
+                        at::get_num_threads());
 }
 
 void check_inputs(const at::Tensor& psi0, const at::Tensor& phases, const at::Tensor& w,
