@@ -57,6 +57,7 @@ def test_sweep_skips_finished_and_resumes_interrupted(tmp_path, monkeypatch):
     assert calls == [("lstm", 1, True), ("gru", 0, False), ("gru", 1, False)]
     assert res["skipped"] == 1 and res["done"] == 2 and res["resumed"] == 1
     assert [p for p, _ in res["failed"]] == [str(S.run_dir(root, "smnist", "gru", 1))]
+    assert res["stopped"] == []
     table = (root / "TABLE.md").read_text()
     assert "| sMNIST | LSTM | 65.00 ± 7.07 |" in table  # seeds 0 (70 %) and 1 (60 %)
     assert "| sMNIST | GRU | 50.00 ± – |" in table
@@ -81,6 +82,8 @@ def test_interrupted_run_stops_the_sweep(tmp_path, monkeypatch):
     root = tmp_path / "results"
     res = S.sweep(root, ["lstm"], ["smnist"], [0, 1, 2], {}, plot=False)
     assert calls == [(0, False)] and res["done"] == 0  # seeds 1, 2 not started
+    assert res["failed"] == [] and res["stopped"] == [(str(S.run_dir(root, "smnist", "lstm", 0)),
+                                                       "interrupted")]
     S.sweep(root, ["lstm"], ["smnist"], [0, 1, 2], {}, plot=False)  # the same command resumes
     assert calls == [(0, False), (0, True), (1, False), (2, False)]
 

@@ -125,9 +125,11 @@ def sweep(root, models, tasks, seeds, shared: dict | None = None, per_model: dic
           command: str | None = None, keep_going: bool = True, plot: bool = True,
           log=sys.stderr) -> dict:
     """Run the grid (skipping finished runs, resuming interrupted ones) and write the table.
-    Returns counts {'done', 'skipped', 'resumed', 'failed': [(dir, error)]}."""
+    Returns counts {'done', 'skipped', 'resumed'} and lists 'failed': [(dir, error)] (an
+    exception) and 'stopped': [(dir, reason)] (preempted or interrupted, resumable from its
+    checkpoint)."""
     runs = plan(root, models, tasks, seeds, shared or {}, per_model)
-    result = {"done": 0, "skipped": 0, "resumed": 0, "failed": []}
+    result = {"done": 0, "skipped": 0, "resumed": 0, "failed": [], "stopped": []}
     for i, (cfg, status) in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}] {cfg.task} {cfg.model} seed {cfg.seed}"
         if status == "done":
@@ -144,8 +146,8 @@ def sweep(root, models, tasks, seeds, shared: dict | None = None, per_model: dic
             print(f"{tag}: FAILED: {exc}", file=log)
             traceback.print_exc(file=log)
             continue
-        if "test_acc" not in summary:  # stopped early (preemption): not finished
-            result["failed"].append((cfg.out, f"stopped: {summary.get('stopped')}"))
+        if "test_acc" not in summary:  # stopped early (preemption, signal): not finished
+            result["stopped"].append((cfg.out, str(summary.get("stopped"))))
             if summary.get("stopped") == "interrupted":  # the user stopped the sweep
                 print(f"{tag}: interrupted; rerun the same sweep to resume", file=log)
                 break
@@ -370,11 +372,14 @@ def cmd_sweep(args) -> int:
     res = sweep(args.root, models, tasks, seeds, shared, per_model, command=command,
                 keep_going=not args.fail_fast, plot=not args.no_plot)
     print(f"sweep: {res['done']} run(s) trained ({res['resumed']} resumed), {res['skipped']} "
-          f"already finished, {len(res['failed'])} failed, {(time.time() - t0) / 60:.1f} min; "
+          f"already finished, {len(res['stopped'])} stopped (rerun to resume), "
+          f"{len(res['failed'])} failed, {(time.time() - t0) / 60:.1f} min; "
           f"table in {Path(args.root) / 'TABLE.md'}", file=sys.stderr)
+    for path, why in res["stopped"]:
+        print(f"  stopped: {path}: {why}", file=sys.stderr)
     for path, err in res["failed"]:
         print(f"  failed: {path}: {err}", file=sys.stderr)
-    return 1 if res["failed"] else 0
+    return 1 if res["failed"] or res["stopped"] else 0
 
 
 def cmd_report(args) -> int:
