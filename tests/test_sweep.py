@@ -17,11 +17,11 @@ from qlam.data.tasks import Split, Task
 
 
 def fake_summary(path, task="smnist", model="qlam", seed=0, acc=0.9, params=1000, wall=60.0,
-                 **config):
+                 fields=None, **config):
     path.mkdir(parents=True, exist_ok=True)
     s = {"task": task, "model": model, "seed": seed, "test_acc": acc, "params": params,
          "wall_s": wall, "epochs": 3, "n_test": 10000, "threads": 1,
-         "config": {"limit_train": None, **config}}
+         "config": {"limit_train": None, **config}, **(fields or {})}
     (path / "summary.json").write_text(json.dumps(s))
     return s
 
@@ -106,16 +106,22 @@ def test_report_table_csv_and_plot(tmp_path, capsys):
     fake_summary(runs / "smnist" / "transformer" / "seed0", model="transformer", acc=0.9,
                  params=67850, limit_train=1000)
     fake_summary(runs / "sfashion" / "ssm" / "seed0", task="sfashion", model="ssm", acc=0.8)
+    # stopped by the time budget 3/4 into its third epoch (300 of 400 steps per epoch done)
+    fake_summary(runs / "sfashion" / "gru" / "seed0", task="sfashion", model="gru", acc=0.85,
+                 fields={"stopped": "time budget", "steps": 1100, "steps_per_epoch": 400})
     (runs / "broken").mkdir()
     (runs / "broken" / "summary.json").write_text("{not json")
 
     rows = S.aggregate(S.collect([runs], log=None))
     assert [(r["task"], r["model"], r["runs"]) for r in rows] == [
-        ("smnist", "qlam", 3), ("smnist", "transformer", 1), ("sfashion", "ssm", 1)]
+        ("smnist", "qlam", 3), ("smnist", "transformer", 1), ("sfashion", "ssm", 1),
+        ("sfashion", "gru", 1)]
+    assert [r["epochs_mean"] for r in rows] == [3, 3, 3, 2.75]
+    assert [r["time_capped"] for r in rows] == [0, 0, 0, 1]
     assert rows[0]["test_acc_mean"] == pytest.approx(93.0)
     assert rows[0]["test_acc_std"] == pytest.approx(1.0)  # sample std
     assert math.isnan(rows[1]["test_acc_std"])
-    assert [r["paper"] for r in rows] == [92.6, 91.3, 79.6]
+    assert [r["paper"] for r in rows] == [92.6, 91.3, 79.6, None]
 
     out = tmp_path / "report"
     assert main(["report", str(runs), "--out", str(out)]) == 0
@@ -123,11 +129,14 @@ def test_report_table_csv_and_plot(tmp_path, capsys):
     assert "| sMNIST | QLAM | 93.00 ± 1.00 | 92.6 | 65,034 | 1.0 min | 1 | 3 | 3 |" in table
     assert "| sMNIST | Transformer* |" in table and "trained on 1000 examples" in table
     assert "| sFashion-MNIST | SSM (S4D) | 80.00 ± – | 79.6 |" in table
+    assert "| sFashion-MNIST | GRU | 85.00 ± – |  | 1,000 | 1.0 min | 1 | 2.75† | 1 |" in table
+    assert "† the time budget" in table and table.count("†") == 2
     assert "93.00 ± 1.00" in capsys.readouterr().out
     with open(out / "table.csv") as f:
         recs = list(csv.DictReader(f))
     assert recs[0]["model"] == "qlam" and float(recs[0]["test_acc_mean"]) == pytest.approx(93.0)
     assert recs[0]["seeds"] == "0 1 2" and recs[1]["test_acc_std"] == ""
+    assert [r["time_capped"] for r in recs] == ["0", "0", "0", "1"]
     png = (out / "accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -50,6 +50,7 @@ def test_train_writes_metrics_summary_and_model(tmp_path):
         assert key in saved
     assert saved == json.loads(json.dumps(summary))
     assert 0.0 <= saved["test_acc"] <= 1.0 and saved["epochs"] == 2
+    assert saved["steps_per_epoch"] == 6 and saved["steps"] == 12  # 96 examples, batches of 16
     assert saved["params"] == sum(p.numel() for p in torch.load(
         run / "model.pt", weights_only=False)["model"].values())
     # the best-on-validation model reproduces the reported test accuracy

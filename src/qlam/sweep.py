@@ -197,8 +197,17 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def epochs_trained(s: dict) -> float:
+    """Epochs a run trained, fractional where the time budget stopped it inside one (summaries
+    written before ``steps`` was recorded give the epochs begun)."""
+    if s.get("steps") is not None and s.get("steps_per_epoch"):
+        return s["steps"] / s["steps_per_epoch"]
+    return float(s.get("epochs", 0))
+
+
 def aggregate(summaries: list[dict]) -> list[dict]:
-    """One row per (task, model): accuracy mean/std (%), params, wall time, runs."""
+    """One row per (task, model): accuracy mean/std (%), params, wall time, epochs trained,
+    whether the time budget stopped any run before its schedule ended, runs."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for s in summaries:
         groups.setdefault((s["task"], s["model"]), []).append(s)
@@ -215,7 +224,8 @@ def aggregate(summaries: list[dict]) -> list[dict]:
             "params_min": params[0] if params else None,
             "params_max": params[-1] if params else None,
             "wall_s_mean": sum(s.get("wall_s", 0.0) for s in runs) / len(runs),
-            "epochs_mean": sum(s.get("epochs", 0) for s in runs) / len(runs),
+            "epochs_mean": sum(epochs_trained(s) for s in runs) / len(runs),
+            "time_capped": sum(s.get("stopped") == "time budget" for s in runs),
             "threads": sorted({s.get("threads") for s in runs}, key=str),
             "seeds": " ".join(str(s.get("seed")) for s in runs),
             "limit_train": sorted({c.get("limit_train") for c in cfgs}, key=str),
@@ -247,25 +257,30 @@ def markdown(rows: list[dict]) -> str:
         mark = ""
         if r["limit_train"] != [None]:
             mark = "*"
-            notes.append(f"{TASK_NAMES.get(r['task'], r['task'])} {MODEL_NAMES.get(r['model'], r['model'])}: "
+            notes.append(f"\\* {TASK_NAMES.get(r['task'], r['task'])} "
+                         f"{MODEL_NAMES.get(r['model'], r['model'])}: "
                          f"trained on {', '.join(map(str, r['limit_train']))} examples, "
                          f"tested on {', '.join(map(str, r['n_test']))}")
         paper = "" if r["paper"] is None else f"{r['paper']:.1f}"
-        epochs = f"{r['epochs_mean']:g}"
+        epochs = f"{r['epochs_mean']:.3g}" + ("†" if r["time_capped"] else "")
         lines.append(f"| {TASK_NAMES.get(r['task'], r['task'])} | "
                      f"{MODEL_NAMES.get(r['model'], r['model'])}{mark} | {acc} | {paper} | "
                      f"{_fmt_params(r)} | {_fmt_minutes(r['wall_s_mean'])} | "
                      f"{'/'.join('?' if t is None else str(t) for t in r['threads'])} | "
                      f"{epochs} | {r['runs']} |")
     text = "\n".join(lines) + "\n"
+    if any(r["time_capped"] for r in rows):
+        notes.append("† the time budget (`--max-minutes`) stopped training before the end of "
+                     "its learning-rate schedule")
     if notes:
-        text += "\n" + "\n".join(f"\\* {n}" for n in notes) + "\n"
+        text += "\n" + "\n\n".join(notes) + "\n"
     return text
 
 
 def table_csv(rows: list[dict]) -> str:
     cols = ["task", "model", "runs", "test_acc_mean", "test_acc_std", "paper", "params_min",
-            "params_max", "wall_s_mean", "threads", "epochs_mean", "seeds", "limit_train", "n_test"]
+            "params_max", "wall_s_mean", "threads", "epochs_mean", "time_capped", "seeds",
+            "limit_train", "n_test"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
