@@ -267,18 +267,25 @@ QLAM_INLINE void rotate_row(const T* __restrict z, const T* __restrict c, const 
 
 // One row of the backward's step back through a rotation, in one pass: the phase gradient
 // gph_k = Im(conj(u_k) g_k) = g_im u_re - g_re u_im, and the state and adjoint before the
-// rotation, z = u exp(-i phi), a = g exp(-i phi) (rows [re | im] of width N).
-template <typename T>
+// rotation, z = u exp(-i phi), a = g exp(-i phi) (rows [re | im] of width N). READOUT: the
+// rotation of the measurement basis, which leaves the state as it is: z is not written and
+// the adjoint is added to a (the state's adjoint from the later tokens).
+template <typename T, bool READOUT = false>
 QLAM_INLINE void unrotate_step(const T* __restrict u, const T* __restrict g,
                                const T* __restrict c, const T* __restrict s, T* __restrict z,
                                T* __restrict a, T* __restrict gph, int64_t N) {
   for (int64_t k = 0; k < N; ++k) {
     const T ur = u[k], ui = u[N + k], gr = g[k], gi = g[N + k], ck = c[k], sk = s[k];
     gph[k] = gi * ur - gr * ui;
-    z[k] = ur * ck + ui * sk;
-    z[N + k] = ui * ck - ur * sk;
-    a[k] = gr * ck + gi * sk;
-    a[N + k] = gi * ck - gr * sk;
+    if constexpr (READOUT) {
+      a[k] += gr * ck + gi * sk;
+      a[N + k] += gi * ck - gr * sk;
+    } else {
+      z[k] = ur * ck + ui * sk;
+      z[N + k] = ui * ck - ur * sk;
+      a[k] = gr * ck + gi * sk;
+      a[N + k] = gi * ck - gr * sk;
+    }
   }
 }
 
@@ -553,18 +560,10 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
           couter<T, VB, MR, NV>(p, U, GV, P, gwr, tmp);                          // dW_read
           cmul<T, VB, MR, NV>(p, GV, P, p.rbpack + h * p.pack_size, G, P, tmp);  // g_u
           for (int64_t i = 0; i < nv; ++i) {
-            const T* u = U + i * Pu;
-            const T* g = G + i * P;
-            T* out = s_grp + (i * TB + tl) * N;
-            for (int64_t k = 0; k < N; ++k) out[k] = g[N + k] * u[k] - g[k] * u[N + k];
-            sincos_row<T>(s_rp + (i * TB + tl) * N, cs, cs + N, N);
-            const T* c = cs;
-            const T* s = cs + N;
-            T* a = A + i * P;
-            for (int64_t k = 0; k < N; ++k) {
-              a[k] += g[k] * c[k] + g[N + k] * s[k];
-              a[N + k] += g[N + k] * c[k] - g[k] * s[k];
-            }
+            const int64_t off = (i * TB + tl) * N;
+            sincos_row<T>(s_rp + off, cs, cs + N, N);
+            unrotate_step<T, true>(U + i * Pu, G + i * P, cs, cs + N, nullptr, A + i * P,
+                                   s_grp + off, N);
           }
         } else if (has_gp) {
           for (int64_t i = 0; i < nv; ++i) {
@@ -724,6 +723,7 @@ std::string set_isa(const std::string& name) {
 
 // ------------------------------------------------------------------------------------------
 // Host-side helpers.
+
 // A large output is written row by row from several threads; backing it with transparent huge
 // pages (where the kernel allows them on request) saves a page fault per 4 KiB on first
 // touch, a sizeable share of the time at small N. Advisory only.
