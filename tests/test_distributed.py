@@ -10,7 +10,7 @@ import torch
 
 import qlam.train as T
 from qlam.data.tasks import Split, Task
-from qlam.distributed import DistContext, free_port
+from qlam.distributed import DistContext, free_port, init, shutdown
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 
@@ -45,7 +45,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     T.build_task = lambda cfg: fake_task()
     dist = torch.distributed
-    dist.init_process_group("gloo", rank=rank, world_size=world)  # train() joins it
+    ctx = init(True, torch.device("cpu"))  # both train() calls join this group
     T.train(_config(out, stop_after_steps=2), distributed=True)
     dist.barrier()
     if rank == 0:  # keep the 2-step weights, then continue as if killed after a checkpoint
@@ -55,7 +55,26 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         torch.save(ck, f"{out}/checkpoint.pt")
     dist.barrier()
     T.train(_config(out), resume=True, distributed=True)
-    dist.destroy_process_group()
+    shutdown(ctx)
+
+
+def _threads() -> list[str]:
+    task = f"/proc/{os.getpid()}/task"
+    return [open(f"{task}/{t}/comm").read().strip() for t in os.listdir(task)]
+
+
+def _release_worker(rank: int, port: int, out: str) -> None:
+    """Join a 1-process gloo group, train a DistributedDataParallel step, leave; write the
+    names of this process's threads while in the group and after leaving it."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
+    ctx = init(True, torch.device("cpu"))
+    net = ctx.wrap(torch.nn.Linear(3, 2))
+    net(torch.randn(4, 3)).sum().backward()
+    during = _threads()
+    del net
+    shutdown(ctx)
+    with open(out, "w") as f:
+        json.dump({"during": during, "after": _threads()}, f)
 
 
 def _weights(path) -> dict:
@@ -106,3 +125,16 @@ def test_two_processes_match_one_and_resume(tmp_path, monkeypatch):
         assert m["train_loss"] == pytest.approx(r["train_loss"], abs=1e-5)
         assert m["train_acc"] == pytest.approx(r["train_acc"])
         assert m["val_acc"] == pytest.approx(r["val_acc"])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc thread names")
+def test_leaving_the_group_stops_its_threads(tmp_path):
+    """After shutdown no gloo or store thread is left running into the interpreter's exit
+    (a group pinned by a stray reference keeps them, and exiting with them alive can abort)."""
+    out = tmp_path / "threads.json"
+    torch.multiprocessing.start_processes(_release_worker, args=(free_port(), str(out)), nprocs=1,
+                                          join=True, start_method="spawn")
+    seen = json.loads(out.read_text())
+    comm = ("gloo", "pt_gloo", "pt_tcpstore")
+    assert any(t.startswith(comm) for t in seen["during"]), seen  # the probe sees them
+    assert not [t for t in seen["after"] if t.startswith(comm)], seen

@@ -126,8 +126,18 @@ def init(requested: bool | None, device: torch.device) -> DistContext:
         backend = "gloo"
     owns = not dist.is_initialized()
     if owns:
+        _import_group_defaults()
         dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world)
     return DistContext(rank, world, local_rank, backend, device, owns)
+
+
+def _import_group_defaults() -> None:
+    """Import, before any group exists, the torch modules that bind ``group.WORLD`` as a
+    default argument when imported: DistributedDataParallel imports them lazily, and
+    imported after ``init_process_group`` they would pin the default group for good, so that
+    ``destroy_process_group`` could not free it and its gloo threads would live on into the
+    interpreter's exit (where they occasionally abort the process)."""
+    import torch.distributed.nn  # noqa: F401
 
 
 def shutdown(ctx: DistContext) -> None:
