@@ -517,8 +517,10 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
   T* G = U + Bt * Pu;                        // Bt x P: their adjoints
   T* GV = G + Bt * P;                        // Bt x P: adjoint of the readout vector
   T* tmp = GV + Bt * P;                      // Bt (Ma + N) (cmul: 2 Bt N)
-  T* cs = tmp + ntmp;                        // cos, sin: 2 x N
-  T* s_ph = cs + 2 * N;                      // staged blocks of TB tokens: phases,
+  T* cs = tmp + ntmp;                        // cos, sin: Bt x 2N (the readout's kept per
+                                             // row from rotation to unrotation; row 0
+                                             // serves the layers)
+  T* s_ph = cs + 2 * Bt * N;                 // staged blocks of TB tokens: phases,
   T* s_gph = s_ph + Bt * TB * RN;            // their gradients,
   T* s_gp = s_gph + Bt * TB * RN;            // probability gradients,
   T* s_rp = s_gp + Bt * TB * N;              // read phases
@@ -544,8 +546,9 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
         // readout at t: the adjoint of psi_t receives the probability gradient
         if (has_gp && read) {
           for (int64_t i = 0; i < nv; ++i) {
-            sincos_row<T>(s_rp + (i * TB + tl) * N, cs, cs + N, N);
-            rotate_row<T>(Z + i * P, cs, cs + N, U + i * Pu, N);
+            T* c = cs + i * 2 * N;
+            sincos_row<T>(s_rp + (i * TB + tl) * N, c, c + N, N);
+            rotate_row<T>(Z + i * P, c, c + N, U + i * Pu, N);
           }
           cmul<T, VB, MR, NV>(p, U, Pu, p.rpack + h * p.pack_size, G, P, tmp);  // v
           for (int64_t i = 0; i < nv; ++i) {
@@ -560,10 +563,9 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
           couter<T, VB, MR, NV>(p, U, GV, P, gwr, tmp);                          // dW_read
           cmul<T, VB, MR, NV>(p, GV, P, p.rbpack + h * p.pack_size, G, P, tmp);  // g_u
           for (int64_t i = 0; i < nv; ++i) {
-            const int64_t off = (i * TB + tl) * N;
-            sincos_row<T>(s_rp + off, cs, cs + N, N);
-            unrotate_step<T, true>(U + i * Pu, G + i * P, cs, cs + N, nullptr, A + i * P,
-                                   s_grp + off, N);
+            const T* c = cs + i * 2 * N;
+            unrotate_step<T, true>(U + i * Pu, G + i * P, c, c + N, nullptr, A + i * P,
+                                   s_grp + (i * TB + tl) * N, N);
           }
         } else if (has_gp) {
           for (int64_t i = 0; i < nv; ++i) {
@@ -610,7 +612,7 @@ int64_t forward_scratch(const Plan<T>& p) {
 template <typename T>
 int64_t backward_scratch(const Plan<T>& p) {
   const int64_t N = p.N;
-  return roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N)) + 2 * N +
+  return roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N) + 2 * N) +
                      p.Bt * p.TB * (2 * p.R + 3) * N,
                  64);
 }
