@@ -102,6 +102,51 @@ def test_signal_checkpoints_and_resume_matches_uninterrupted_run(tmp_path, monke
     assert resumed["test_acc"] == full["test_acc"] and resumed["val_acc"] == full["val_acc"]
 
 
+class _BlowUp(torch.autograd.Function):
+    """Identity forward; the backward multiplies the gradient by ``scale`` (inf or nan)."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.scale, None
+
+
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_non_finite_loss_or_gradient_stops_before_the_step(tmp_path, monkeypatch, where):
+    """A NaN loss, or a finite loss whose gradient overflows, raises a clear error at step 0,
+    and the weights keep their values (the optimizer step that would spread the NaN is not
+    taken)."""
+    built = []
+
+    def build(name, n_features, n_classes, **kw):
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * n_features, n_classes))
+        built.append((net, [q.detach().clone() for q in net.parameters()]))
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                out = self.net(x)
+                if where == "loss":
+                    return out * float("nan")
+                return _BlowUp.apply(out, float("inf"))
+
+        return Wrapped()
+
+    monkeypatch.setattr(train_mod, "build_model", build)
+    with pytest.raises(RuntimeError, match=f"{where} became (nan|inf) at step 0"):
+        train(_cfg(tmp_path, model="lstm", grad_clip=1.0))
+    net, before = built[0]
+    for q, q0 in zip(net.parameters(), before):
+        assert torch.equal(q, q0)
+
+
 def test_existing_run_needs_resume_and_same_config(tmp_path):
     train(_cfg(tmp_path, epochs=1))
     with pytest.raises(ValueError, match="--resume"):

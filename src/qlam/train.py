@@ -349,8 +349,13 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                                    "lower --lr or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            # the gradient norm (and clipping, if asked): a non-finite norm stops the run before
+            # the step, so neither the weights nor a later checkpoint take the NaN
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            if not torch.isfinite(norm):
+                raise RuntimeError(f"gradient became {norm.item()} at step {state['global_step']} "
+                                   "(exploding through the sequence?); the weights were not "
+                                   "updated: lower --lr and start again")
             opt.step()
             state["step_in_epoch"] = i + 1
             state["global_step"] += 1
