@@ -102,17 +102,17 @@ def test_signal_checkpoints_and_resume_matches_uninterrupted_run(tmp_path, monke
     assert resumed["test_acc"] == full["test_acc"] and resumed["val_acc"] == full["val_acc"]
 
 
-class _BlowUp(torch.autograd.Function):
-    """Identity forward; the backward multiplies the gradient by ``scale`` (inf or nan)."""
+class _InfGrad(torch.autograd.Function):
+    """Identity forward; the backward makes the gradient infinite (a finite loss whose
+    backward overflows)."""
 
     @staticmethod
-    def forward(ctx, x, scale):
-        ctx.scale = scale
+    def forward(ctx, x):
         return x.clone()
 
     @staticmethod
     def backward(ctx, g):
-        return g * ctx.scale, None
+        return g * float("inf")
 
 
 @pytest.mark.parametrize("where", ["loss", "gradient"])
@@ -135,7 +135,7 @@ def test_non_finite_loss_or_gradient_stops_before_the_step(tmp_path, monkeypatch
                 out = self.net(x)
                 if where == "loss":
                     return out * float("nan")
-                return _BlowUp.apply(out, float("inf"))
+                return _InfGrad.apply(out)
 
         return Wrapped()
 
