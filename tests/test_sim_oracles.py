@@ -135,6 +135,27 @@ def test_unitary_is_unitary_and_matches_qiskit_operator(seed):
             torch.testing.assert_close(m.conj().T @ m, eye, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_unitaries_of_a_batch_of_parameter_vectors_match_qiskit(seed):
+    """unitary(ops, n, theta) with theta (H, P): the H matrices built at once (the QLAM
+    layer's heads), each against Qiskit's operator of its own bound circuit."""
+    from qiskit.quantum_info import Operator
+
+    c = random_circuit(3100 + seed, n_qubits=1 + seed % 5, n_gates=25)
+    thetas = (torch.rand(3, c.n_params, generator=torch.Generator().manual_seed(seed),
+                         dtype=torch.float64) * 2 - 1) * math.pi
+    fixed = [b for b in CompiledCircuit(c).blocks if isinstance(b, FixedBlock)]
+    assert fixed, "the random circuit has no input-free block"
+    for block in fixed:
+        u = unitary(block.ops, c.n_qubits, thetas)
+        assert u.shape == (3, 2**c.n_qubits, 2**c.n_qubits)
+        sub = Circuit(c.n_qubits)
+        sub.ops, sub.init = list(block.ops), list(c.init)
+        for th, m in zip(thetas, u):
+            want = Operator(to_qiskit(sub.bind(th))).reverse_qargs().data
+            np.testing.assert_allclose(m.numpy(), want, atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_states_stay_normalised(seed):
     c = random_circuit(4000 + seed, n_qubits=6, n_gates=40)

@@ -168,11 +168,7 @@ class QLAM(nn.Module):
     # ---- circuits -> tensors -----------------------------------------------------------
     def _dense(self, blocks, thetas: torch.Tensor) -> torch.Tensor:
         """(H, R, 2, N, N) real pairs of each head's fused unitaries (built in float64)."""
-        per_head = []
-        for th in thetas.double().unbind(0):
-            us = [unitary(b.ops, self.n_qubits, th) for b in blocks]
-            per_head.append(torch.stack(us))
-        u = torch.stack(per_head)
+        u = torch.stack([unitary(b.ops, self.n_qubits, thetas.double()) for b in blocks], 1)
         return torch.stack([u.real, u.imag], -3)
 
     def dt(self) -> torch.Tensor:
@@ -180,8 +176,8 @@ class QLAM(nn.Module):
 
     def initial_state(self, batch: int, dtype=torch.float32) -> torch.Tensor:
         """(B, H, 2^n) complex: the learned product state of every head."""
-        psi = [unitary(self.prep.ops, self.n_qubits, th)[:, 0] for th in self.prep_theta.double()]
-        return torch.stack(psi).to(complex_dtype(dtype)).expand(batch, -1, -1)
+        psi = unitary(self.prep.ops, self.n_qubits, self.prep_theta.double())[:, :, 0]
+        return psi.to(complex_dtype(dtype)).expand(batch, -1, -1)
 
     def _check_state(self, state: torch.Tensor, batch: int) -> torch.Tensor:
         want = (batch, self.n_heads, 2**self.n_qubits)

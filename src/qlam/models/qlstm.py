@@ -131,10 +131,8 @@ class QLSTMCell(nn.Module):
     def unitaries(self) -> list[torch.Tensor]:
         """The input-independent part of the four gates' circuits, rebuilt from theta: per
         fixed block a (G, 2^n, 2^n) complex unitary, then per phase block (G, 2^n) phases."""
-        dense = []
-        for block in self._fixed:
-            us = [unitary(block.ops, self.n_qubits, th) for th in self.theta.double().unbind(0)]
-            dense.append(torch.stack(us).to(complex_dtype(self.theta.dtype)))
+        dense = [unitary(block.ops, self.n_qubits, self.theta.double()).to(
+            complex_dtype(self.theta.dtype)) for block in self._fixed]
         phases = [self.theta @ par + bias for par, bias in zip(self.phase_par, self.phase_bias)]
         return dense + phases
 

@@ -56,17 +56,18 @@ def zero_state(n_qubits: int, batch: int = 1, dtype=torch.float64, device=None) 
 
 
 def apply_matrix(psi: torch.Tensor, u: torch.Tensor, wires: tuple[int, ...], n_qubits: int):
-    """Apply a k-qubit matrix u, (d, d) or per-row (batch, d, d), to ``wires`` of psi (batch, 2^n)."""
+    """Apply a k-qubit matrix u, (d, d) or per-batch-row (batch, d, d), to ``wires`` of psi
+    (batch, ..., 2^n)."""
     k = len(wires)
-    batch = psi.shape[0]
-    t = psi.reshape((batch,) + (2,) * n_qubits)
-    src = [1 + w for w in wires]
-    dst = list(range(n_qubits + 1 - k, n_qubits + 1))
+    lead = psi.shape[:-1]
+    t = psi.reshape(lead + (2,) * n_qubits)
+    src = [len(lead) + w for w in wires]
+    dst = list(range(len(lead) + n_qubits - k, len(lead) + n_qubits))
     t = t.movedim(src, dst)
     moved_shape = t.shape
-    t = t.reshape(batch, -1, 2**k)
+    t = t.reshape(lead[0], -1, 2**k)
     t = t @ u.transpose(-1, -2) if u.dim() == 2 else torch.einsum("brj,bij->bri", t, u)
-    return t.reshape(moved_shape).movedim(dst, src).reshape(batch, -1)
+    return t.reshape(moved_shape).movedim(dst, src).reshape(lead + (-1,))
 
 
 def check_params(circuit: Circuit, params, dtype, device) -> torch.Tensor:
@@ -155,8 +156,14 @@ def apply_ops(psi, ops, n_qubits, theta, x):
 
 
 def unitary(ops, n_qubits: int, theta=None, dtype=torch.float64, device=None) -> torch.Tensor:
-    """The dense (2^n, 2^n) matrix of input-free ``ops`` (differentiable in theta)."""
-    check_memory(2**n_qubits, n_qubits, dtype, device,
+    """The dense (2^n, 2^n) matrix of input-free ``ops`` (differentiable in theta); theta of
+    shape (H, P) gives the H matrices (H, 2^n, 2^n), built together."""
+    n = 2**n_qubits
+    rows = n if theta is None or theta.dim() < 2 else theta.shape[0] * n
+    check_memory(rows, n_qubits, dtype, device,
                  "dense unitary (compiled path; method='reference' avoids it)")
-    eye = torch.eye(2**n_qubits, dtype=complex_dtype(dtype), device=device)
-    return apply_ops(eye, ops, n_qubits, theta, None).transpose(0, 1)
+    eye = torch.eye(n, dtype=complex_dtype(dtype), device=device)
+    if theta is not None and theta.dim() == 2:  # a batch of parameter vectors
+        eye = eye.expand(theta.shape[0], n, n)
+        theta = theta.T  # theta[index]: that parameter of every matrix
+    return apply_ops(eye, ops, n_qubits, theta, None).transpose(-2, -1)
