@@ -24,6 +24,7 @@ from circuit_oracles import (
 
 import qlam
 from qlam import Circuit
+from qlam.circuit import Angle
 from qlam.sim import unitary
 from qlam.sim.compiled import CompiledCircuit, FixedBlock
 
@@ -154,6 +155,30 @@ def test_unitaries_of_a_batch_of_parameter_vectors_match_qiskit(seed):
         for th, m in zip(thetas, u):
             want = Operator(to_qiskit(sub.bind(th))).reverse_qargs().data
             np.testing.assert_allclose(m.numpy(), want, atol=ATOL, rtol=0)
+
+
+def test_phase_blocks_affine_in_the_inputs_give_their_map():
+    """PhaseBlock.affine_map: x @ A + c equals the block's phases wherever every angle is
+    a constant or a numeric a * x + b, and is None where a parameter enters."""
+    found = {True: 0, False: 0}
+    for seed in range(60):
+        c = random_circuit(5000 + seed, n_qubits=1 + seed % 4, n_gates=12)
+        params, inputs = random_args(c, seed, batch=3)
+        for block in CompiledCircuit(c).blocks:
+            if isinstance(block, FixedBlock):
+                continue
+            m = block.affine_map(inputs.shape[-1])
+            params_enter = any(
+                a is not None and (a.kind == "param" or isinstance(a.a, Angle)
+                                   or isinstance(a.b, Angle))
+                for a in block.angles)
+            assert (m is None) == params_enter
+            found[m is None] += 1
+            if m is not None:
+                torch.testing.assert_close(inputs @ m[0] + m[1],
+                                           block.phases(params, inputs, inputs),
+                                           atol=1e-12, rtol=0)
+    assert found[True] and found[False]
 
 
 @pytest.mark.parametrize("seed", range(20))

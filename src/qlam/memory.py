@@ -140,8 +140,10 @@ class QLAM(nn.Module):
         n_states = 2**n_qubits
 
         self.circuit = token_circuit(n_qubits, depth)
-        self._phase_blocks, self._fixed_blocks = _split(CompiledCircuit(self.circuit))
+        phase_blocks, self._fixed_blocks = _split(CompiledCircuit(self.circuit))
         self.n_angles = self.circuit.n_inputs  # input angles per head and token
+        # phases of layer r = angles @ A[r] + c[r]: (R, n_angles, N), (R, N)
+        self._register_phase_map("phase", phase_blocks, self.n_angles)
         # input -> rotation angles of every head (Delta_h scales them, see module docstring)
         self.in_proj = nn.Linear(d_model, n_heads * self.n_angles)
         self.theta = nn.Parameter(torch.randn(n_heads, self.circuit.n_params))
@@ -153,7 +155,8 @@ class QLAM(nn.Module):
         self.query_basis = query_basis
         if query_basis:
             self.read = readout_circuit(n_qubits)
-            self._read_phase, self._read_fixed = (b[0] for b in _split(CompiledCircuit(self.read)))
+            read_phase, self._read_fixed = (b[0] for b in _split(CompiledCircuit(self.read)))
+            self._register_phase_map("read", [read_phase], n_qubits)
             self.q_basis = nn.Linear(d_model, n_heads * n_qubits)
             nn.init.normal_(self.q_basis.weight, std=0.02)
             nn.init.zeros_(self.q_basis.bias)
@@ -166,6 +169,31 @@ class QLAM(nn.Module):
         self.out_proj = nn.Linear(n_heads * (n_states - 1), d_model)
 
     # ---- circuits -> tensors -----------------------------------------------------------
+    def _register_phase_map(self, name: str, blocks, n_inputs: int) -> None:
+        maps = [blk.affine_map(n_inputs) for blk in blocks]
+        assert all(m is not None for m in maps), "memory circuits take plain input angles"
+        self.register_buffer(f"{name}_map", torch.stack([m[0] for m in maps]).float(),
+                             persistent=False)
+        self.register_buffer(f"{name}_offset", torch.stack([m[1] for m in maps]).float(),
+                             persistent=False)
+
+    def _phases(self, x: torch.Tensor, proj: nn.Linear, scale: torch.Tensor | None,
+                name: str) -> torch.Tensor:
+        """(B, L, H, R, N) phases of x (B, L, d): ``proj`` gives each head's input angles
+        (times ``scale`` (H,)), mapped to phases by the buffers ``name``_map / _offset. One
+        Linear layer with the maps folded into its weights (a GEMM over d, not a tiny one
+        over the angles)."""
+        a_map = getattr(self, f"{name}_map").to(x.dtype)  # (R, F, N)
+        offset = getattr(self, f"{name}_offset").to(x.dtype)  # (R, N)
+        h, (r, f, n) = self.n_heads, a_map.shape
+        weight = proj.weight.view(h, f, -1).to(x.dtype)
+        bias = proj.bias.view(h, f).to(x.dtype)
+        if scale is not None:
+            weight, bias = weight * scale[:, None, None], bias * scale[:, None]
+        w_eff = torch.einsum("hfd,rfn->hrnd", weight, a_map).reshape(h * r * n, -1)
+        b_eff = (torch.einsum("hf,rfn->hrn", bias, a_map) + offset).reshape(-1)
+        return nn.functional.linear(x, w_eff, b_eff).view(*x.shape[:2], h, r, n)
+
     def _dense(self, blocks, thetas: torch.Tensor) -> torch.Tensor:
         """(H, R, 2, N, N) real pairs of each head's fused unitaries (built in float64)."""
         u = torch.stack([unitary(b.ops, self.n_qubits, thetas.double()) for b in blocks], 1)
@@ -212,14 +240,12 @@ class QLAM(nn.Module):
         state = self.initial_state(b, x.dtype) if state is None else self._check_state(state, b)
         psi0 = torch.stack([state.real, state.imag], -2).to(x.dtype)
         dt = self.dt().to(x.dtype)
-        angles = self.in_proj(x).view(b, length, h, self.n_angles) * dt[:, None]
-        # one phase vector per (token, head, layer): (B, L, H, R, N)
-        phases = torch.stack([blk.phases(None, angles, angles) for blk in self._phase_blocks], 3)
+        # one phase vector per (token, head, layer): (B, L, H, R, N) from Delta_h in_proj(x)
+        phases = self._phases(x, self.in_proj, dt, "phase")
         w = self._dense(self._fixed_blocks, self.theta.double() * self.dt().double()[:, None])
         read_phases = w_read = None
         if self.query_basis:
-            q = self.q_basis(x).view(b, length, h, self.n_qubits)
-            read_phases = self._read_phase.phases(None, q, q)
+            read_phases = self._phases(x, self.q_basis, None, "read")[:, :, :, 0]
             w_read = self._dense([self._read_fixed], self.read_theta)[:, 0].to(x.dtype)
         if self.noise is not None:  # evaluation under noise: trajectories, no gradients
             from qlam.sim.noise import noisy_scan

@@ -65,6 +65,23 @@ class PhaseBlock:
         """(..., 2^n) phase vector."""
         return self.angle_values(theta, x, like) @ self.coeff_matrix(like.dtype, like.device)
 
+    def affine_map(self, n_inputs: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(A (n_inputs, 2^n), c (2^n,)) float64 with phases = x @ A + c, when every angle
+        is a constant or an input with numeric a, b; None when one depends on parameters."""
+        coeffs = self.coeff_matrix(torch.float64, None)
+        a_map = torch.zeros(n_inputs, coeffs.shape[1], dtype=torch.float64)
+        offset = torch.zeros(coeffs.shape[1], dtype=torch.float64)
+        for angle, coeff in zip(self.angles, coeffs):
+            if angle is None or angle.kind == "const":
+                offset += coeff * (1.0 if angle is None else angle.value)
+            elif angle.kind == "input" and not isinstance(angle.a, Angle) \
+                    and not isinstance(angle.b, Angle):
+                a_map[angle.index] += angle.a * coeff
+                offset += angle.b * coeff
+            else:
+                return None
+        return a_map, offset
+
 
 def _diagonalise(op: Op) -> list[Op]:
     """Rewrite an input-dependent gate as fixed gates around diagonal input-dependent ones."""
