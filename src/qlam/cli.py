@@ -27,8 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# commands that train or evaluate: they keep freed memory for the next step (qlam.allocator)
+KEEP_MEMORY = {"train", "eval", "demo", "sweep", "robustness"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in KEEP_MEMORY:
+        from qlam.allocator import keep_freed_memory
+
+        keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
