@@ -159,11 +159,11 @@ def unitary(ops, n_qubits: int, theta=None, dtype=torch.float64, device=None) ->
     """The dense (2^n, 2^n) matrix of input-free ``ops`` (differentiable in theta); theta of
     shape (H, P) gives the H matrices (H, 2^n, 2^n), built together."""
     n = 2**n_qubits
-    rows = n if theta is None or theta.dim() < 2 else theta.shape[0] * n
-    check_memory(rows, n_qubits, dtype, device,
+    batched = isinstance(theta, torch.Tensor) and theta.dim() == 2
+    check_memory(theta.shape[0] * n if batched else n, n_qubits, dtype, device,
                  "dense unitary (compiled path; method='reference' avoids it)")
     eye = torch.eye(n, dtype=complex_dtype(dtype), device=device)
-    if theta is not None and theta.dim() == 2:  # a batch of parameter vectors
+    if batched:  # a batch of parameter vectors
         eye = eye.expand(theta.shape[0], n, n)
         theta = theta.T  # theta[index]: that parameter of every matrix
     return apply_ops(eye, ops, n_qubits, theta, None).transpose(-2, -1)
