@@ -9,10 +9,8 @@ import sys
 
 import pytest
 
-SCRIPT = r"""
-import resource, sys, torch
-from qlam.allocator import keep_freed_memory
-print(keep_freed_memory())
+LOOP = r"""
+import resource, torch
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 counts = []
@@ -25,13 +23,16 @@ for _ in range(16):  # a 'step': two 64 MiB tensors, written, then freed
     del x, y
 print(sorted(counts[-8:])[4])  # the median step after settling
 """
+KEEP = "from qlam.allocator import keep_freed_memory\nprint(keep_freed_memory(), flush=True)\n"
+# the loop in a process started after the call (as `qlam train --distributed` spawns its ranks)
+CHILD = KEEP + f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {LOOP!r}], check=True)\n"
 
 
-def _run(**env) -> tuple[str, int]:
+def _run(code: str, **env) -> tuple[str, int]:
     full = {k: v for k, v in os.environ.items()
             if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "QLAM_KEEP_MEMORY")}
     full.update(env)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=full, timeout=120)
     assert out.returncode == 0, out.stderr
     kept, faults = out.stdout.split()
@@ -39,9 +40,11 @@ def _run(**env) -> tuple[str, int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
-def test_kept_memory_is_not_faulted_in_again():
-    kept, faults = _run()
-    off, faults_off = _run(QLAM_KEEP_MEMORY="0")
+@pytest.mark.parametrize("where", ["this process", "a child process"])
+def test_kept_memory_is_not_faulted_in_again(where):
+    code = KEEP + LOOP if where == "this process" else CHILD
+    kept, faults = _run(code)
+    off, faults_off = _run(code, QLAM_KEEP_MEMORY="0")
     assert (kept, off) == ("True", "False")
     # default glibc: every step maps its 2 x 16,384 pages anew; kept: the typical step
     # reuses them (glibc still maps an occasional step anew, depending on the heap's layout)

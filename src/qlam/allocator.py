@@ -5,8 +5,10 @@ when they are freed, and trims the free top of its heap: a training or evaluatio
 activations, tens of MB each, are then mapped anew every step and page-faulted in, zero-filled,
 page by page (`qlam eval` on sMNIST spent half its time in the kernel). Raising both
 thresholds keeps freed memory for the next step, at the price of the process holding its peak.
-Process-wide, so only the commands that train or evaluate call it; a no-op off glibc, when the
-user set glibc's malloc variables, or with QLAM_KEEP_MEMORY=0.
+Process-wide, so only the commands that train or evaluate call it; processes started from
+this one afterwards (`qlam train --distributed`'s spawned ranks) inherit it through glibc's
+MALLOC_* variables, set here. A no-op off glibc, when the user set those variables, or with
+QLAM_KEEP_MEMORY=0.
 """
 
 from __future__ import annotations
@@ -31,4 +33,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS, Windows)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, THRESHOLD))
+    if not (mallopt(M_MMAP_THRESHOLD, THRESHOLD) and mallopt(M_TRIM_THRESHOLD, THRESHOLD)):
+        return False
+    os.environ.update(MALLOC_MMAP_THRESHOLD_=str(THRESHOLD), MALLOC_TRIM_THRESHOLD_=str(THRESHOLD))
+    return True
