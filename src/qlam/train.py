@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from qlam import distributed as ddp
 from qlam.models import build_model, count_params, size_to_budget
+from qlam.objectives import METRICS, batch_stats
 from qlam.progress import Progress
 from qlam.store import append_jsonl, atomic_save, atomic_write_text, load_checkpoint
 
@@ -51,6 +51,10 @@ class TrainConfig:
     tokenize: str = "pixel"
     patch: int = 4
     grayscale: bool = False
+    # generated tasks (qlam.data.generated): training length, test lengths "256,1024", vocabulary
+    length: int | None = None
+    test_lengths: str | None = None
+    vocab: int | None = None
     device: str = "auto"
     out: str = "runs/default"
     threads: int | None = None
@@ -71,11 +75,12 @@ class TrainConfig:
     dt_max: float | None = None
     query_basis: bool | None = None
     d_state: int | None = None  # SSM state size
+    causal: bool | None = None  # transformer: attend to earlier tokens only
     extra: dict = field(default_factory=dict)
 
     def model_options(self) -> dict:
         names = ("d_model", "n_layers", "n_heads", "n_qubits", "depth", "mlp_ratio", "dropout",
-                 "pool", "dt_min", "dt_max", "query_basis", "d_state")
+                 "pool", "dt_min", "dt_max", "query_basis", "d_state", "causal")
         opts = {k: getattr(self, k) for k in names}
         opts.update(self.extra)
         return opts
@@ -135,19 +140,34 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_task(cfg: TrainConfig):
+def build_task(cfg: TrainConfig, splits=("train", "val", "test")):
+    """The task of ``cfg`` (for generated tasks, only ``splits`` are generated now)."""
     from qlam.data import get_task
 
     return get_task(cfg.task, tokenize=cfg.tokenize, patch=cfg.patch, grayscale=cfg.grayscale,
-                    val_fraction=cfg.val_fraction, seed=cfg.seed, limit_train=cfg.limit_train)
+                    val_fraction=cfg.val_fraction, seed=cfg.seed, limit_train=cfg.limit_train,
+                    length=cfg.length, test_lengths=cfg.test_lengths, vocab=cfg.vocab,
+                    limit_test=cfg.limit_test, splits=splits)
 
 
 MEMORY_PARAMS = ("theta", "log_dt", "prep_theta", "read_theta", "log_A_real", "A_imag")
 
 
-def resolved_model_options(cfg: TrainConfig, n_features: int, n_classes: int) -> dict:
-    """The config's model options, with d_model chosen from the ``params`` budget if set."""
+def resolved_model_options(cfg: TrainConfig, n_features: int, n_classes: int,
+                           target: str = "class", discrete: bool = False) -> dict:
+    """The config's model options for a task with this ``target`` kind and input (token ids
+    when ``discrete``), with d_model chosen from the ``params`` budget if set. Per-token
+    targets need ``pool="none"`` (the default for them); the others a pooled output."""
     opts = cfg.model_options()
+    opts["discrete"] = discrete
+    if target == "tokens":
+        if opts.get("pool") not in (None, "none"):
+            raise ValueError(f"task {cfg.task!r} predicts a label per token: --pool must be "
+                             f"'none' (the default for it), not {opts['pool']!r}")
+        opts["pool"] = "none"
+    elif opts.get("pool") == "none":
+        raise ValueError(f"task {cfg.task!r} predicts one {target} per sequence: --pool 'none' "
+                         "(per-token outputs) does not apply; use mean or last")
     if cfg.params is not None:
         if opts.get("d_model") is not None:
             raise ValueError("give a parameter budget (--params) or a width (--d-model), not both")
@@ -185,27 +205,31 @@ def lr_factor(step: int, total: int, warmup_frac: float) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, task, split: str, batch_size: int, device, limit: int | None = None,
+def evaluate(model, task, split, batch_size: int, device, limit: int | None = None,
              ctx: ddp.DistContext | None = None):
-    """(mean loss, accuracy) of ``model`` on a task split (each rank scores a shard of
-    every batch when ``ctx`` is a distributed group)."""
+    """(mean loss, accuracy) of ``model`` on a task split (a name or a Split; each rank
+    scores a shard of every batch when ``ctx`` is a distributed group). Loss and accuracy
+    follow ``task.target`` (:mod:`qlam.objectives`): per target token for ``tokens``, MSE
+    and tolerance accuracy for ``regression``."""
     ctx = ctx or ddp.DistContext()
+    kind = getattr(task, "target", "class")
     model.eval()
-    total, correct, loss_sum = 0, 0, 0.0
+    examples, count, correct, loss_sum = 0, 0, 0, 0.0
     for x, y in task.batches(split, batch_size):
-        if limit is not None and total >= limit:
+        if limit is not None and examples >= limit:
             break
         if limit is not None:
-            x, y = x[: limit - total], y[: limit - total]
-        x, y, n, w = ctx.shard(x, y)
+            x, y = x[: limit - examples], y[: limit - examples]
+        examples += len(y)
+        x, y, _, w = ctx.shard(x, y)
         x, y = x.to(device), y.to(device)
-        logits = model(x)
-        loss_sum += w * F.cross_entropy(logits, y, reduction="sum").item()
-        correct += w * (logits.argmax(-1) == y).sum().item()
-        total += n
-    loss_sum, correct = ctx.all_sum([loss_sum, correct])
+        loss, right, n = batch_stats(model(x), y, kind)
+        loss_sum += w * loss.item() * n
+        correct += w * right
+        count += w * n
+    loss_sum, correct, count = ctx.all_sum([loss_sum, correct, count])
     model.train()
-    return loss_sum / max(total, 1), correct / max(total, 1)
+    return loss_sum / max(count, 1), correct / max(count, 1)
 
 
 def _rng_state() -> dict:
@@ -269,7 +293,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     device = ctx.device if ctx.enabled else resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     task = build_task(cfg)
-    model_options = resolved_model_options(cfg, task.n_features, task.n_classes)
+    model_options = resolved_model_options(cfg, task.n_features, task.n_classes, task.target,
+                                           task.discrete)
     model = build_model(cfg.model, task.n_features, task.n_classes, **model_options)
     model.to(device)
     n_params = count_params(model)
@@ -316,6 +341,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             return
         atomic_save({"model_name": cfg.model, "task": cfg.task, "config": dataclasses.asdict(cfg),
                      "n_features": task.n_features, "n_classes": task.n_classes,
+                     "target": task.target, "discrete": task.discrete,
                      "model": model.state_dict(), "val_acc": state["best_val"],
                      "epoch": state["best_epoch"]}, out / "model.pt")
 
@@ -339,9 +365,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             factor = lr_factor(state["global_step"], total_steps, cfg.warmup_frac)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * g["lr_scale"] * factor
-            logits = net(x)
-            loss = F.cross_entropy(logits, y)
-            batch = [loss.item() * len(y) * w, (logits.argmax(-1) == y).sum().item() * w, len(y) * w]
+            loss, right, count = batch_stats(net(x), y, task.target)
+            batch = [loss.item() * count * w, right * w, count * w]
             if ctx.enabled:  # DDP averages rank gradients: weight to the global-batch mean
                 loss = loss * (w * len(y) * ctx.world_size / n_global)
             if not torch.isfinite(loss):
@@ -397,8 +422,10 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             append_jsonl(out / "metrics.jsonl", record)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                               for k, v in record.items()}), file=sys.stderr)
-        if val_acc > state["best_val"]:
-            state["best_val"], state["best_epoch"] = val_acc, epoch + 1
+        # the best epoch: highest accuracy; lowest MSE for regression (best_val keeps its acc)
+        score = -val_loss if task.target == "regression" else val_acc
+        if state["best_epoch"] < 0 or score > state.get("best_score", state["best_val"]):
+            state["best_val"], state["best_epoch"], state["best_score"] = val_acc, epoch + 1, score
             save_best()
         state.update(epoch=epoch + 1, step_in_epoch=0, stats=[0.0, 0, 0])
         save_checkpoint()
@@ -409,7 +436,18 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     model.load_state_dict(best["model"])
     test_loss, test_acc = evaluate(model, task, "test", cfg.eval_batch_size, device,
                                    cfg.limit_test, ctx=ctx)
+    by_length = {}
+    for length in task.test_lengths:  # length generalisation: fresh test sets, one at a time
+        split = task.test_at(length)
+        loss, acc = evaluate(model, task, split, cfg.eval_batch_size, device, cfg.limit_test,
+                             ctx=ctx)
+        by_length[str(length)] = {"test_acc": acc, "test_loss": loss,
+                                  "n_test": min(len(split), cfg.limit_test or len(split))}
+        if ctx.is_main:
+            print(f"test length {length}: accuracy {acc:.4f}, loss {loss:.4f}", file=sys.stderr)
     summary = {"task": cfg.task, "model": cfg.model, "test_acc": test_acc, "test_loss": test_loss,
+               "target": task.target, "metric": METRICS[task.target], "chance": task.chance,
+               "length": task.seq_len, "test_lengths": by_length,
                "val_acc": state["best_val"], "best_epoch": state["best_epoch"],
                "params": n_params, "d_model": model_options.get("d_model"),
                "world_size": ctx.world_size, "epochs": state["epoch"],
@@ -435,18 +473,20 @@ def load_model(path: str | Path, device="cpu"):
         if key not in ck:
             raise ValueError(f"{path} is not a qlam model checkpoint (missing {key!r})")
     cfg = config_from_dict(ck["config"])
-    model = build_model(ck["model_name"], ck["n_features"], ck["n_classes"],
-                        **resolved_model_options(cfg, ck["n_features"], ck["n_classes"]))
+    options = resolved_model_options(cfg, ck["n_features"], ck["n_classes"],
+                                     ck.get("target", "class"), ck.get("discrete", False))
+    model = build_model(ck["model_name"], ck["n_features"], ck["n_classes"], **options)
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), ck
 
 
 def eval_checkpoint(path, task: str | None = None, shots: int | None = None, seed: int = 0,
                     device: str = "auto", batch_size: int = 256, limit: int | None = None,
-                    noise=None) -> dict:
+                    noise=None, length: int | None = None) -> dict:
     """Test accuracy of a saved model: exact, with ``shots`` measurement samples, and/or
     under ``noise`` ("depolarizing:0.01", see :mod:`qlam.sim.noise`: the channel on every
-    qubit after every token, one trajectory per example); ``seed`` seeds both."""
+    qubit after every token, one trajectory per example); ``seed`` seeds both. ``length``:
+    a generated task's test set at that length (e.g. longer than the model trained on)."""
     from qlam.sim.noise import parse_noise
 
     if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
@@ -471,12 +511,19 @@ def eval_checkpoint(path, task: str | None = None, shots: int | None = None, see
                 if not hasattr(m, "noise"):
                     raise ValueError(f"--noise is not supported by {type(m).__name__}")
                 m.noise = channel
-    t = build_task(cfg)
-    loss, acc = evaluate(model, t, "test", batch_size, dev, limit)
+    cfg.test_lengths, cfg.limit_test = None, limit  # generated tasks: generate `limit` examples
+    t = build_task(cfg, splits=() if length is not None else ("test",))
+    if (t.n_features, t.n_classes, t.target) != (ck["n_features"], ck["n_classes"],
+                                                 ck.get("target", "class")):
+        raise ValueError(f"task {cfg.task!r} does not fit this checkpoint (trained on "
+                         f"{ck['task']!r}: {ck['n_features']} features, {ck['n_classes']} outputs)")
+    split = t.test if length is None else t.test_at(length)
+    loss, acc = evaluate(model, t, split, batch_size, dev, limit)
     return {"checkpoint": str(path), "task": cfg.task, "model": ck["model_name"],
             "test_acc": acc, "test_loss": loss, "shots": shots,
             "noise": None if channel is None else str(channel), "seed": seed,
-            "n_test": min(limit, len(t.test)) if limit else len(t.test)}
+            "length": split.x.shape[1], "target": t.target, "chance": t.chance,
+            "n_test": min(limit, len(split)) if limit else len(split)}
 
 
 __all__ = ["TrainConfig", "train", "evaluate", "load_model", "eval_checkpoint"]

@@ -59,11 +59,11 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     res = eval_checkpoint(args.checkpoint, task=args.task, shots=args.shots, seed=args.seed,
                           device=args.device, batch_size=args.batch_size, limit=args.limit,
-                          noise=args.noise)
+                          noise=args.noise, length=args.length)
     how = [f"{args.shots} shots"] if args.shots is not None else []
     how += [f"noise {res['noise']} per token"] if res["noise"] else []
-    print(f"test accuracy {res['test_acc']:.4f} on {res['n_test']} examples "
-          f"({', '.join(how) or 'exact'})")
+    what = f"{res['n_test']} examples of length {res['length']}"
+    print(f"test accuracy {res['test_acc']:.4f} on {what} ({', '.join(how) or 'exact'})")
     if args.json:
         atomic_write_text(args.json, json.dumps(res, indent=2))
     return 0
@@ -109,6 +109,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test examples")
+    p.add_argument("--length", type=int, default=None,
+                   help="generated tasks: evaluate on a test set of this length (e.g. longer "
+                        "than the training length)")
     p.add_argument("--json", default=None, help="write the result here (key test_acc)")
     p.set_defaults(func=cmd_eval)
 

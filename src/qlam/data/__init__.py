@@ -4,10 +4,12 @@ sequence tasks built from them (:mod:`qlam.data.tasks`).
 >>> from qlam.data import load, get_task, TASKS
 >>> images, labels = load("mnist", "train")          # uint8 (60000, 28, 28), (60000,)
 >>> task = get_task("smnist", limit_train=1000)        # task.train.x: float32 (1000, 784, 1)
+>>> task = get_task("s5", length=64, test_lengths=[256])  # generated: token ids (10000, 64)
 
 The task builders import torch lazily, so ``qlam data ...`` stays quick.
 """
 
+from qlam.data.generated import GENERATED_TASKS
 from qlam.data.sources import (
     DATASETS,
     SUMS,
@@ -20,7 +22,8 @@ from qlam.data.sources import (
     load,
 )
 
-TASKS = ("smnist", "psmnist", "sfashion", "scifar10")
+IMAGE_TASKS = ("smnist", "psmnist", "sfashion", "scifar10")
+TASKS = IMAGE_TASKS + GENERATED_TASKS
 
 _LAZY = {
     "get_task",
@@ -31,6 +34,7 @@ _LAZY = {
     "PSMNIST_PERM_SEED",
     "TASK_DATASET",
     "GRAY_WEIGHTS",
+    "parse_lengths",
 }
 
 __all__ = [
@@ -38,6 +42,8 @@ __all__ = [
     "SUMS",
     "TASKS",
     "DataError",
+    "GENERATED_TASKS",
+    "IMAGE_TASKS",
     "cache_dir",
     "cache_path",
     "fetch",

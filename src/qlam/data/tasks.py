@@ -1,4 +1,12 @@
-"""Sequence-classification tasks built from the cached image datasets.
+"""Sequence tasks: classification of the cached image datasets (below) and the tasks
+generated locally (:mod:`qlam.data.generated`: parity, S5/A5 word problems, adding, copying,
+selective copying, MQAR, ListOps), all behind one :class:`Task` API.
+
+Target kinds (``Task.target``): ``class`` (y int64 (N,), one label per sequence),
+``regression`` (y float32 (N,), one output, MSE) and ``tokens`` (y int64 (N, L), a label per
+token, -100 where there is nothing to predict). Inputs are float features x (N, L, F), or
+token ids x int64 (N, L) when ``Task.discrete`` (then ``n_features`` is the vocabulary size
+and models embed the ids). ``Task.chance`` is the accuracy of a uniform guess.
 
 =========  ================  ==========================================================
 task       dataset           pixel tokens (default)
@@ -35,12 +43,13 @@ its channel (per-position statistics would divide the always-black MNIST borders
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from qlam.data import generated
 from qlam.data.sources import load
 
 __all__ = [
@@ -55,7 +64,9 @@ __all__ = [
     "tokenize_images",
 ]
 
-TASKS = ("smnist", "psmnist", "sfashion", "scifar10")
+IMAGE_TASKS = ("smnist", "psmnist", "sfashion", "scifar10")
+TASKS = IMAGE_TASKS + generated.GENERATED_TASKS
+TARGETS = ("class", "regression", "tokens")
 TASK_DATASET = {
     "smnist": "mnist",
     "psmnist": "mnist",
@@ -74,7 +85,8 @@ def psmnist_permutation(seed: int = PSMNIST_PERM_SEED, n: int = 784) -> torch.Te
 
 
 class Split:
-    """One split held in memory: ``x`` float32 ``(N, L, F)``, ``y`` int64 ``(N,)``."""
+    """One split held in memory: ``x`` float32 ``(N, L, F)`` (or int64 token ids ``(N, L)``),
+    ``y`` int64 ``(N,)`` (float32 for regression, int64 ``(N, L)`` per token)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
         if x.shape[0] != y.shape[0]:
@@ -114,15 +126,31 @@ class Task:
     seed: int = 0
     val_fraction: float = 0.1
     limit_train: int | None = None
+    target: str = "class"
+    discrete: bool = False
+    chance: float | None = None
+    test_lengths: tuple[int, ...] = ()
+    # generated tasks: the test split at another length (a fresh Split per call)
+    make_test: Callable[[int], Split] | None = field(default=None, repr=False)
 
-    def split(self, name: str) -> Split:
+    def split(self, name: str | Split) -> Split:
+        """A split by name, or ``name`` itself when it is a Split (e.g. from ``test_at``)."""
+        if isinstance(name, Split):
+            return name
         if name not in ("train", "val", "test"):
             raise ValueError(f"split must be 'train', 'val' or 'test', not {name!r}")
         return getattr(self, name)
 
+    def test_at(self, length: int) -> Split:
+        """The test split at ``length`` tokens (generated tasks only)."""
+        if self.make_test is None:
+            raise ValueError(f"task {self.name!r} has a fixed length; --length and "
+                             "--test-lengths apply to the generated tasks")
+        return self.make_test(length)
+
     def batches(
         self,
-        split: str,
+        split: str | Split,
         batch_size: int,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
@@ -160,6 +188,10 @@ class Task:
             "seed": self.seed,
             "val_fraction": self.val_fraction,
             "limit_train": self.limit_train,
+            "target": self.target,
+            "discrete": self.discrete,
+            "chance": self.chance,
+            "test_lengths": list(self.test_lengths),
         }
 
 
@@ -233,11 +265,28 @@ def get_task(
     seed: int = 0,
     limit_train: int | None = None,
     root=None,
+    length: int | None = None,
+    test_lengths=None,
+    vocab: int | None = None,
+    limit_test: int | None = None,
+    splits=("train", "val", "test"),
 ) -> Task:
     """Build a sequence task (see the module docstring). ``root`` is the cache directory
-    (default ``$QLAM_DATA`` or ``~/.cache/qlam``); missing datasets are fetched."""
+    (default ``$QLAM_DATA`` or ``~/.cache/qlam``); missing datasets are fetched.
+
+    Generated tasks only: ``length`` (training length, default the task's), ``test_lengths``
+    (ints, or a string "256,1024"), ``vocab``, ``limit_train`` / ``limit_test`` (examples
+    generated) and ``splits`` (which splits to generate now; the others are empty)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    if name in generated.SPECS:
+        return generated_task(name, length=length, test_lengths=test_lengths, vocab=vocab,
+                              val_fraction=val_fraction, seed=seed, limit_train=limit_train,
+                              limit_test=limit_test, splits=splits)
+    for option, value in (("length", length), ("test_lengths", test_lengths), ("vocab", vocab)):
+        if value is not None and value != ():
+            raise ValueError(f"{option} applies to the generated tasks "
+                             f"({', '.join(generated.SPECS)}), not to {name!r}")
     if tokenize not in TOKENIZATIONS:
         raise ValueError(f"tokenize must be one of {TOKENIZATIONS}, not {tokenize!r}")
     if not 0.0 <= val_fraction < 1.0:
@@ -302,6 +351,7 @@ def get_task(
         seq_len=int(seq_len),
         n_features=int(n_features),
         n_classes=N_CLASSES,
+        chance=1.0 / N_CLASSES,
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
@@ -314,4 +364,83 @@ def get_task(
         seed=seed,
         val_fraction=val_fraction,
         limit_train=limit_train,
+    )
+
+
+def parse_lengths(value) -> tuple[int, ...]:
+    """Test lengths from "256,1024" or a list of ints; () for None or ""."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                item = int(item)
+            except ValueError:
+                raise ValueError(f"bad test length {item!r} in {value!r}: use e.g. "
+                                 "256,1024,4096") from None
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            raise ValueError(f"test lengths must be positive ints, got {item!r}")
+        out.append(item)
+    return tuple(dict.fromkeys(out))
+
+
+def _to_split(x: np.ndarray, y: np.ndarray) -> Split:
+    return Split(torch.from_numpy(x), torch.from_numpy(y))
+
+
+def generated_task(name: str, *, length: int | None = None, test_lengths=None,
+                   vocab: int | None = None, val_fraction: float = 0.1, seed: int = 0,
+                   limit_train: int | None = None, limit_test: int | None = None,
+                   splits=("train", "val", "test")) -> Task:
+    """A task of :mod:`qlam.data.generated`: train/val seeded by ``seed``, test sets fixed."""
+    spec = generated.spec(name)
+    length = spec.length if length is None else length
+    generated.check(name, length, vocab)
+    lengths = parse_lengths(test_lengths)
+    for t in lengths:
+        generated.check(name, t, vocab, train_length=length)
+    for key, value in (("limit_train", limit_train), ("limit_test", limit_test)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"{key} must be an int >= 1 or None, got {value!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
+    bad = sorted(set(splits) - {"train", "val", "test"})
+    if bad:
+        raise ValueError(f"unknown split(s) {bad}")
+    n_train, n_val, n_test = spec.sizes
+    if limit_train is not None:
+        n_train, n_val = limit_train, min(n_val, max(1, round(val_fraction * limit_train)))
+    n_test = limit_test or n_test
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+
+    def make(split: str, at: int, n: int) -> Split:
+        rng = generated.rng_for(split, seed, at)
+        return _to_split(*generated.generate(name, rng, n, at, vocab, train_length=length))
+
+    vocab_size = generated.vocab_of(name, vocab)
+    parts = {k: make(k, length, n if k in splits else 0) for k, n in sizes.items()}
+    x = parts["train"].x
+    return Task(
+        name=name,
+        dataset="generated",
+        seq_len=length,
+        n_features=vocab_size if vocab_size is not None else int(x.shape[-1]),
+        n_classes=generated.n_classes(name, vocab),
+        train=parts["train"],
+        val=parts["val"],
+        test=parts["test"],
+        seed=seed,
+        val_fraction=val_fraction,
+        limit_train=limit_train,
+        target=spec.target,
+        discrete=vocab_size is not None,
+        chance=generated.chance(name, vocab),
+        test_lengths=lengths,
+        make_test=lambda at: make("test", at, n_test),
     )

@@ -1,8 +1,10 @@
-"""Sequence classifiers: QLAM and the baselines, built by name.
+"""Sequence models: QLAM and the baselines, built by name.
 
-Every model maps (batch, length, n_features) float inputs to (batch, n_classes) logits and
-shares QLAM's conventions: a Linear token embedding to ``d_model``, a final LayerNorm,
-mean (or last-token, ``pool="last"``) pooling and a Linear head.
+Every model maps (batch, length, n_features) float inputs (or (batch, length) token ids with
+``discrete=True``) to (batch, n_classes) outputs and shares QLAM's conventions: a Linear
+token embedding (nn.Embedding for ids) to ``d_model``, a final LayerNorm, mean (or
+last-token, ``pool="last"``) pooling and a Linear head; ``pool="none"`` gives one output per
+token, (batch, length, n_classes). A regression output is a head of width 1.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from qlam.models.transformer import TransformerClassifier
 # name -> (class, the keyword arguments it accepts from a training config)
 REGISTRY: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
     "qlam": (QLAMClassifier, ("d_model", "n_layers", "n_heads", "n_qubits", "depth", "mlp_ratio",
-                              "dropout", "pool", "dt_min", "dt_max", "query_basis")),
-    "rnn": (RNNClassifier, ("d_model", "n_layers", "dropout", "pool")),
-    "lstm": (LSTMClassifier, ("d_model", "n_layers", "dropout", "pool")),
-    "gru": (GRUClassifier, ("d_model", "n_layers", "dropout", "pool")),
+                              "dropout", "pool", "dt_min", "dt_max", "query_basis", "discrete")),
+    "rnn": (RNNClassifier, ("d_model", "n_layers", "dropout", "pool", "discrete")),
+    "lstm": (LSTMClassifier, ("d_model", "n_layers", "dropout", "pool", "discrete")),
+    "gru": (GRUClassifier, ("d_model", "n_layers", "dropout", "pool", "discrete")),
     "transformer": (TransformerClassifier, ("d_model", "n_layers", "n_heads", "mlp_ratio",
-                                            "dropout", "pool")),
+                                            "dropout", "pool", "discrete", "causal")),
     "ssm": (SSMClassifier, ("d_model", "n_layers", "d_state", "dropout", "pool", "dt_min",
-                            "dt_max")),
-    "qlstm": (QLSTMClassifier, ("d_model", "n_layers", "n_qubits", "depth", "dropout", "pool")),
+                            "dt_max", "discrete")),
+    "qlstm": (QLSTMClassifier, ("d_model", "n_layers", "n_qubits", "depth", "dropout", "pool",
+                                "discrete")),
 }
 
 

@@ -1,4 +1,4 @@
-"""QLAMClassifier: embedding, residual QLAM blocks, mean pooling, class logits.
+"""QLAMClassifier: embedding, residual QLAM blocks, pooling, logits (per sequence or token).
 
 Block (pre-norm, Mamba-like gating): x + Out(QLAM(LN x) * silu(G LN x)), then x + MLP(LN x).
 The QLAM layer is the only operation that mixes tokens.
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qlam.memory import QLAM
+from qlam.models.common import check_input, check_pool, pool_tokens, token_embedding
 
 
 class QLAMBlock(nn.Module):
@@ -34,16 +35,16 @@ class QLAMBlock(nn.Module):
 
 
 class QLAMClassifier(nn.Module):
-    """(B, L, n_features) -> (B, n_classes)."""
+    """(B, L, n_features) -> (B, n_classes), or (B, L, n_classes) with ``pool="none"``;
+    ``discrete``: the input is token ids (B, L) (see :mod:`qlam.models.common`)."""
 
     def __init__(self, n_features: int, n_classes: int, d_model: int = 64, n_layers: int = 2,
                  n_heads: int = 4, n_qubits: int = 4, depth: int = 1, mlp_ratio: float = 2.0,
-                 dropout: float = 0.0, pool: str = "mean", **qlam_kwargs):
+                 dropout: float = 0.0, pool: str = "mean", discrete: bool = False,
+                 **qlam_kwargs):
         super().__init__()
-        if pool not in ("mean", "last"):
-            raise ValueError(f"pool must be 'mean' or 'last', got {pool!r}")
-        self.n_features, self.pool = n_features, pool
-        self.embed = nn.Linear(n_features, d_model)
+        self.n_features, self.pool, self.discrete = n_features, check_pool(pool), discrete
+        self.embed = token_embedding(n_features, d_model, discrete)
         self.blocks = nn.ModuleList(
             QLAMBlock(d_model, n_heads, n_qubits, depth, mlp_ratio, dropout, **qlam_kwargs)
             for _ in range(n_layers))
@@ -54,14 +55,11 @@ class QLAMClassifier(nn.Module):
         return [b.memory for b in self.blocks]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.n_features:
-            raise ValueError(f"input must have shape (batch, length, {self.n_features}), "
-                             f"got {tuple(x.shape)}")
+        check_input(x, self.n_features, self.discrete)
         h = self.embed(x)
         for block in self.blocks:
             h, _ = block(h)
-        h = self.norm(h)
-        return h.mean(1) if self.pool == "mean" else h[:, -1]
+        return pool_tokens(self.norm(h), self.pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

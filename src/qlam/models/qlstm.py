@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from qlam.circuit import Angle, Circuit
-from qlam.models.common import check_input, check_pool, pool_tokens
+from qlam.models.common import check_input, check_pool, pool_tokens, token_embedding
 from qlam.sim.compiled import CompiledCircuit, FixedBlock, PhaseBlock
 from qlam.sim.gates import bits
 from qlam.sim.statevector import complex_dtype, unitary
@@ -184,19 +184,20 @@ class QLSTMClassifier(nn.Module):
     """(B, L, n_features) -> (B, n_classes) with ``n_layers`` stacked QLSTM layers."""
 
     def __init__(self, n_features: int, n_classes: int, d_model: int = 16, n_layers: int = 1,
-                 n_qubits: int = 4, depth: int = 2, dropout: float = 0.0, pool: str = "mean"):
+                 n_qubits: int = 4, depth: int = 2, dropout: float = 0.0, pool: str = "mean",
+                 discrete: bool = False):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-        self.n_features, self.pool = n_features, check_pool(pool)
-        self.embed = nn.Linear(n_features, d_model)
+        self.n_features, self.pool, self.discrete = n_features, check_pool(pool), discrete
+        self.embed = token_embedding(n_features, d_model, discrete)
         self.layers = nn.ModuleList(QLSTMCell(d_model, n_qubits, depth) for _ in range(n_layers))
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.n_features)
+        check_input(x, self.n_features, self.discrete)
         h = self.embed(x)
         for layer in self.layers:
             h, _ = layer(h)

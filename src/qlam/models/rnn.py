@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from qlam.models.common import check_input, check_pool, pool_tokens
+from qlam.models.common import check_input, check_pool, pool_tokens, token_embedding
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -21,7 +21,8 @@ class RNNClassifier(nn.Module):
     cell = "rnn"
 
     def __init__(self, n_features: int, n_classes: int, d_model: int = 64, n_layers: int = 2,
-                 dropout: float = 0.0, pool: str = "mean", cell: str | None = None):
+                 dropout: float = 0.0, pool: str = "mean", cell: str | None = None,
+                 discrete: bool = False):
         super().__init__()
         cell = cell or type(self).cell
         if cell not in CELLS:
@@ -29,7 +30,8 @@ class RNNClassifier(nn.Module):
         if d_model < 1 or n_layers < 1:
             raise ValueError(f"need d_model, n_layers >= 1, got {d_model}, {n_layers}")
         self.cell, self.n_features, self.pool = cell, n_features, check_pool(pool)
-        self.embed = nn.Linear(n_features, d_model)
+        self.discrete = discrete
+        self.embed = token_embedding(n_features, d_model, discrete)
         self.rnn = CELLS[cell](d_model, d_model, num_layers=n_layers, batch_first=True,
                                dropout=dropout if n_layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
@@ -37,7 +39,7 @@ class RNNClassifier(nn.Module):
         self.head = nn.Linear(d_model, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.n_features)
+        check_input(x, self.n_features, self.discrete)
         h, _ = self.rnn(self.embed(x))
         return pool_tokens(self.norm(self.drop(h)), self.pool)
 

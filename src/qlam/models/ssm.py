@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qlam.models.common import check_input, check_pool, pool_tokens
+from qlam.models.common import check_input, check_pool, pool_tokens, token_embedding
 
 
 class S4DKernel(nn.Module):
@@ -132,19 +132,19 @@ class SSMClassifier(nn.Module):
 
     def __init__(self, n_features: int, n_classes: int, d_model: int = 64, n_layers: int = 4,
                  d_state: int = 64, dropout: float = 0.0, pool: str = "mean",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, discrete: bool = False):
         super().__init__()
         if d_model < 1 or n_layers < 1:
             raise ValueError(f"need d_model, n_layers >= 1, got {d_model}, {n_layers}")
-        self.n_features, self.pool = n_features, check_pool(pool)
-        self.embed = nn.Linear(n_features, d_model)
+        self.n_features, self.pool, self.discrete = n_features, check_pool(pool), discrete
+        self.embed = token_embedding(n_features, d_model, discrete)
         self.blocks = nn.ModuleList(SSMBlock(d_model, d_state, dropout, dt_min=dt_min, dt_max=dt_max)
                                     for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.n_features)
+        check_input(x, self.n_features, self.discrete)
         h = self.embed(x)
         for block in self.blocks:
             h = block(h)
@@ -156,7 +156,7 @@ class SSMClassifier(nn.Module):
     @torch.no_grad()
     def forward_recurrent(self, x: torch.Tensor) -> torch.Tensor:
         """Logits computed in recurrent mode (constant memory per token, for streaming)."""
-        check_input(x, self.n_features)
+        check_input(x, self.n_features, self.discrete)
         states = [None] * len(self.blocks)
         outs = []
         for t in range(x.shape[1]):

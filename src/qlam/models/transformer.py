@@ -1,5 +1,8 @@
 """Transformer baseline: a pre-norm encoder with sinusoidal positions and pooled classification.
 
+``causal=True`` masks attention to earlier tokens (as recurrent models see them), for
+per-token targets and length generalisation in the causal setting.
+
 Linear token embedding + fixed sinusoidal positional encoding, ``n_layers`` pre-norm blocks
 x + Attn(LN x), x + MLP(LN x) (bidirectional multi-head self-attention through
 ``F.scaled_dot_product_attention``), a final LayerNorm, mean (or last-token) pooling and a
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qlam.models.common import check_input, check_pool, pool_tokens
+from qlam.models.common import check_input, check_pool, pool_tokens, token_embedding
 
 
 def sinusoidal_positions(length: int, d_model: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -29,26 +32,28 @@ def sinusoidal_positions(length: int, d_model: int, device=None, dtype=torch.flo
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, causal: bool = False):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        self.n_heads, self.dropout = n_heads, dropout
+        self.n_heads, self.dropout, self.causal = n_heads, dropout, causal
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, d = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=self.causal)
         return self.out(y.transpose(1, 2).reshape(b, length, d))
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 causal: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
-        self.attn = SelfAttention(d_model, n_heads, dropout)
+        self.attn = SelfAttention(d_model, n_heads, dropout, causal)
         self.norm2 = nn.LayerNorm(d_model)
         hidden = int(mlp_ratio * d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model))
@@ -60,27 +65,29 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    """(B, L, n_features) -> (B, n_classes)."""
+    """(B, L, n_features) -> (B, n_classes), or (B, L, n_classes) with ``pool="none"``."""
 
     d_model_multiple_of = "n_heads"  # for qlam.models.size_to_budget
 
     def __init__(self, n_features: int, n_classes: int, d_model: int = 64, n_layers: int = 2,
                  n_heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0,
-                 pool: str = "mean"):
+                 pool: str = "mean", discrete: bool = False, causal: bool = False):
         super().__init__()
         if d_model < 1 or n_layers < 1:
             raise ValueError(f"need d_model, n_layers >= 1, got {d_model}, {n_layers}")
         self.n_features, self.d_model, self.pool = n_features, d_model, check_pool(pool)
-        self.embed = nn.Linear(n_features, d_model)
+        self.discrete = discrete
+        self.embed = token_embedding(n_features, d_model, discrete)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, mlp_ratio, dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, mlp_ratio, dropout, causal)
                                     for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.n_features)
-        h = self.embed(x) + sinusoidal_positions(x.shape[1], self.d_model, x.device, x.dtype)
+        check_input(x, self.n_features, self.discrete)
+        h = self.embed(x)
+        h = h + sinusoidal_positions(x.shape[1], self.d_model, h.device, h.dtype)
         h = self.drop(h)
         for block in self.blocks:
             h = block(h)
