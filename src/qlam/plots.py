@@ -1,4 +1,5 @@
-"""Plots (matplotlib, the `plot` extra): learning curves from metrics.jsonl."""
+"""Plots (matplotlib, the `plot` extra): learning curves from metrics.jsonl, accuracy
+against test length (length generalisation)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,34 @@ def learning_curve(run_dirs: list[str | Path], png: str | Path, title: str = "")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return save_figure(fig, png)
+
+
+def accuracy_by_length(curves: dict[str, dict[int, list[float]]], png: str | Path,
+                       title: str = "", chance: float | None = None) -> Path:
+    """Test accuracy (%) against sequence length (log scale), a line per model with the
+    mean and std over runs: ``curves`` maps a model's label to {length: [accuracies]};
+    ``chance`` (a fraction) is drawn as a dashed line."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in curves.items():
+        lengths = sorted(points)
+        means = [sum(points[n]) / len(points[n]) for n in lengths]
+        stds = [0.0 if len(points[n]) < 2 else
+                (sum((a - m) ** 2 for a in points[n]) / (len(points[n]) - 1)) ** 0.5
+                for n, m in zip(lengths, means)]
+        runs = max(len(points[n]) for n in lengths)
+        ax.errorbar(lengths, means, yerr=stds, marker="o", capsize=3,
+                    label=f"{label} ({runs} run{'s' if runs > 1 else ''})")
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", linestyle="--", label="chance")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(0, 101)
+    ax.set(xlabel="test sequence length (tokens)",
+           ylabel="test accuracy (%)", title=f"{title}: length generalisation" if title else
+           "length generalisation")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return save_figure(fig, png)
 
 

@@ -9,7 +9,9 @@ rewrites the table:
 * ``TABLE.md``: test accuracy mean ± std (over seeds, sample std) per task and model, the
   paper's figure for reference, parameter count, mean wall time per run, epochs, runs;
 * ``table.csv``: the same numbers, unrounded;
-* ``accuracy.png``: grouped bars per task with std error bars and the paper's figures.
+* ``accuracy.png``: grouped bars per task with std error bars and the paper's figures;
+* for runs with test lengths (``--test-lengths``, generated tasks): a table of accuracy per
+  test length in TABLE.md and ``length_TASK.png``, accuracy against length, a line per model.
 
 Settings shared by every run come from TrainConfig flags (``--epochs``, ``--params``,
 ``--limit-train`` ...) and ``--config FILE`` (TOML/YAML); a ``[models.NAME]`` table in the
@@ -336,17 +338,76 @@ def bar_plot(rows: list[dict], png: str | Path) -> Path:
     return save_figure(fig, png)
 
 
+def length_curves(summaries: list[dict]) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """task -> model -> test length -> test accuracies (%, one per run) of the runs that
+    were tested at other lengths; each run's own test set counts at its training length."""
+    curves: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for s in summaries:
+        extra = s.get("test_lengths") or {}
+        if not extra:
+            continue
+        points = {int(s.get("length") or s.get("config", {}).get("length") or 0): s["test_acc"]}
+        points.update({int(k): v["test_acc"] for k, v in extra.items()})
+        per_model = curves.setdefault(s["task"], {}).setdefault(s["model"], {})
+        for length, acc in points.items():
+            per_model.setdefault(length, []).append(100 * acc)
+    return curves
+
+
+def length_markdown(curves, chance: dict[str, float] | None = None) -> str:
+    """One table per task: a row per model, a column per test length (mean ± std, %)."""
+    chance = chance or {}
+    parts = []
+    for task in sorted(curves, key=lambda t: _order(t, TASKS)):
+        models = curves[task]
+        lengths = sorted({n for per in models.values() for n in per})
+        head = f"### {TASK_NAMES.get(task, task)}: test accuracy (%) by sequence length"
+        if task in chance:
+            head += f" (chance {100 * chance[task]:.3g} %)"
+        lines = [head, "", "| Model | " + " | ".join(f"L = {n:,}" for n in lengths) + " |",
+                 "|---|" + "---|" * len(lengths)]
+        for model in sorted(models, key=lambda m: _order(m, DEFAULT_MODELS)):
+            cells = []
+            for n in lengths:
+                accs = models[model].get(n)
+                if not accs:
+                    cells.append("")
+                    continue
+                mean, std = _mean_std(accs)
+                cells.append(f"{mean:.1f}" + ("" if math.isnan(std) else f" ± {std:.1f}"))
+            lines.append(f"| {MODEL_NAMES.get(model, model)} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
 def write_report(dirs, out, plot: bool = True, log=sys.stderr) -> list[dict]:
-    """Collect, aggregate and write TABLE.md, table.csv (and accuracy.png) into ``out``."""
-    rows = aggregate(collect(dirs, log=log))
+    """Collect, aggregate and write TABLE.md, table.csv (and accuracy.png, and
+    length_TASK.png for runs tested at other lengths) into ``out``."""
+    summaries = collect(dirs, log=log)
+    rows = aggregate(summaries)
+    curves = length_curves(summaries)
+    chance = {s["task"]: s["chance"] for s in summaries if s.get("chance") is not None}
     out = Path(out)
     header = ("# Results\n\nTest accuracy on the official test set, mean ± sample std over seeds "
               "(`qlam report`); *Paper*: the figures reported in the QLAM paper.\n\n")
-    atomic_write_text(out / "TABLE.md", header + (markdown(rows) if rows else "No finished runs.\n"))
+    body = markdown(rows) if rows else "No finished runs.\n"
+    if curves:
+        body += ("\n## Length generalisation\n\nTest accuracy on fresh test sets of each "
+                 "length (the training length's own test set included); mean ± std over "
+                 "seeds.\n\n"
+                 + length_markdown(curves, chance))
+    atomic_write_text(out / "TABLE.md", header + body)
     atomic_write_text(out / "table.csv", table_csv(rows))
     if plot and rows:
+        from qlam.plots import accuracy_by_length
+
         try:
             bar_plot(rows, out / "accuracy.png")
+            for task, models in curves.items():
+                named = {MODEL_NAMES.get(m, m): v for m, v in
+                         sorted(models.items(), key=lambda kv: _order(kv[0], DEFAULT_MODELS))}
+                accuracy_by_length(named, out / f"length_{task}.png",
+                                   title=TASK_NAMES.get(task, task), chance=chance.get(task))
         except RuntimeError as exc:  # matplotlib missing
             if log:
                 print(f"no plot: {exc}", file=log)

@@ -11,7 +11,8 @@ from qlam.data import sources
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "data",
-        help="fetch, verify and inspect the datasets (mnist, fashion-mnist, cifar10)",
+        help="fetch, verify and inspect the datasets (mnist, fashion-mnist, cifar10); list the "
+             "tasks",
         description=(
             "Datasets are cached, verified by SHA-256, under $QLAM_DATA (default "
             "~/.cache/qlam) as NAME.npz."
@@ -63,6 +64,11 @@ def register(subparsers) -> None:
     m.add_argument("dir", metavar="DIR", help="directory holding the files (searched recursively)")
     m.add_argument("--root", help="cache directory (default: $QLAM_DATA or ~/.cache/qlam)")
     m.set_defaults(func=cmd_import)
+
+    t = sub.add_parser("tasks", help="the sequence tasks: target kind, outputs, chance level, "
+                                     "default length and sizes")
+    t.add_argument("--json", action="store_true", help="print JSON")
+    t.set_defaults(func=cmd_tasks)
 
 
 def _log(msg: str) -> None:
@@ -121,4 +127,41 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     res = sources.import_dir(args.name, args.dir, args.root)
     print(f"{args.name}: imported from {args.dir} into {res.path} ({res.seconds:.1f} s)")
+    return 0
+
+
+def task_table() -> list[dict]:
+    """One row per task (no data is loaded or generated)."""
+    from qlam.data import generated
+    from qlam.data.tasks import IMAGE_TASKS, N_CLASSES, TASK_DATASET
+
+    rows = [{"task": name, "input": f"{TASK_DATASET[name]} pixels", "target": "class",
+             "outputs": N_CLASSES, "chance": 1.0 / N_CLASSES, "length": 1024 if
+             name == "scifar10" else 784, "sizes": "official split", "about": ""}
+            for name in IMAGE_TASKS]
+    for name, spec in generated.SPECS.items():
+        rows.append({"task": name, "input": "floats x 2" if spec.vocab is None else
+                     f"tokens (vocab {spec.vocab})", "target": spec.target,
+                     "outputs": generated.n_classes(name), "chance": generated.chance(name),
+                     "length": spec.length, "sizes": "/".join(map(str, spec.sizes)),
+                     "about": spec.about})
+    return rows
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    rows = task_table()
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'task':<18} {'target':<10} {'outputs':>7} {'chance':>9} {'length':>6}  "
+          f"{'train/val/test':<18} {'input':<20} about")
+    for r in rows:
+        print(f"{r['task']:<18} {r['target']:<10} {r['outputs']:>7} {r['chance']:>9.4g} "
+              f"{r['length']:>6}  {r['sizes']:<18} {r['input']:<20} {r['about']}")
+    print("\nchance: accuracy of a uniform guess (per target token); adding: the tolerance "
+          "accuracy of the best constant (its MSE is 1/6). Generated tasks take --length, "
+          "--test-lengths, --limit-train/--limit-test (examples generated) and, for copying, "
+          "selective-copying and mqar, --vocab.")
     return 0
