@@ -8,6 +8,7 @@ import signal
 import pytest
 import torch
 
+import qlam.objectives as objectives
 import qlam.train as train_mod
 from qlam.cli import main
 from qlam.data.tasks import Split, Task
@@ -82,7 +83,7 @@ def test_resume_after_preemption_matches_uninterrupted_run(tmp_path):
 def test_signal_checkpoints_and_resume_matches_uninterrupted_run(tmp_path, monkeypatch, signum):
     full = train(_cfg(tmp_path / "a"))
     calls = {"n": 0}
-    loss_fn = train_mod.F.cross_entropy
+    loss_fn = objectives.F.cross_entropy
 
     def signalling_loss(*args, **kwargs):  # the signal arrives during the 3rd training step
         calls["n"] += 1
@@ -90,9 +91,9 @@ def test_signal_checkpoints_and_resume_matches_uninterrupted_run(tmp_path, monke
             os.kill(os.getpid(), signum)
         return loss_fn(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod.F, "cross_entropy", signalling_loss)
+    monkeypatch.setattr(objectives.F, "cross_entropy", signalling_loss)
     stopped = train(_cfg(tmp_path / "b"))
-    monkeypatch.setattr(train_mod.F, "cross_entropy", loss_fn)
+    monkeypatch.setattr(objectives.F, "cross_entropy", loss_fn)
     assert stopped == {"stopped": "interrupted", "global_step": 3}
     assert not (tmp_path / "b" / "run" / "summary.json").exists()
     # the handlers are restored: the process reacts to signals as before

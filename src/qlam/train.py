@@ -511,8 +511,15 @@ def eval_checkpoint(path, task: str | None = None, shots: int | None = None, see
                 if not hasattr(m, "noise"):
                     raise ValueError(f"--noise is not supported by {type(m).__name__}")
                 m.noise = channel
-    cfg.test_lengths, cfg.limit_test = None, limit  # generated tasks: generate `limit` examples
-    t = build_task(cfg, splits=() if length is not None else ("test",))
+    from qlam.data import GENERATED_TASKS
+
+    if cfg.task in GENERATED_TASKS:  # generate the test set only, `limit` examples
+        cfg.test_lengths, cfg.limit_test = None, limit
+        t = build_task(cfg, splits=() if length is not None else ("test",))
+    elif length is not None:
+        raise ValueError(f"--length applies to the generated tasks, not to {cfg.task!r}")
+    else:
+        t = build_task(cfg)
     if (t.n_features, t.n_classes, t.target) != (ck["n_features"], ck["n_classes"],
                                                  ck.get("target", "class")):
         raise ValueError(f"task {cfg.task!r} does not fit this checkpoint (trained on "
