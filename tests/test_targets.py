@@ -226,3 +226,20 @@ def test_split_objects_and_old_tasks_still_class():
     assert task.target == "class" and task.split(task.val) is task.val
     with pytest.raises(ValueError, match="fixed length"):
         task.test_at(10)
+
+
+@pytest.mark.parametrize("name,best", [("adding", 2), ("parity", 1)])
+def test_best_epoch_is_lowest_mse_for_regression_highest_accuracy_otherwise(
+        tmp_path, monkeypatch, name, best):
+    import qlam.train as train_mod
+
+    real = train_mod.evaluate
+    scripted = iter([(0.5, 0.2), (0.1, 0.1)])  # (val loss, val acc) of epochs 1 and 2
+
+    def fake(model, task, split, *args, **kwargs):
+        return next(scripted) if split == "val" else real(model, task, split, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", fake)
+    summary = train(_cfg(tmp_path, name, length=8, epochs=2, model="rnn"))
+    assert summary["best_epoch"] == best
+    assert summary["val_acc"] == (0.1 if best == 2 else 0.2)

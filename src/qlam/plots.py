@@ -58,6 +58,9 @@ def accuracy_by_length(curves: dict[str, dict[int, list[float]]], png: str | Pat
     if chance is not None:
         ax.axhline(100 * chance, color="grey", linestyle="--", label="chance")
     ax.set_xscale("log", base=2)
+    ticks = sorted({n for points in curves.values() for n in points})
+    ax.set_xticks(ticks, [f"{n:,}" for n in ticks])
+    ax.minorticks_off()
     ax.set_ylim(0, 101)
     ax.set(xlabel="test sequence length (tokens)",
            ylabel="test accuracy (%)", title=f"{title}: length generalisation" if title else

@@ -46,7 +46,11 @@ PAPER = {
     "ssm": {"smnist": 91.2, "sfashion": 79.6, "scifar10": 51.8},
 }
 TASK_NAMES = {"smnist": "sMNIST", "psmnist": "psMNIST", "sfashion": "sFashion-MNIST",
-              "scifar10": "sCIFAR-10"}
+              "scifar10": "sCIFAR-10", "parity": "Parity", "parity-running": "Parity (per prefix)",
+              "s5": "S5 word problem", "s5-running": "S5 (running product)",
+              "a5": "A5 word problem", "a5-running": "A5 (running product)",
+              "adding": "Adding", "copying": "Copying memory",
+              "selective-copying": "Selective copying", "mqar": "MQAR", "listops": "ListOps"}
 MODEL_NAMES = {"qlam": "QLAM", "transformer": "Transformer", "ssm": "SSM (S4D)", "lstm": "LSTM",
                "gru": "GRU", "rnn": "RNN", "qlstm": "QLSTM"}
 DEFAULT_MODELS = ("qlam", "transformer", "ssm", "lstm", "gru", "rnn", "qlstm")
