@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -243,3 +244,25 @@ def test_best_epoch_is_lowest_mse_for_regression_highest_accuracy_otherwise(
     summary = train(_cfg(tmp_path, name, length=8, epochs=2, model="rnn"))
     assert summary["best_epoch"] == best
     assert summary["val_acc"] == (0.1 if best == 2 else 0.2)
+
+
+def test_export_a_head_of_a_token_id_model():
+    """A QLAM head of a token-id model exports for an example of ids: the circuit's state
+    is the one the model's memory reaches (read through its probabilities)."""
+    import qlam
+    from qlam.export import export_head
+
+    torch.manual_seed(0)
+    model = build_model("qlam", 7, 3, discrete=True, d_model=8, n_layers=1, n_heads=2,
+                        n_qubits=2).eval()
+    x = torch.tensor([3, 0, 6, 6, 1])
+    ex = export_head(model, x, layer=0, head=1)
+    torch.testing.assert_close(qlam.statevector(ex.circuit)[0], ex.state, atol=1e-10, rtol=0)
+    mem = model.blocks[0].memory
+    with torch.no_grad():
+        h = model.blocks[0].norm1(model.embed(x[None]))
+        probs, _ = mem.probabilities(h)
+    np.testing.assert_allclose(probs[0, -1, 1].numpy(), ex.readout_probabilities.numpy(),
+                               atol=2e-5)
+    with pytest.raises(ValueError, match=r"\(length,\) token ids"):
+        export_head(model, torch.zeros(5, 7), layer=0, head=0)

@@ -91,10 +91,13 @@ def capture_memory_input(model, x: torch.Tensor, layer: int = 0) -> torch.Tensor
     if not isinstance(model, QLAMClassifier):
         raise TypeError(f"export needs a QLAMClassifier, got {type(model).__name__}")
     layer = _check_index("layer", layer, len(model.blocks))
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != model.n_features:
+    discrete = getattr(model, "discrete", False)  # token ids (length,) instead of features
+    fits = isinstance(x, torch.Tensor) and (x.dim() == 1 if discrete else
+                                            x.dim() == 2 and x.shape[1] == model.n_features)
+    if not fits:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be one example of shape (length, {model.n_features}), "
-                         f"got {shape}")
+        want = "(length,) token ids" if discrete else f"(length, {model.n_features})"
+        raise ValueError(f"x must be one example of shape {want}, got {shape}")
     captured = []
 
     def hook(_module, args):
@@ -106,7 +109,8 @@ def capture_memory_input(model, x: torch.Tensor, layer: int = 0) -> torch.Tensor
     try:
         model.eval()
         with torch.no_grad(), _exact(model):
-            model(x[None].to(device=param.device, dtype=param.dtype))
+            model(x[None].to(param.device) if discrete else
+                  x[None].to(device=param.device, dtype=param.dtype))
     finally:
         handle.remove()
         model.train(was_training)
