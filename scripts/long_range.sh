@@ -44,7 +44,7 @@ case "$what" in
     done
     ;;
   listops)
-    # LRA: 96,000 training expressions of 500-2,000 tokens (~15 min to generate on one core)
+    # LRA: 96,000 training expressions of 500-2,000 tokens (~2.5 ms each to generate: ~4 min)
     $QLAM sweep --config $CFG --root "$ROOT" --models "$MODELS" --seeds 0 \
       --tasks listops --length 2000 --limit-train 96000 "$@"
     ;;

@@ -33,8 +33,9 @@ def apply(op: str, args: list[int]) -> int:
         return min(args)
     if op == "[MAX":
         return max(args)
-    if op == "[MED":
-        return int(np.median(args))
+    if op == "[MED":  # int(np.median(args)) for these non-negative ints
+        s = sorted(args)
+        return (s[(len(s) - 1) // 2] + s[len(s) // 2]) // 2
     if op == "[SM":
         return sum(args) % 10
     raise ValueError(f"unknown ListOps operator {op!r}")
@@ -44,27 +45,42 @@ class _TooLong(Exception):
     pass
 
 
-def _tree(rng: np.random.Generator, depth: int, out: list[int], limit: int) -> int:
+class Uniforms:
+    """Uniform [0, 1) numbers from ``rng``, drawn in blocks (a numpy call per node would
+    cost more than the rest of the generator)."""
+
+    def __init__(self, rng: np.random.Generator, block: int = 1 << 16):
+        self.rng, self.block, self.buf, self.i = rng, block, [], 0
+
+    def __call__(self) -> float:
+        if self.i == len(self.buf):
+            self.buf, self.i = self.rng.random(self.block).tolist(), 0
+        self.i += 1
+        return self.buf[self.i - 1]
+
+
+def _tree(draw: Uniforms, depth: int, out: list[int], limit: int) -> int:
     """Append one subtree's tokens to ``out`` and return its value (LRA's generate_tree)."""
     if len(out) >= limit:
         raise _TooLong
-    if depth < MAX_DEPTH and rng.random() <= VALUE_P:
-        op = OPERATORS[rng.integers(len(OPERATORS))]
+    if depth < MAX_DEPTH and draw() <= VALUE_P:
+        op = OPERATORS[int(draw() * len(OPERATORS))]
         out.append(TOKEN[op])
-        args = [_tree(rng, depth + 1, out, limit) for _ in range(rng.integers(2, MAX_ARGS + 1))]
+        n_args = 2 + int(draw() * (MAX_ARGS - 1))  # 2 .. MAX_ARGS
+        args = [_tree(draw, depth + 1, out, limit) for _ in range(n_args)]
         out.append(TOKEN[END])
         return apply(op, args)
-    value = int(rng.integers(10))
+    value = int(draw() * 10)
     out.append(value + 1)
     return value
 
 
-def sample(rng: np.random.Generator, min_length: int, max_length: int) -> tuple[list[int], int]:
+def sample(draw: Uniforms, min_length: int, max_length: int) -> tuple[list[int], int]:
     """One expression with ``min_length < tokens < max_length``: (token ids, value)."""
     while True:
         out: list[int] = []
         try:
-            value = _tree(rng, 1, out, max_length)
+            value = _tree(draw, 1, out, max_length)
         except _TooLong:
             continue
         if min_length < len(out) < max_length:
@@ -106,7 +122,8 @@ def listops(rng: np.random.Generator, n: int, length: int,
     """x (N, length) left-padded token ids, y (N,) values."""
     x = np.zeros((n, length), dtype=np.int64)
     y = np.empty(n, dtype=np.int64)
+    draw = Uniforms(rng)
     for i in range(n):
-        tokens, y[i] = sample(rng, min_length, length)
+        tokens, y[i] = sample(draw, min_length, length)
         x[i, length - len(tokens):] = tokens
     return x, y
