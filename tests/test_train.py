@@ -196,3 +196,79 @@ def test_demo_trains_evaluates_and_plots(tmp_path, capsys):
     png = out / "learning_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "summary.json").read_text())["n_train"] == 96
+
+
+def _records(run):
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in recs if "val_acc" not in r], [r for r in recs if "val_acc" in r]
+
+
+def test_step_records_average_to_the_epoch_and_survive_a_resume(tmp_path):
+    """Every 2 of the 6 equal batches per epoch a step record; the mean of an epoch's three
+    window averages is that epoch's training loss/accuracy. A run preempted after step 3
+    (one record written, step 2) and resumed logs the same records as an uninterrupted one."""
+    train(_cfg(tmp_path / "a", log_every=2))
+    steps, epochs = _records(tmp_path / "a" / "run")
+    assert [r["step"] for r in steps] == [2, 4, 6, 8, 10, 12]
+    assert [r["epoch_frac"] for r in steps] == pytest.approx([1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2])
+    assert [(r["epoch"], r["step"], r["epoch_frac"]) for r in epochs] == [(1, 6, 1.0), (2, 12, 2.0)]
+    for e, ep in enumerate(epochs):
+        window = steps[3 * e: 3 * e + 3]
+        assert sum(r["train_loss"] for r in window) / 3 == pytest.approx(ep["train_loss"])
+        assert sum(r["train_acc"] for r in window) / 3 == pytest.approx(ep["train_acc"])
+    assert all(r["lr"] > 0 and r["tokens_per_s"] > 0 for r in steps)
+
+    b = tmp_path / "b" / "run"
+    train(_cfg(tmp_path / "b", log_every=2, stop_after_steps=3))
+    with open(b / "metrics.jsonl", "a") as f:  # a record the killed run wrote after its checkpoint
+        f.write(json.dumps({"step": 4, "train_loss": -1.0, "train_acc": -1.0}) + "\n")
+    train(_cfg(tmp_path / "b", log_every=2), resume=True)
+    steps_b, epochs_b = _records(b)
+    assert [r["step"] for r in steps_b] == [2, 4, 6, 8, 10, 12]
+    for r, s in zip(steps_b + epochs_b, steps + epochs):
+        assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-6)
+        assert r["train_acc"] == s["train_acc"]
+
+
+def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train(_cfg(tmp_path, log_every=3, tensorboard=True))
+    steps, epochs = _records(run)
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert tags == {"train/loss", "train/accuracy", "train/lr", "train/tokens_per_s",
+                    "val/loss", "val/accuracy"}
+    for tag, key, recs in [("train/loss", "train_loss", steps), ("train/accuracy", "train_acc", steps),
+                           ("train/lr", "lr", steps), ("train/tokens_per_s", "tokens_per_s", steps),
+                           ("val/loss", "val_loss", epochs), ("val/accuracy", "val_acc", epochs)]:
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == [r["step"] for r in recs] == (
+            [3, 6, 9, 12] if recs is steps else [6, 12])
+        assert [e.value for e in events] == pytest.approx([r[key] for r in recs], rel=1e-6)
+
+
+def test_learning_curve_of_a_one_epoch_run_has_a_training_curve(tmp_path):
+    from qlam.plots import curves
+    from qlam.store import read_jsonl
+
+    train(_cfg(tmp_path, epochs=1, log_every=2))
+    c = curves(read_jsonl(tmp_path / "run" / "metrics.jsonl"))
+    assert c["train_x"] == pytest.approx([1 / 3, 2 / 3, 1]) and len(c["train_loss"]) == 3
+    assert c["val_x"] == [1.0] and len(c["val_acc"]) == 1
+    # a file from before step records: the per-epoch training figures
+    old = [{"epoch": 1, "train_loss": 0.5, "train_acc": 0.8, "val_loss": 0.4, "val_acc": 0.9}]
+    assert curves(old)["train_x"] == [1] and curves(old)["val_acc"] == [0.9]
+    pytest.importorskip("matplotlib")
+    from qlam.plots import learning_curve
+
+    png = learning_curve([tmp_path / "run"], tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_log_every(tmp_path):
+    with pytest.raises(ValueError, match="log_every"):
+        train(_cfg(tmp_path, log_every=0))

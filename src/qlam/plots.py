@@ -19,21 +19,35 @@ def pyplot():
     return plt
 
 
+def curves(recs: list[dict]) -> dict[str, list[float]]:
+    """The training curve (step records; the epoch records for runs logged without them) and
+    the validation points of metrics.jsonl records, against fractional epochs."""
+    epochs = [r for r in recs if "val_acc" in r]
+    steps = [r for r in recs if "val_acc" not in r] or epochs
+    return {"train_x": [r.get("epoch_frac", r.get("epoch")) for r in steps],
+            "train_acc": [r["train_acc"] for r in steps],
+            "train_loss": [r["train_loss"] for r in steps],
+            "val_x": [r.get("epoch_frac", r["epoch"]) for r in epochs],
+            "val_acc": [r["val_acc"] for r in epochs], "val_loss": [r["val_loss"] for r in epochs]}
+
+
 def learning_curve(run_dirs: list[str | Path], png: str | Path, title: str = "") -> Path:
-    """Train/val accuracy and loss per epoch of one or more run directories."""
+    """Accuracy and loss of one or more run directories against (fractional) epochs: the
+    training curve from the step records of metrics.jsonl (the epoch records' training
+    figures for runs logged before step records existed), validation at every epoch's end."""
     plt = pyplot()
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     for d in run_dirs:
-        recs = read_jsonl(Path(d) / "metrics.jsonl")
-        ep = [r["epoch"] for r in recs]
+        c = curves(read_jsonl(Path(d) / "metrics.jsonl"))
         label = Path(d).name
-        ax_acc.plot(ep, [100 * r["train_acc"] for r in recs], "--", label=f"{label} train")
-        ax_acc.plot(ep, [100 * r["val_acc"] for r in recs], "-o", label=f"{label} val")
-        ax_loss.plot(ep, [r["train_loss"] for r in recs], "--", label=f"{label} train")
-        ax_loss.plot(ep, [r["val_loss"] for r in recs], "-o", label=f"{label} val")
+        for ax, key in ((ax_acc, "acc"), (ax_loss, "loss")):
+            scale = 100 if key == "acc" else 1
+            ax.plot(c["train_x"], [scale * v for v in c[f"train_{key}"]], "--", label=f"{label} train")
+            ax.plot(c["val_x"], [scale * v for v in c[f"val_{key}"]], "-o", label=f"{label} val")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=title or "accuracy")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     for ax in (ax_acc, ax_loss):
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(fig, png)

@@ -29,7 +29,8 @@ from qlam import distributed as ddp
 from qlam.models import build_model, count_params, size_to_budget
 from qlam.objectives import METRICS, batch_stats
 from qlam.progress import Progress
-from qlam.store import append_jsonl, atomic_save, atomic_write_text, load_checkpoint
+from qlam.scalars import ScalarLog
+from qlam.store import atomic_save, atomic_write_text, load_checkpoint
 
 
 @dataclass
@@ -61,6 +62,8 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     max_minutes: float | None = None  # stop training after this wall time, then evaluate
     stop_after_steps: int | None = None  # save a checkpoint and exit (simulated preemption)
+    log_every: int = 100  # steps per training-loss record (metrics.jsonl, TensorBoard)
+    tensorboard: bool = False  # also write TensorBoard scalars into out (the `tensorboard` extra)
     # model sizes (each model takes the ones it knows)
     params: int | None = None  # parameter budget: pick d_model to land near it (not with d_model)
     d_model: int | None = None
@@ -88,7 +91,7 @@ class TrainConfig:
 
 # settings that control a run but not its result: they may change on --resume
 RUN_CONTROL = ("out", "device", "threads", "checkpoint_minutes", "max_minutes",
-               "stop_after_steps", "eval_batch_size")
+               "stop_after_steps", "eval_batch_size", "log_every", "tensorboard")
 
 
 def config_from_dict(d: dict) -> TrainConfig:
@@ -284,6 +287,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
            ctx: ddp.DistContext, signalled: dict) -> dict:
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
+    if cfg.log_every < 1:
+        raise ValueError(f"log_every must be >= 1 (steps), got {cfg.log_every}")
     if ckpt_path.exists() and not resume:
         raise ValueError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
     if ctx.is_main:
@@ -303,7 +308,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": -1.0,
-             "best_epoch": -1, "wall_s": 0.0, "stats": [0.0, 0, 0]}
+             "best_epoch": -1, "wall_s": 0.0, "stats": [0.0, 0, 0], "window": [0.0, 0, 0, 0, 0.0]}
     ck = None  # rank 0 reads the checkpoint and broadcasts it
     if resume and ctx.is_main and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, "cpu" if ctx.enabled else device)
@@ -318,6 +323,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
+        state.setdefault("window", [0.0, 0, 0, 0, state["wall_s"]])  # older checkpoints
         _set_rng_state(ck["rng"])
         if ctx.is_main:
             print(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}",
@@ -328,6 +334,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     if ctx.is_main:
         atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
     net = ctx.wrap(model)  # DistributedDataParallel when distributed; saves use `model`
+    scalars = ScalarLog(out, tensorboard=cfg.tensorboard, enabled=ctx.is_main,
+                        resume_step=None if ck is None else state["global_step"])
 
     def save_checkpoint():
         if not ctx.is_main:
@@ -388,10 +396,19 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             over_time = cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60
             # all ranks stop together
             *batch, over_time, interrupted = ctx.all_sum([*batch, over_time, signalled["hit"]])
-            st = state["stats"]
+            st, win = state["stats"], state["window"]
             for k in range(3):
                 st[k] += batch[k]
+                win[k] += batch[k]
             tokens += n_global * x.shape[1]
+            win[3] += n_global * x.shape[1]
+            if state["global_step"] % cfg.log_every == 0:  # loss and accuracy since the last one
+                scalars.step({"step": state["global_step"],
+                              "epoch_frac": state["global_step"] / steps_per_epoch,
+                              "train_loss": win[0] / win[2], "train_acc": win[1] / win[2],
+                              "lr": cfg.lr * factor,
+                              "tokens_per_s": win[3] / max(elapsed - win[4], 1e-9)})
+                state["window"] = [0.0, 0, 0, 0, elapsed]
             rate = tokens / max(time.time() - t_epoch, 1e-9)
             bar.update(i + 1, loss=st[0] / st[2], acc=st[1] / st[2], tok_s=rate)
             if cfg.stop_after_steps is not None and state["global_step"] >= cfg.stop_after_steps:
@@ -410,6 +427,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             if ctx.is_main and stopped == "interrupted":
                 print(f"interrupted: checkpoint written to {ckpt_path}; the same command with "
                       "--resume continues the run", file=sys.stderr)
+            scalars.close()
             return {"stopped": stopped, "global_step": state["global_step"]}
         val_loss, val_acc = evaluate(model, task, "val", cfg.eval_batch_size, device, ctx=ctx)
         st = state["stats"]
@@ -417,9 +435,10 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                   "train_acc": st[1] / max(st[2], 1), "val_loss": val_loss, "val_acc": val_acc,
                   "lr": cfg.lr * factor, "epoch_s": time.time() - t_epoch,
                   "tokens_per_s": tokens / max(time.time() - t_epoch, 1e-9),
-                  "wall_s": state["wall_s"], "partial": stopped is not None}
+                  "wall_s": state["wall_s"], "partial": stopped is not None,
+                  "step": state["global_step"], "epoch_frac": state["global_step"] / steps_per_epoch}
+        scalars.epoch(record)
         if ctx.is_main:
-            append_jsonl(out / "metrics.jsonl", record)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                               for k, v in record.items()}), file=sys.stderr)
         # the best epoch: highest accuracy; lowest MSE for regression (best_val keeps its acc)
@@ -430,6 +449,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         state.update(epoch=epoch + 1, step_in_epoch=0, stats=[0.0, 0, 0])
         save_checkpoint()
         last_ckpt = time.time()
+    scalars.close()
 
     best = ctx.broadcast(load_checkpoint(out / "model.pt", "cpu" if ctx.enabled else device)
                          if ctx.is_main else None)
