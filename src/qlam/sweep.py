@@ -55,6 +55,7 @@ MODEL_NAMES = {"qlam": "QLAM", "transformer": "Transformer", "ssm": "SSM (S4D)",
                "gru": "GRU", "rnn": "RNN", "qlstm": "QLSTM"}
 DEFAULT_MODELS = ("qlam", "transformer", "ssm", "lstm", "gru", "rnn", "qlstm")
 GRID_KEYS = ("task", "model", "seed", "out")  # set by the sweep, not by flags
+EXECUTORS = ("local", "ray")
 
 
 def _order(key: str, known: tuple[str, ...] | list[str]) -> tuple[int, str]:
@@ -129,42 +130,73 @@ def plan(root, models, tasks, seeds, shared: dict, per_model: dict | None = None
 
 def sweep(root, models, tasks, seeds, shared: dict | None = None, per_model: dict | None = None,
           command: str | None = None, keep_going: bool = True, plot: bool = True,
-          log=sys.stderr) -> dict:
+          log=sys.stderr, executor: str = "local", address: str | None = None,
+          gpus: float = 0.0) -> dict:
     """Run the grid (skipping finished runs, resuming interrupted ones) and write the table.
+    ``executor``: "local" (one run after the other in this process) or "ray" (every run a
+    Ray task, see :mod:`qlam.cluster`; ``address`` and ``gpus`` per run apply there).
     Returns counts {'done', 'skipped', 'resumed'} and lists 'failed': [(dir, error)] (an
     exception) and 'stopped': [(dir, reason)] (preempted or interrupted, resumable from its
     checkpoint)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     runs = plan(root, models, tasks, seeds, shared or {}, per_model)
     result = {"done": 0, "skipped": 0, "resumed": 0, "failed": [], "stopped": []}
+    todo = []
     for i, (cfg, status) in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}] {cfg.task} {cfg.model} seed {cfg.seed}"
         if status == "done":
             result["skipped"] += 1
             print(f"{tag}: finished, skipped", file=log)
-            continue
+        else:
+            todo.append((tag, cfg, status))
+    if executor == "ray":
+        from qlam.cluster import run_on_ray
+
+        outcomes = run_on_ray(todo, address=address, gpus=gpus, command=command, log=log)
+    else:
+        outcomes = _run_local(todo, command, log, keep_going)
+    try:
+        for tag, cfg, status, summary, error in outcomes:
+            if error is not None:
+                if not keep_going:
+                    raise RuntimeError(f"{cfg.out}: {error}")
+                result["failed"].append((cfg.out, error))
+                print(f"{tag}: FAILED: {error}", file=log)
+                continue
+            if "test_acc" not in summary:  # stopped early (preemption, signal): not finished
+                result["stopped"].append((cfg.out, str(summary.get("stopped"))))
+                if summary.get("stopped") == "interrupted" and executor == "local":
+                    print(f"{tag}: interrupted; rerun the same sweep to resume", file=log)
+                    break  # the user stopped the sweep
+                continue
+            result["done"] += 1
+            result["resumed"] += status == "resume"
+            print(f"{tag}: test accuracy {summary['test_acc']:.4f}", file=log)
+            if _is_rank0():
+                write_report([root], root, plot=plot, log=None)
+    finally:
+        outcomes.close()
+    if _is_rank0():
+        write_report([root], root, plot=plot, log=log)
+    return result
+
+
+def _run_local(todo, command, log, keep_going: bool = True):
+    """The local executor: train each (tag, cfg, status) in turn in this process, yielding
+    (tag, cfg, status, summary, error) like :func:`qlam.cluster.run_on_ray` (an exception
+    propagates when not ``keep_going``)."""
+    for tag, cfg, status in todo:
         print(f"{tag}: {'resuming' if status == 'resume' else 'training'} in {cfg.out}", file=log)
         try:
             summary = training.train(cfg, resume=status == "resume", command=command)
         except Exception as exc:  # noqa: BLE001 - one broken run must not stop the grid
             if not keep_going:
                 raise
-            result["failed"].append((cfg.out, f"{type(exc).__name__}: {exc}"))
-            print(f"{tag}: FAILED: {exc}", file=log)
             traceback.print_exc(file=log)
+            yield tag, cfg, status, None, f"{type(exc).__name__}: {exc}"
             continue
-        if "test_acc" not in summary:  # stopped early (preemption, signal): not finished
-            result["stopped"].append((cfg.out, str(summary.get("stopped"))))
-            if summary.get("stopped") == "interrupted":  # the user stopped the sweep
-                print(f"{tag}: interrupted; rerun the same sweep to resume", file=log)
-                break
-            continue
-        result["done"] += 1
-        result["resumed"] += status == "resume"
-        if _is_rank0():
-            write_report([root], root, plot=plot, log=None)
-    if _is_rank0():
-        write_report([root], root, plot=plot, log=log)
-    return result
+        yield tag, cfg, status, summary, None
 
 
 def _is_rank0() -> bool:
@@ -449,8 +481,15 @@ def cmd_sweep(args) -> int:
         return 0
     command = "qlam " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0 = time.time()
+    if args.executor == "ray":
+        from qlam.cluster import ray_module
+
+        ray_module()  # a clear error before anything runs when Ray is missing
+    elif args.address is not None or args.gpus_per_run:
+        raise ValueError("--address and --gpus-per-run apply to --executor ray only")
     res = sweep(args.root, models, tasks, seeds, shared, per_model, command=command,
-                keep_going=not args.fail_fast, plot=not args.no_plot)
+                keep_going=not args.fail_fast, plot=not args.no_plot, executor=args.executor,
+                address=args.address, gpus=args.gpus_per_run)
     print(f"sweep: {res['done']} run(s) trained ({res['resumed']} resumed), {res['skipped']} "
           f"already finished, {len(res['stopped'])} stopped (rerun to resume), "
           f"{len(res['failed'])} failed, {(time.time() - t0) / 60:.1f} min; "
@@ -485,6 +524,14 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status only")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
     p.add_argument("--no-plot", action="store_true", help="skip accuracy.png")
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="local: one run after the other here; ray: every run a Ray task "
+                        "(pip install 'qlam[cluster]')")
+    p.add_argument("--address", default=None,
+                   help="Ray instance for --executor ray: auto (the cluster this machine "
+                        "joined) or HOST:PORT (default: a local instance for this sweep)")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, metavar="N",
+                   help="GPUs each Ray task asks for (default 0; CPUs per run: --threads)")
     _add_config_args(p)
     p.set_defaults(func=cmd_sweep)
 
