@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[dev,peers,plot]"
+	$(BIN)/python -m pip install -q -e ".[dev,peers,plot,cluster,tensorboard,hardware]" "$(TORCH_PIN)"
 	$(BIN)/python -m qlam.sim.kernel || echo "qlam: C++ kernel not built; the PyTorch path will be used"
 	touch $(STAMP)
 

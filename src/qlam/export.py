@@ -184,19 +184,23 @@ def to_qiskit(circuit: Circuit, params=None, inputs=None):
     bound = _bound(circuit, params, inputs)
     qc = QuantumCircuit(bound.n_qubits)
     for op in bound.ops:
-        a = [x.value for x in op.angles]
-        w = list(op.wires)
-        if op.name == "u1":
-            qc.p(a[0], w[0])
-        elif op.name == "u2":
-            qc.u(math.pi / 2, a[0], a[1], w[0])
-        elif op.name == "u3":
-            qc.u(a[0], a[1], a[2], w[0])
-        elif op.name == "cnot":
-            qc.cx(*w)
-        else:  # x y z h s sdg t tdg rx ry rz cz swap rzz rxx ryy: same names and conventions
-            getattr(qc, op.name)(*a, *w)
+        append_qiskit(qc, op.name, [x.value for x in op.angles], list(op.wires))
     return qc
+
+
+def append_qiskit(qc, name: str, a: list, w: list[int]) -> None:
+    """Append qlam gate ``name`` with angles ``a`` (numbers or Qiskit parameter expressions)
+    on wires ``w`` to the Qiskit circuit ``qc``."""
+    if name == "u1":
+        qc.p(a[0], w[0])
+    elif name == "u2":
+        qc.u(math.pi / 2, a[0], a[1], w[0])
+    elif name == "u3":
+        qc.u(a[0], a[1], a[2], w[0])
+    elif name == "cnot":
+        qc.cx(*w)
+    else:  # x y z h s sdg t tdg rx ry rz cz swap rzz rxx ryy: same names and conventions
+        getattr(qc, name)(*a, *w)
 
 
 def qiskit_to_qlam_order(values, n_qubits: int) -> np.ndarray:

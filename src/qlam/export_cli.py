@@ -37,16 +37,23 @@ def _int_in(name: str, value: int, size: int, what: str) -> int:
 
 def export_example(checkpoint, out, *, index: int, task: str | None = None, layer: int = 0,
                    head: int = 0, tokens: int | None = None, split: str = "test",
-                   noise=None) -> dict:
+                   noise=None, backend: str | None = None) -> dict:
     """Write ``out`` (OpenQASM 2.0) and ``out`` with .json (probabilities, readout, metadata)
     for example ``index`` of ``split``; returns the JSON record. ``noise`` (e.g.
     "depolarizing:0.001") adds the exact density-matrix probabilities of the same circuits
-    with that channel after every gate on each wire it touches (key ``noisy``)."""
+    with that channel after every gate on each wire it touches (key ``noisy``). ``backend``
+    (a fake IBM backend, see :mod:`qlam.hardware`) adds the measured circuit transpiled for
+    it: depth, two-qubit gates, estimated success probability (key ``hardware``), and writes
+    that circuit to ``out`` with suffix .BACKEND.qasm."""
     from qlam import train as training
     from qlam.export import export_head
     from qlam.sim.noise import circuit_density_matrix, parse_noise
 
     channel = parse_noise(noise)
+    if backend is not None:
+        from qlam.hardware import get_backend
+
+        backend = get_backend(backend)  # an unknown name fails before any work
     out = Path(out)
     model, ck = load_qlam(checkpoint)
     _int_in("layer", layer, len(model.blocks), "the model's block list")
@@ -102,6 +109,14 @@ def export_example(checkpoint, out, *, index: int, task: str | None = None, laye
             rho_read = circuit_density_matrix(ex.readout, channel, rho=rho)
             noisy["readout_probabilities"] = torch.diagonal(rho_read).real.tolist()
         record["noisy"] = noisy
+    if backend is not None:
+        from qiskit import qasm2
+
+        from qlam.hardware import device_report
+
+        record["hardware"], tqc = device_report(ex, backend)
+        record["hardware"]["qasm"] = out.with_suffix(f".{backend.name}.qasm").name
+        atomic_write_text(out.with_suffix(f".{backend.name}.qasm"), qasm2.dumps(tqc))
     atomic_write_text(out, qasm)
     atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1))
     return record
@@ -110,12 +125,17 @@ def export_example(checkpoint, out, *, index: int, task: str | None = None, laye
 def cmd_export(args) -> int:
     rec = export_example(args.checkpoint, args.out, index=args.index, task=args.task,
                          layer=args.layer, head=args.head, tokens=args.tokens, split=args.split,
-                         noise=args.noise)
+                         noise=args.noise, backend=args.backend)
     md = rec["metadata"]
     print(f"wrote {args.out} ({md['n_gates']} gates on {md['n_qubits']} qubits, {md['tokens']} "
           f"tokens, layer {md['layer']} head {md['head']}) and "
           f"{Path(args.out).with_suffix('.json')} (label {md['label']}, "
           f"prediction {md['prediction']})")
+    if "hardware" in rec:
+        hw = rec["hardware"]
+        print(f"{hw['backend']}: depth {hw['depth']}, {hw['two_qubit_gates']} two-qubit gates, "
+              f"estimated success probability {hw['estimated_success_probability']:.3g} "
+              f"(transpiled circuit in {hw['qasm']})")
     return 0
 
 
@@ -126,7 +146,7 @@ def cmd_robustness(args) -> int:
     noise = args.noise if args.noise is not None else list(DEFAULT_NOISE)
     res = robustness(args.checkpoint, args.out, task=args.task, shots=shots, noise=noise,
                      limit=args.limit, seed=args.seed, device=args.device,
-                     batch_size=args.batch_size, plot=not args.no_plot)
+                     batch_size=args.batch_size, plot=not args.no_plot, backend=args.backend)
     print(f"wrote {Path(args.out) / 'robustness.json'} ({len(res['rows'])} settings, "
           f"{res['n_test']} test examples)")
     return 0
@@ -145,6 +165,10 @@ def register(sub) -> None:
     p.add_argument("--noise", default=None, metavar="KIND:P",
                    help="also store the exact noisy probabilities (key 'noisy') with this channel "
                         "after every gate (density matrix: slow for long circuits)")
+    p.add_argument("--backend", default=None, metavar="NAME",
+                   help="also transpile for this fake IBM backend (e.g. fake_torino; "
+                        f"pip install 'qlam[hardware]') and store its depth, two-qubit gates "
+                        "and estimated success probability (key 'hardware')")
     p.add_argument("--out", required=True, help="QASM file; the JSON goes next to it (.json)")
     p.set_defaults(func=cmd_export)
 
@@ -164,6 +188,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of shots and trajectories")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--backend", default=None, metavar="NAME",
+                   help="also evaluate under this fake IBM backend's noise model (Qiskit Aer, "
+                        "density matrices; needs --limit: a few examples of a short sequence)")
     p.add_argument("--no-plot", action="store_true", help="skip robustness.png")
     p.add_argument("--out", required=True, help="directory for robustness.json/.md/.png")
     p.set_defaults(func=cmd_robustness)

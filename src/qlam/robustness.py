@@ -6,10 +6,19 @@ and under every noise setting (the channel on every qubit after every token's ci
 quantum trajectory per test example, as ``qlam eval --noise``; see :mod:`qlam.sim.noise`).
 Every setting starts its sampler from the same ``seed``, so each row is reproducible alone.
 
+With ``backend`` (a fake IBM backend, :mod:`qlam.hardware`) one more row evaluates every
+QLAM layer under that backend's noise model: the token circuits transpiled for it and run
+as noisy density matrices in Qiskit Aer (kind "backend"; a few examples of short
+sequences: each head of each example is one simulation).
+
 Writes, in ``--out``:
 
 * ``robustness.json``: the settings and a table ``rows`` of {kind, strength, shots,
-  test_acc, stderr, test_loss, n_test, seconds}; kind is "exact", "shots" or a channel name.
+  test_acc, stderr, test_loss, n_test, seconds}; kind is "exact", "shots", a channel name or
+  "backend" (with key ``backend``, its name, and per token the mean total-variation distance
+  of the noisy readout distributions from the noiseless ones, ``tvd``, beside that of the
+  uniform distribution, ``tvd_uniform``: their ratio is how much of the readout's signal
+  the noise has erased).
   Rewritten after every row, and a rerun with the same settings skips the rows already
   there (so an interrupted sweep continues);
 * ``robustness.md``: the same table in Markdown;
@@ -19,6 +28,7 @@ Writes, in ``--out``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -37,6 +47,10 @@ NOISE_PLACEMENT = ("per token: the channel acts on every qubit after every token
                    "one quantum trajectory per test example")
 SHOTS_MEANING = ("every token's readout of every head is estimated from N computational-basis "
                  "samples (the Pauli-Z expectations from the empirical frequencies)")
+BACKEND_MEANING = ("the backend's noise model (Qiskit Aer, from its reported gate errors and "
+                   "durations) on every QLAM layer's token circuits, transpiled for it; density "
+                   "matrices; each token's readout exact but for the backend's measurement "
+                   "assignment error (see qlam.hardware)")
 
 
 def parse_shots(spec) -> list[int]:
@@ -60,20 +74,22 @@ def parse_shots(spec) -> list[int]:
 
 
 def _key(row: dict) -> tuple:
-    return row["kind"], row.get("strength"), row.get("shots")
+    return row["kind"], row.get("strength"), row.get("shots"), row.get("backend")
 
 
-def _settings(shots: list[int], channels) -> list[dict]:
+def _settings(shots: list[int], channels, backend: str | None = None) -> list[dict]:
     rows = [{"kind": "exact", "strength": None, "shots": None}]
     rows += [{"kind": "shots", "strength": None, "shots": s} for s in shots]
     rows += [{"kind": c.kind, "strength": c.p, "shots": None, "channel": c} for c in channels]
+    if backend is not None:
+        rows.append({"kind": "backend", "strength": None, "shots": None, "backend": backend})
     return rows
 
 
 def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
                noise=DEFAULT_NOISE, limit: int | None = None, seed: int = 0,
                device: str = "auto", batch_size: int = 256, plot: bool = True,
-               log=None) -> dict:
+               log=None, backend: str | None = None) -> dict:
     """Run the sweep (see the module docstring); returns the JSON record."""
     from qlam import train as training
     from qlam.export_cli import load_qlam
@@ -88,6 +104,15 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
         raise ValueError(f"limit must be >= 1, got {limit}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    noisy_device = None
+    if backend is not None:
+        from qlam.hardware import NoisyDevice, get_backend
+
+        if limit is None:
+            raise ValueError("--backend simulates density matrices per example and head: give "
+                             "--limit (a few test examples)")
+        noisy_device = NoisyDevice(get_backend(backend), seed=seed)
+        backend = noisy_device.backend.name
     dev = training.resolve_device(device)
     model, ck = load_qlam(checkpoint, dev)
     cfg = training.config_from_dict(ck["config"])
@@ -110,7 +135,7 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
             done = {_key(r): r for r in old.get("rows", [])}
     memories = [m for m in model.modules() if isinstance(m, QLAM)]
     rows = []
-    for setting in _settings(shots, channels):
+    for setting in _settings(shots, channels, backend):
         channel = setting.pop("channel", None)
         if _key(setting) in done:
             rows.append(done[_key(setting)])
@@ -119,9 +144,13 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
         for m in memories:
             m.shots, m.noise, m.generator = setting["shots"], channel, gen
         t0 = time.time()
-        loss, acc = training.evaluate(model, data, "test", batch_size, dev, limit)
+        on_backend = setting["kind"] == "backend"
+        with noisy_device.attached(memories) if on_backend else contextlib.nullcontext():
+            loss, acc = training.evaluate(model, data, "test", batch_size, dev, limit)
         row = {**setting, "test_acc": acc, "stderr": math.sqrt(acc * (1 - acc) / max(n_test, 1)),
                "test_loss": loss, "n_test": n_test, "seconds": round(time.time() - t0, 2)}
+        if on_backend:  # how far each token's readout moved, against what full decoherence moves
+            row.update(noisy_device.token_distances())
         rows.append(row)
         label = _label(row)
         print(f"robustness: {label:<28} test accuracy {acc:.4f}  ({row['seconds']:.1f} s)",
@@ -140,6 +169,8 @@ def _label(row: dict) -> str:
         return "exact"
     if row["kind"] == "shots":
         return f"{row['shots']} shots"
+    if row["kind"] == "backend":
+        return f"{row['backend']} noise model"
     return f"{row['kind']}:{row['strength']:g}"
 
 
@@ -158,6 +189,8 @@ def _write(out: Path, head: dict, rows: list[dict], done: dict) -> dict:
         lines.append(f"| {_label(r)} | {r['kind']} | {value} | {100 * r['test_acc']:.2f} | "
                      f"{100 * r['stderr']:.2f} |")
     lines += ["", f"Noise: {NOISE_PLACEMENT}.", f"Shots: {SHOTS_MEANING}.", ""]
+    if any(r["kind"] == "backend" for r in record["rows"]):
+        lines.insert(-1, f"Backend: {BACKEND_MEANING}.")
     atomic_write_text(out / "robustness.md", "\n".join(lines))
     return record
 
@@ -175,13 +208,15 @@ def plot_robustness(record: dict, png) -> Path:
         ax_s.errorbar([r["shots"] for r in shot_rows], [100 * r["test_acc"] for r in shot_rows],
                       yerr=[100 * r["stderr"] for r in shot_rows], fmt="-o", capsize=3,
                       label="shots per token")
-    kinds = sorted({r["kind"] for r in rows} - {"exact", "shots"})
+    kinds = sorted({r["kind"] for r in rows} - {"exact", "shots", "backend"})
     for kind in kinds:
         rs = sorted((r for r in rows if r["kind"] == kind and r["strength"] > 0),
                     key=lambda r: r["strength"])
         if rs:
             ax_n.errorbar([r["strength"] for r in rs], [100 * r["test_acc"] for r in rs],
                           yerr=[100 * r["stderr"] for r in rs], fmt="-o", capsize=3, label=kind)
+    for r in (r for r in rows if r["kind"] == "backend"):
+        ax_n.axhline(100 * r["test_acc"], ls=":", color="black", label=_label(r))
     for ax in (ax_s, ax_n):
         if exact:
             ax.axhline(100 * exact[0]["test_acc"], ls="--", color="grey", label="exact")
