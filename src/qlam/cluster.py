@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from qlam import train as training
+from qlam.rundirs import run_status
 
 LOG_NAME = "train.log"
 CANCEL_WAIT_S = 300.0  # how long Ctrl-C waits for cancelled runs to write their checkpoints
@@ -47,8 +48,6 @@ def run_logged(config: dict, command: str | None = None) -> dict:
     appended to ``DIR/train.log``: skipped when finished, resumed from its checkpoint when
     interrupted. Returns {"status": "done"|"resume"|"new", "summary": dict} (an early stop's
     summary has no test_acc); an exception is written to the log and raised again."""
-    from qlam.sweep import run_status
-
     cfg = training.config_from_dict(config)
     out = Path(cfg.out)
     status = run_status(out)

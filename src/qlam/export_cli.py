@@ -167,7 +167,7 @@ def register(sub) -> None:
                         "after every gate (density matrix: slow for long circuits)")
     p.add_argument("--backend", default=None, metavar="NAME",
                    help="also transpile for this fake IBM backend (e.g. fake_torino; "
-                        f"pip install 'qlam[hardware]') and store its depth, two-qubit gates "
+                        "pip install 'qlam[hardware]') and store its depth, two-qubit gates "
                         "and estimated success probability (key 'hardware')")
     p.add_argument("--out", required=True, help="QASM file; the JSON goes next to it (.json)")
     p.set_defaults(func=cmd_export)

@@ -25,7 +25,6 @@ rates and durations, offline).
 from __future__ import annotations
 
 import contextlib
-import math
 from functools import lru_cache
 
 import numpy as np

@@ -37,6 +37,7 @@ from pathlib import Path
 from qlam import train as training
 from qlam.data.tasks import TASKS
 from qlam.models import REGISTRY
+from qlam.rundirs import run_dir, run_status
 from qlam.store import atomic_write_text
 
 # test accuracy (%) reported in the QLAM paper (sMNIST, sFashion-MNIST, sCIFAR-10)
@@ -89,19 +90,6 @@ def _names(text: str, what: str) -> list[str]:
 
 
 # ---- the grid ---------------------------------------------------------------------------
-def run_dir(root: str | Path, task: str, model: str, seed: int) -> Path:
-    return Path(root) / task / model / f"seed{seed}"
-
-
-def run_status(path: Path) -> str:
-    """'done' (summary.json), 'resume' (checkpoint.pt only) or 'new'."""
-    if (path / "summary.json").is_file():
-        return "done"
-    if (path / "checkpoint.pt").is_file():
-        return "resume"
-    return "new"
-
-
 def plan(root, models, tasks, seeds, shared: dict, per_model: dict | None = None):
     """[(TrainConfig, status)] for every (task, model, seed), tasks outermost."""
     per_model = per_model or {}
