@@ -1,7 +1,8 @@
 """`qlam sweep --executor ray`: every run of the grid is one Ray task.
 
 The driver (the ``qlam sweep`` process) plans the grid as usual, submits each unfinished run
-as a task that asks for ``--threads`` CPUs (1 when unset) and ``--gpus-per-run`` GPUs, and
+as a task that asks for ``--threads`` CPUs (1 when unset) and ``--gpus-per-run`` GPUs (1
+when unset and ``--device cuda``), and
 rewrites the table whenever a run finishes. A task decides on its own node what to do with
 its run directory: a finished run (summary.json) is left alone, an interrupted one
 (checkpoint.pt) is resumed, a new one trained; its output goes to ``DIR/train.log``. A task
@@ -86,7 +87,8 @@ def run_on_ray(todo, *, address: str | None = None, gpus: float = 0.0,
     try:
         task = ray.remote(run_logged)
         for tag, cfg, status in todo:
-            ref = task.options(num_cpus=cfg.threads or 1, num_gpus=gpus, max_retries=2,
+            n_gpus = gpus or (1 if cfg.device.startswith("cuda") else 0)
+            ref = task.options(num_cpus=cfg.threads or 1, num_gpus=n_gpus, max_retries=2,
                                name=f"qlam {cfg.task} {cfg.model} seed{cfg.seed}").remote(
                 dataclasses.asdict(cfg), command)
             pending[ref] = (tag, cfg, status)

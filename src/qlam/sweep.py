@@ -3,8 +3,9 @@
 
 Runs live in ``ROOT/TASK/MODEL/seedS``. A run whose ``summary.json`` exists is finished and
 skipped; one with only a ``checkpoint.pt`` was interrupted and is resumed; so rerunning the
-same command after a crash (or on a second day) continues the grid. Every finished run
-rewrites the table:
+same command after a crash (or on a second day) continues the grid; ``--executor ray`` runs
+every run as a Ray task, on this machine or a cluster (:mod:`qlam.cluster`). Every finished
+run rewrites the table:
 
 * ``TABLE.md``: test accuracy mean ± std (over seeds, sample std) per task and model, the
   paper's figure for reference, parameter count, mean wall time per run, epochs, runs;
