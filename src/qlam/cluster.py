@@ -2,8 +2,7 @@
 
 The driver (the ``qlam sweep`` process) plans the grid as usual, submits each unfinished run
 as a task that asks for ``--threads`` CPUs (1 when unset) and ``--gpus-per-run`` GPUs (1
-when unset and ``--device cuda``), and
-rewrites the table whenever a run finishes. A task decides on its own node what to do with
+when unset and ``--device cuda``), and rewrites the table whenever a run finishes. A task decides on its own node what to do with
 its run directory: a finished run (summary.json) is left alone, an interrupted one
 (checkpoint.pt) is resumed, a new one trained; its output goes to ``DIR/train.log``. A task
 that raises is reported with that log's path and the other tasks go on; a worker that dies
