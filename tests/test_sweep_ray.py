@@ -4,6 +4,7 @@ summaries, resume preempted runs and report a failing run with its log."""
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,7 @@ def test_real_ray_matches_local_and_resumes(tmp_path, monkeypatch):
     here = Path(__file__).parent
     src = Path(S.__file__).parents[1]
     env = {"PYTHONPATH": os.pathsep.join([str(src), str(here)]), "OMP_NUM_THREADS": "1"}
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": env, "worker_process_setup_hook": install})
     try:
@@ -132,6 +134,8 @@ def test_real_ray_matches_local_and_resumes(tmp_path, monkeypatch):
         assert second["done"] == 4 and second["resumed"] == 4
     finally:
         ray.shutdown()
+        for s, handler in handlers.items():  # Ray's SIGTERM handler must not outlive the test
+            signal.signal(s, handler)
     monkeypatch.setattr(T, "build_task", tiny_task)
     torch.set_num_threads(1)
     local = tmp_path / "local"

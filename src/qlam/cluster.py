@@ -2,11 +2,12 @@
 
 The driver (the ``qlam sweep`` process) plans the grid as usual, submits each unfinished run
 as a task that asks for ``--threads`` CPUs (1 when unset) and ``--gpus-per-run`` GPUs (1
-when unset and ``--device cuda``), and rewrites the table whenever a run finishes. A task decides on its own node what to do with
-its run directory: a finished run (summary.json) is left alone, an interrupted one
-(checkpoint.pt) is resumed, a new one trained; its output goes to ``DIR/train.log``. A task
-that raises is reported with that log's path and the other tasks go on; a worker that dies
-(a lost node) is retried by Ray, and the retry resumes from the last checkpoint.
+when unset and ``--device cuda``), and rewrites the table whenever a run finishes. A task
+decides on its own node what to do with its run directory: a finished run (summary.json)
+is left alone, an interrupted one (checkpoint.pt) is resumed, a new one trained; its output
+goes to ``DIR/train.log``. A task that raises is reported with that log's path and the
+other tasks go on; a worker that dies (a lost node) is retried by Ray, and the retry
+resumes from the last checkpoint.
 
 ``--address`` picks the Ray instance: none starts a local one for the sweep (stopped at the
 end), ``auto`` joins the cluster this machine belongs to (``ray start``), ``HOST:PORT`` a
@@ -21,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,11 +80,11 @@ def run_on_ray(todo, *, address: str | None = None, gpus: float = 0.0,
     (tag, cfg, status, summary, error) as they end, in the order they end (error: None or
     "message; log: PATH")."""
     ray = ray_module()
-    started = False
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    if started:  # Ray installs its own SIGTERM handler in the driver: restored at the end
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
-        started = True
     pending = {}
     try:
         task = ray.remote(run_logged)
@@ -111,6 +114,9 @@ def run_on_ray(todo, *, address: str | None = None, gpus: float = 0.0,
             ray.cancel(ref)
         if started:
             ray.shutdown()
+            if threading.current_thread() is threading.main_thread():
+                for s, handler in saved.items():
+                    signal.signal(s, handler)
 
 
 def _outcome(ray, ref, item) -> tuple:
