@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
 	$(BIN)/python -m pip install -q -e ".[dev,peers,plot,cluster,tensorboard,hardware]" "$(TORCH_PIN)"
-	$(BIN)/python -m qlam.sim.kernel || echo "qlam: C++ kernel not built; the PyTorch path will be used"
+	$(BIN)/python -m qlam.sim.scan.cpp || echo "qlam: C++ kernel not built; the PyTorch path will be used"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from qlam.sim.recurrence import random_unitaries, scan
+from qlam.sim.scan import random_unitaries, scan
 
 
 def problem(b, length, h, n, device, dtype=torch.float32, seed=0):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from qlam.circuit import GATES, Angle, Circuit
-from qlam.export import _pennylane_op, to_qiskit  # noqa: F401  (to_qiskit re-exported)
+from qlam.interop import _pennylane_op, to_qiskit  # noqa: F401  (to_qiskit re-exported)
 
 TWO_QUBIT = [g for g, (nw, _, _) in GATES.items() if nw == 2]
 ONE_QUBIT = [g for g, (nw, _, _) in GATES.items() if nw == 1]

@@ -1,6 +1,6 @@
 """A tiny synthetic two-class task that stands in for every named task (no dataset), for
 tests whose training runs in other processes (Ray workers): ``install()`` patches
-qlam.train.build_task there."""
+qlam.config.build_task there."""
 
 import torch
 
@@ -20,6 +20,6 @@ def tiny_task(cfg=None) -> Task:
 
 
 def install() -> None:
-    import qlam.train
+    import qlam.config
 
-    qlam.train.build_task = tiny_task
+    qlam.config.build_task = tiny_task

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from qlam import openqasm
+
 # name -> (number of wires, number of angles, diagonal in the computational basis)
 GATES: dict[str, tuple[int, int, bool]] = {
     "x": (1, 0, False), "y": (1, 0, False), "z": (1, 0, True), "h": (1, 0, False),
@@ -324,14 +326,19 @@ class Circuit:
 
     # ---- OpenQASM 2.0 -----------------------------------------------------------------
     def to_qasm(self, params=None, inputs=None) -> str:
-        """OpenQASM 2.0 text with every angle bound (see :func:`qlam.qasm.to_qasm`)."""
-        from qlam.qasm import to_qasm
-
-        return to_qasm(self, params, inputs)
+        """OpenQASM 2.0 text with every angle bound to ``params`` (n_params,) (the initial
+        values when None) and ``inputs`` (n_inputs,) (required when the circuit reads input
+        features); the format: :mod:`qlam.openqasm`."""
+        return openqasm.dumps(self.bind(params, inputs))
 
     @staticmethod
     def from_qasm(text: str) -> Circuit:
-        """A circuit with constant angles from OpenQASM 2.0 text (see :mod:`qlam.qasm`)."""
-        from qlam.qasm import from_qasm
-
-        return from_qasm(text)
+        """A circuit with constant angles from OpenQASM 2.0 text (:mod:`qlam.openqasm`)."""
+        n_qubits, gates = openqasm.loads(text)
+        circuit = Circuit(n_qubits)
+        for name, wires, angles, line in gates:
+            try:
+                circuit.append(name, wires, angles)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"line {line}: {exc}") from None
+        return circuit

@@ -1,29 +1,27 @@
 """The `qlam` command line: each subsystem registers its own subcommands.
 
 A module listed in COMMANDS exposes ``register(subparsers)``, which adds one or more
-subparsers and sets ``func`` (called with the parsed namespace; returns an exit code).
+subparsers and sets ``func`` (called with the parsed namespace; returns an exit code). No
+command module imports this one.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-COMMANDS = [
-    "qlam.data.cli",
-    "qlam.train_cli",
-    "qlam.sweep",
-    "qlam.export_cli",
-    "qlam.bench.cli",
-]
+from qlam import export_cli, sweep, train_cli
+from qlam.bench import cli as bench_cli
+from qlam.data import cli as data_cli
+
+COMMANDS = [data_cli, train_cli, sweep, export_cli, bench_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qlam", description="Quantum Long-Attention Memory")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(name).register(sub)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 

@@ -145,19 +145,6 @@ def shutdown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-class Quiet:
-    """A progress bar that shows nothing (ranks other than 0)."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def update(self, *args, **kwargs) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -190,4 +177,4 @@ def launch_local(nproc: int, fn, *args, threads: int | None = None, **kwargs):
     return results.get() if not results.empty() else None
 
 
-__all__ = ["DistContext", "init", "shutdown", "launched", "launch_local", "free_port", "Quiet"]
+__all__ = ["DistContext", "init", "shutdown", "launched", "launch_local", "free_port"]

@@ -17,26 +17,26 @@ Along with them come the model's own |psi_K>, its probabilities and the readout
 probabilities, computed by the layer itself (the fused recurrence, in float64), so anyone can
 check the circuit against the model with another simulator.
 
-Wire order: wire 0 is the most significant bit of a basis-state index (qlam's and
-PennyLane's convention). :func:`to_qiskit` maps wire i to Qiskit qubit i, so the QASM text and
-the Qiskit circuit agree; Qiskit indexes basis states with qubit 0 as the *least*
-significant bit, so reverse the qubit order to compare: ``Statevector(qc).reverse_qargs()``
-or ``qiskit_to_qlam_order(probs)``. :func:`to_pennylane` maps wire i to PennyLane wire i, and
-``qml.state()`` / ``qml.probs()`` already use qlam's order.
+The converters to Qiskit and PennyLane (and the wire-order notes) are in :mod:`qlam.interop`;
+``to_qiskit``, ``to_pennylane`` and ``qiskit_to_qlam_order`` are importable from here too.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-from contextlib import contextmanager
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import torch
 
+from qlam import config
+from qlam.atomic import atomic_write_text
 from qlam.circuit import Circuit
-from qlam.memory import QLAM
+from qlam.config import config_from_dict
+from qlam.evaluate import load_qlam
+from qlam.interop import qiskit_to_qlam_order, to_pennylane, to_qiskit
+from qlam.models.qlam import QLAMClassifier
+from qlam.sim.noise import circuit_density_matrix, parse_noise
 
 
 @dataclass
@@ -63,58 +63,11 @@ class HeadExport:
         return c
 
 
-@contextmanager
-def _exact(model: torch.nn.Module):
-    """Temporarily no shots and no noise on any QLAM layer (a deterministic capture)."""
-    saved = [(m, m.shots, m.noise) for m in model.modules() if isinstance(m, QLAM)]
-    try:
-        for m, _, _ in saved:
-            m.shots, m.noise = None, None
-        yield
-    finally:
-        for m, shots, noise in saved:
-            m.shots, m.noise = shots, noise
-
-
-def _check_index(name: str, value, size: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not 0 <= value < size:
-        raise ValueError(f"{name} {value} out of range: 0..{size - 1}")
-    return int(value)
-
-
 def capture_memory_input(model, x: torch.Tensor, layer: int = 0) -> torch.Tensor:
     """The input (1, L, d_model) that block ``layer``'s QLAM layer receives for example x."""
-    from qlam.models.qlam import QLAMClassifier
-
     if not isinstance(model, QLAMClassifier):
         raise TypeError(f"export needs a QLAMClassifier, got {type(model).__name__}")
-    layer = _check_index("layer", layer, len(model.blocks))
-    discrete = getattr(model, "discrete", False)  # token ids (length,) instead of features
-    fits = isinstance(x, torch.Tensor) and (x.dim() == 1 if discrete else
-                                            x.dim() == 2 and x.shape[1] == model.n_features)
-    if not fits:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        want = "(length,) token ids" if discrete else f"(length, {model.n_features})"
-        raise ValueError(f"x must be one example of shape {want}, got {shape}")
-    captured = []
-
-    def hook(_module, args):
-        captured.append(args[0].detach())
-
-    handle = model.blocks[layer].memory.register_forward_pre_hook(hook)
-    param = next(model.parameters())
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad(), _exact(model):
-            model(x[None].to(param.device) if discrete else
-                  x[None].to(device=param.device, dtype=param.dtype))
-    finally:
-        handle.remove()
-        model.train(was_training)
-    return captured[0]
+    return model.memory_input(x, layer)
 
 
 def export_head(model, x: torch.Tensor, *, layer: int = 0, head: int = 0,
@@ -122,38 +75,15 @@ def export_head(model, x: torch.Tensor, *, layer: int = 0, head: int = 0,
     """The bound circuits of head ``head`` of block ``layer`` for example x (L, n_features),
     over its first ``tokens`` tokens (all by default); see the module docstring."""
     h_in = capture_memory_input(model, x, layer).cpu().double()
-    mem: QLAM = model.blocks[layer].memory
-    head = _check_index("head", head, mem.n_heads)
-    length = h_in.shape[1]
-    if tokens is None:
-        tokens = length
-    if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)):
-        raise TypeError(f"tokens must be an int, got {type(tokens).__name__}")
-    if not 1 <= tokens <= length:
-        raise ValueError(f"tokens must lie in 1..{length} (the sequence length), got {tokens}")
-    tokens = int(tokens)
-    mem64 = copy.deepcopy(mem).cpu().double()
-    mem64.shots, mem64.noise = None, None
-    h_in = h_in[:, :tokens]
-    n = mem64.n_qubits
+    mem64 = model.blocks[layer].memory.exact_copy()
+    circuit, readout, tokens = mem64.bound_circuits(h_in, head, tokens)
     with torch.no_grad():
-        dt = mem64.dt()[head]
-        angles = mem64.in_proj(h_in).view(tokens, mem64.n_heads, mem64.n_angles)[:, head] * dt
-        theta = mem64.theta[head] * dt
-        circuit = Circuit(n)
-        circuit.extend(mem64.prep.bind(mem64.prep_theta[head]))
-        for t in range(tokens):
-            circuit.extend(mem64.circuit.bind(theta, angles[t]))
-        readout = None
-        if mem64.query_basis:
-            q = mem64.q_basis(h_in[0, -1]).view(mem64.n_heads, n)[head]
-            readout = mem64.read.bind(mem64.read_theta[head], q)
-        probs, final = mem64.probabilities(h_in)
+        probs, final = mem64.probabilities(h_in[:, :tokens])
     state = final[0, head].to(torch.complex128)
     return HeadExport(circuit=circuit, readout=readout, state=state,
                       probabilities=(state.real.square() + state.imag.square()),
                       readout_probabilities=probs[0, -1, head].double(), layer=layer, head=head,
-                      tokens=tokens, n_qubits=n)
+                      tokens=tokens, n_qubits=mem64.n_qubits)
 
 
 def head_circuit(model, x: torch.Tensor, *, layer: int = 0, head: int = 0,
@@ -163,98 +93,101 @@ def head_circuit(model, x: torch.Tensor, *, layer: int = 0, head: int = 0,
     return export_head(model, x, layer=layer, head=head, tokens=tokens).circuit
 
 
-# ---- other tools --------------------------------------------------------------------------
-def _bound(circuit: Circuit, params=None, inputs=None) -> Circuit:
-    if not isinstance(circuit, Circuit):
-        raise TypeError(f"expected a qlam Circuit, got {type(circuit).__name__}")
-    if circuit.n_params or circuit.n_inputs or params is not None or inputs is not None:
-        return circuit.bind(params, inputs)
-    return circuit
+# ---- a checkpoint's example to files (`qlam export`) ----------------------------------
+WIRE_ORDER = ("wire 0 is the most significant bit: probabilities[i] belongs to the basis state "
+              "whose bit string format(i, '0{n}b') has wire 0 first; the QASM's q[i] is wire i "
+              "(Qiskit orders basis states the other way round: reverse its qubits to compare)")
 
 
-def to_qiskit(circuit: Circuit, params=None, inputs=None):
-    """A ``qiskit.QuantumCircuit`` (no measurements) of ``circuit``, its angles bound to
-    ``params``/``inputs`` if it has any. qlam wire i is Qiskit qubit i (as in the QASM); Qiskit
-    numbers basis states with qubit 0 as the least significant bit, so
-    ``Statevector(qc).reverse_qargs()`` is in qlam's order. Imports qiskit here."""
-    try:
-        from qiskit import QuantumCircuit
-    except ModuleNotFoundError as exc:
-        raise RuntimeError("to_qiskit needs qiskit: pip install qiskit") from exc
-    bound = _bound(circuit, params, inputs)
-    qc = QuantumCircuit(bound.n_qubits)
-    for op in bound.ops:
-        append_qiskit(qc, op.name, [x.value for x in op.angles], list(op.wires))
-    return qc
+def _int_in(name: str, value: int, size: int, what: str) -> int:
+    if not 0 <= value < size:
+        raise ValueError(f"{name} {value} out of range: {what} has {size} "
+                         f"(valid 0..{size - 1})")
+    return value
 
 
-def append_qiskit(qc, name: str, a: list, w: list[int]) -> None:
-    """Append qlam gate ``name`` with angles ``a`` (numbers or Qiskit parameter expressions)
-    on wires ``w`` to the Qiskit circuit ``qc``."""
-    if name == "u1":
-        qc.p(a[0], w[0])
-    elif name == "u2":
-        qc.u(math.pi / 2, a[0], a[1], w[0])
-    elif name == "u3":
-        qc.u(a[0], a[1], a[2], w[0])
-    elif name == "cnot":
-        qc.cx(*w)
-    else:  # x y z h s sdg t tdg rx ry rz cz swap rzz rxx ryy: same names and conventions
-        getattr(qc, name)(*a, *w)
-
-
-def qiskit_to_qlam_order(values, n_qubits: int) -> np.ndarray:
-    """Reorder a length-2^n vector (probabilities or amplitudes) from Qiskit's basis-state
-    order (qubit 0 the least significant bit) to qlam's (wire 0 the most significant)."""
-    v = np.asarray(values)
-    if v.shape != (2**n_qubits,):
-        raise ValueError(f"expected a vector of length {2**n_qubits}, got shape {v.shape}")
-    return v.reshape((2,) * n_qubits).transpose(tuple(reversed(range(n_qubits)))).reshape(-1)
-
-
-def _pennylane_op(qml, name: str, a: list[float], w: list[int]):
-    table = {
-        "x": qml.PauliX, "y": qml.PauliY, "z": qml.PauliZ, "h": qml.Hadamard, "s": qml.S,
-        "t": qml.T, "rx": qml.RX, "ry": qml.RY, "rz": qml.RZ, "u1": qml.U1, "u2": qml.U2,
-        "u3": qml.U3, "cnot": qml.CNOT, "cz": qml.CZ, "swap": qml.SWAP, "rzz": qml.IsingZZ,
-        "rxx": qml.IsingXX, "ryy": qml.IsingYY,
-    }
-    if name in ("sdg", "tdg"):
-        return qml.adjoint(table[name[0]](wires=w))
-    return table[name](*a, wires=w)
-
-
-_PENNYLANE_CHANNELS = {"depolarizing": "DepolarizingChannel",
-                       "amplitude_damping": "AmplitudeDamping", "bitflip": "BitFlip"}
-
-
-def to_pennylane(circuit: Circuit, params=None, inputs=None, *, noise=None):
-    """A PennyLane quantum function ``qfunc()`` that applies ``circuit`` (angles bound to
-    ``params``/``inputs`` if it has any) on wires 0..n-1; use it inside a QNode, e.g.
-    ``qml.QNode(lambda: (qfunc(), qml.probs(wires=range(n)))[1], dev)``. qlam wire i is
-    PennyLane wire i, and PennyLane's state and probabilities use qlam's order. ``noise``
-    (a channel spec such as "depolarizing:0.01") inserts that channel on every wire of every
-    gate, after the gate (for ``default.mixed``). Imports pennylane here."""
-    try:
-        import pennylane as qml
-    except ModuleNotFoundError as exc:
-        raise RuntimeError("to_pennylane needs pennylane: pip install pennylane") from exc
-    from qlam.sim.noise import parse_noise
-
-    bound = _bound(circuit, params, inputs)
+def export_example(checkpoint, out, *, index: int, task: str | None = None, layer: int = 0,
+                   head: int = 0, tokens: int | None = None, split: str = "test",
+                   noise=None, backend: str | None = None) -> dict:
+    """Write ``out`` (OpenQASM 2.0) and ``out`` with .json (probabilities, readout, metadata)
+    for example ``index`` of ``split``; returns the JSON record. ``noise`` (e.g.
+    "depolarizing:0.001") adds the exact density-matrix probabilities of the same circuits
+    with that channel after every gate on each wire it touches (key ``noisy``). ``backend``
+    (a fake IBM backend, see :mod:`qlam.hardware`) adds the measured circuit transpiled for
+    it: depth, two-qubit gates, estimated success probability (key ``hardware``), and writes
+    that circuit to ``out`` with suffix .BACKEND.qasm."""
     channel = parse_noise(noise)
-    ops = [(op.name, [x.value for x in op.angles], list(op.wires)) for op in bound.ops]
+    if backend is not None:
+        from qlam.hardware import get_backend
 
-    def qfunc():
-        for name, a, w in ops:
-            _pennylane_op(qml, name, a, w)
-            if channel is not None:
-                for wire in w:
-                    getattr(qml, _PENNYLANE_CHANNELS[channel.kind])(channel.p, wires=wire)
+        backend = get_backend(backend)  # an unknown name fails before any work
+    out = Path(out)
+    model, ck = load_qlam(checkpoint)
+    _int_in("layer", layer, len(model.blocks), "the model's block list")
+    mem = model.blocks[layer].memory
+    _int_in("head", head, mem.n_heads, f"block {layer}'s QLAM layer")
+    if tokens is not None and tokens < 1:
+        raise ValueError(f"tokens must be >= 1, got {tokens}")
+    cfg = config_from_dict(ck["config"])
+    if task is not None:
+        cfg.task = task
+    data = config.build_task(cfg).split(split)
+    _int_in("index", index, len(data), f"the {cfg.task} {split} split")
+    x, y = data[index]
+    if tokens is not None and tokens > x.shape[0]:
+        raise ValueError(f"tokens must lie in 1..{x.shape[0]} (the sequence length), got {tokens}")
+    ex = export_head(model, x, layer=layer, head=head, tokens=tokens)
+    with torch.no_grad():
+        pred = int(model(x[None].float()).argmax(-1))
+    n = ex.n_qubits
+    qasm = ex.circuit.to_qasm()
+    record = {
+        "probabilities": ex.probabilities.tolist(),
+        "amplitudes": {"real": ex.state.real.tolist(), "imag": ex.state.imag.tolist()},
+        "readout": None if ex.readout is None else {
+            "token": ex.tokens - 1,
+            "probabilities": ex.readout_probabilities.tolist(),
+            "qasm": ex.readout.to_qasm(),
+            "note": "the query-chosen measurement basis of the last exported token: apply this "
+                    "circuit after the state circuit, then measure every qubit; these are the "
+                    "model's Born probabilities of that measurement",
+        },
+        "metadata": {
+            "checkpoint": str(checkpoint), "model": ck.get("model_name"), "task": cfg.task,
+            "split": split, "index": index, "label": int(y), "prediction": pred,
+            "layer": layer, "head": head, "tokens": ex.tokens, "sequence_length": int(x.shape[0]),
+            "n_qubits": n, "n_heads": mem.n_heads, "n_layers": len(model.blocks),
+            "depth": mem.depth, "query_basis": mem.query_basis,
+            "gates": ex.circuit.gate_count(), "n_gates": len(ex.circuit),
+            "circuit_depth": ex.circuit.depth(), "qasm": out.name,
+            "wire_order": WIRE_ORDER.format(n=n),
+            "circuit": "state preparation (RY, RZ per qubit) from |0...0>, then each token's "
+                       "circuit (input RZ and ring RZZ, trainable RX, RY and ring RXX, RYY, per "
+                       "layer) with the trained and input-derived angles; probabilities are "
+                       "|psi_K|^2 at its end, computed by the model's own recurrence (float64)",
+        },
+    }
+    if channel is not None:
+        rho = circuit_density_matrix(ex.circuit, channel)
+        noisy = {"noise": str(channel),
+                 "placement": "after every gate, on each wire it touches (exact density matrix)",
+                 "probabilities": torch.diagonal(rho).real.tolist()}
+        if ex.readout is not None:
+            rho_read = circuit_density_matrix(ex.readout, channel, rho=rho)
+            noisy["readout_probabilities"] = torch.diagonal(rho_read).real.tolist()
+        record["noisy"] = noisy
+    if backend is not None:
+        from qiskit import qasm2
 
-    qfunc.n_qubits = bound.n_qubits
-    return qfunc
+        from qlam.hardware import device_report
+
+        record["hardware"], tqc = device_report(ex, backend)
+        record["hardware"]["qasm"] = out.with_suffix(f".{backend.name}.qasm").name
+        atomic_write_text(out.with_suffix(f".{backend.name}.qasm"), qasm2.dumps(tqc))
+    atomic_write_text(out, qasm)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1))
+    return record
 
 
-__all__ = ["HeadExport", "export_head", "head_circuit", "capture_memory_input", "to_qiskit",
-           "to_pennylane", "qiskit_to_qlam_order"]
+__all__ = ["HeadExport", "export_head", "export_example", "head_circuit", "capture_memory_input",
+           "to_qiskit", "to_pennylane", "qiskit_to_qlam_order"]

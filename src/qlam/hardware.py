@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from qlam.memory import QLAM, token_circuit
+from qlam.sim.noise import pure_density
 
 OPTIMIZATION_LEVEL = 1
 EXTRA = "pip install 'qlam[hardware]'"
@@ -105,7 +106,7 @@ def device_report(ex, backend, seed: int = 0) -> tuple[dict, object]:
     """(record, transpiled circuit) for a :class:`qlam.export.HeadExport`: its measured
     circuit (state + readout, then every wire measured into classical bit = wire) on
     ``backend``; ``wire_qubits[i]``: the physical qubit measured for wire i."""
-    from qlam.export import to_qiskit
+    from qlam.interop import to_qiskit
 
     qc = to_qiskit(ex.measured)
     qc.measure_all()
@@ -130,7 +131,7 @@ def _template(n_qubits: int, depth: int, with_prep: bool):
     from qiskit import QuantumCircuit
     from qiskit.circuit import ParameterVector
 
-    from qlam.export import append_qiskit
+    from qlam.interop import append_qiskit
     from qlam.memory import prep_circuit
 
     tok = token_circuit(n_qubits, depth)
@@ -250,8 +251,6 @@ class NoisyDevice:
         if state is not None:
             raise ValueError("noisy evaluation on a backend starts every head from its "
                              "prepared state (no state argument)")
-        from qlam.sim.noise import pure_density
-
         exact, final = QLAM.probabilities(mem, x)  # checks x; the noiseless results
         b, length, _ = x.shape
         h, n = mem.n_heads, mem.n_qubits
@@ -264,7 +263,7 @@ class NoisyDevice:
         rho = torch.from_numpy(runs).view(b, h, length, 2**n, 2**n).transpose(1, 2)  # B L H N N
         if mem.query_basis:
             rp = mem._phases(x, mem.q_basis, None, "read")[:, :, :, 0].double()
-            pair = mem._dense([mem._read_fixed], mem.read_theta)[:, 0]
+            pair = mem._dense(mem._read, mem.read_theta)[:, 0]
             m_read = torch.complex(pair[:, 0], pair[:, 1])  # (H, N, N)
             rho = m_read @ (rho * pure_density(torch.polar(torch.ones_like(rp), rp))) @ m_read.mH
         probs = torch.diagonal(rho, dim1=-2, dim2=-1).real.clamp_min(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qlam.atomic import atomic_write
 from qlam.store import read_jsonl
 
 
@@ -85,12 +86,11 @@ def accuracy_by_length(curves: dict[str, dict[int, list[float]]], png: str | Pat
 
 
 def save_figure(fig, png: str | Path) -> Path:
-    """Lay out, write ``png`` (creating its folder) and close the figure."""
+    """Lay out, write ``png`` atomically (creating its folder) and close the figure."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    try:
+        return atomic_write(png, lambda f: fig.savefig(f, dpi=120, format="png"))
+    finally:
+        plt.close(fig)

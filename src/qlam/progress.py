@@ -1,5 +1,9 @@
 """A dependency-free progress bar: redrawn in place on a terminal, a line every 10 % or
-30 s otherwise (logs stay readable)."""
+30 s otherwise (logs stay readable).
+
+Why not tqdm: off a terminal tqdm still redraws with carriage returns, so a training log
+(nohup, a scheduler's file) fills with one long line; this bar writes whole lines there.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int, desc: str = "", stream=None):
-        self.total, self.desc = total, desc
+    def __init__(self, total: int, desc: str = "", stream=None, disable: bool = False):
+        """``disable``: show nothing (e.g. every distributed rank but the first)."""
+        self.total, self.desc, self.disable = total, desc, disable
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.t0 = self.last = time.time()
@@ -17,6 +22,8 @@ class Progress:
         self.line = ""
 
     def update(self, done: int, **stats) -> None:
+        if self.disable:
+            return
         now = time.time()
         frac = done / max(self.total, 1)
         if not self.tty and frac - self.last_frac < 0.1 and now - self.last < 30 and done < self.total:

@@ -37,7 +37,12 @@ from pathlib import Path
 
 import torch
 
-from qlam.store import atomic_write_text
+from qlam import config
+from qlam.atomic import atomic_write_text
+from qlam.config import config_from_dict, resolve_device
+from qlam.evaluate import evaluate, load_qlam
+from qlam.hardware import NoisyDevice, get_backend
+from qlam.sim.noise import parse_noise_sweep
 
 DEFAULT_SHOTS = "10,100,1000"
 DEFAULT_NOISE = ("depolarizing:0.0001,0.001,0.01,0.1", "amplitude_damping:0.0001,0.001,0.01,0.1",
@@ -91,11 +96,6 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
                device: str = "auto", batch_size: int = 256, plot: bool = True,
                log=None, backend: str | None = None) -> dict:
     """Run the sweep (see the module docstring); returns the JSON record."""
-    from qlam import train as training
-    from qlam.export_cli import load_qlam
-    from qlam.memory import QLAM
-    from qlam.sim.noise import parse_noise_sweep
-
     log = sys.stderr if log is None else log
     shots = parse_shots(shots)
     noise = [noise] if isinstance(noise, str) else list(noise or [])
@@ -106,19 +106,17 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     noisy_device = None
     if backend is not None:
-        from qlam.hardware import NoisyDevice, get_backend
-
         if limit is None:
             raise ValueError("--backend simulates density matrices per example and head: give "
                              "--limit (a few test examples)")
         noisy_device = NoisyDevice(get_backend(backend), seed=seed)
         backend = noisy_device.backend.name
-    dev = training.resolve_device(device)
+    dev = resolve_device(device)
     model, ck = load_qlam(checkpoint, dev)
-    cfg = training.config_from_dict(ck["config"])
+    cfg = config_from_dict(ck["config"])
     if task is not None:
         cfg.task = task
-    data = training.build_task(cfg)
+    data = config.build_task(cfg)
     n_test = min(limit, len(data.test)) if limit else len(data.test)
     out = Path(out)
     head = {"checkpoint": str(checkpoint), "task": cfg.task, "model": ck.get("model_name"),
@@ -133,7 +131,7 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
             old = {}
         if all(old.get(k) == v for k, v in head.items()):
             done = {_key(r): r for r in old.get("rows", [])}
-    memories = [m for m in model.modules() if isinstance(m, QLAM)]
+    memories = model.memories()
     rows = []
     for setting in _settings(shots, channels, backend):
         channel = setting.pop("channel", None)
@@ -141,12 +139,11 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
             rows.append(done[_key(setting)])
             continue
         gen = torch.Generator(device=dev).manual_seed(seed)
-        for m in memories:
-            m.shots, m.noise, m.generator = setting["shots"], channel, gen
+        model.set_readout(setting["shots"], channel, gen)
         t0 = time.time()
         on_backend = setting["kind"] == "backend"
         with noisy_device.attached(memories) if on_backend else contextlib.nullcontext():
-            loss, acc = training.evaluate(model, data, "test", batch_size, dev, limit)
+            loss, acc = evaluate(model, data, "test", batch_size, dev, limit)
         row = {**setting, "test_acc": acc, "stderr": math.sqrt(acc * (1 - acc) / max(n_test, 1)),
                "test_loss": loss, "n_test": n_test, "seconds": round(time.time() - t0, 2)}
         if on_backend:  # how far each token's readout moved, against what full decoherence moves
@@ -156,8 +153,7 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
         print(f"robustness: {label:<28} test accuracy {acc:.4f}  ({row['seconds']:.1f} s)",
               file=log)
         _write(out, head, rows, done)
-    for m in memories:
-        m.shots, m.noise, m.generator = None, None, None
+    model.set_readout()
     record = _write(out, head, rows, done)
     if plot:
         plot_robustness(record, out / "robustness.png")

@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qlam.store import append_jsonl, atomic_write_text, read_jsonl
+from qlam.atomic import atomic_write_text
+from qlam.store import append_jsonl, read_jsonl
 
 STEP_TAGS = {"train_loss": "train/loss", "train_acc": "train/accuracy", "lr": "train/lr",
              "tokens_per_s": "train/tokens_per_s"}

@@ -1,38 +1,19 @@
-"""Files that must never be half-written: atomic saves (temp file + rename) and loads
-that name the problem when a file is missing or corrupt."""
+"""Run files: atomic torch saves and JSON-lines appends (through :mod:`qlam.atomic`), and
+loads that name the problem when a file is missing or corrupt."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from qlam.atomic import atomic_write, atomic_write_text
 
 
 def atomic_save(obj, path) -> None:
     """torch.save to ``path`` atomically."""
-    _atomic(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path, text: str) -> None:
-    _atomic(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def append_jsonl(path, record: dict) -> None:

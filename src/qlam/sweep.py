@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -32,14 +31,14 @@ import shlex
 import sys
 import time
 import traceback
-import typing
 from pathlib import Path
 
 from qlam import train as training
-from qlam.data.tasks import TASKS
+from qlam.atomic import atomic_write_text
+from qlam.config import add_config_args, args_to_dict, config_from_dict, read_config_file
+from qlam.data.facts import TASKS
 from qlam.models import REGISTRY
 from qlam.rundirs import run_dir, run_status
-from qlam.store import atomic_write_text
 
 # test accuracy (%) reported in the QLAM paper (sMNIST, sFashion-MNIST, sCIFAR-10)
 PAPER = {
@@ -113,7 +112,7 @@ def plan(root, models, tasks, seeds, shared: dict, per_model: dict | None = None
                 path = run_dir(root, task, model, seed)
                 values = {**shared, **per_model.get(model, {}), "task": task, "model": model,
                           "seed": seed, "out": str(path)}
-                out.append((training.config_from_dict(values), run_status(path)))
+                out.append((config_from_dict(values), run_status(path)))
     return out
 
 
@@ -440,29 +439,12 @@ def write_report(dirs, out, plot: bool = True, log=sys.stderr) -> list[dict]:
 
 
 # ---- CLI --------------------------------------------------------------------------------
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    """TrainConfig flags shared by every run of the grid (not task, model, seed, out)."""
-    hints = typing.get_type_hints(training.TrainConfig)
-    for f in dataclasses.fields(training.TrainConfig):
-        if f.name == "extra" or f.name in GRID_KEYS:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        base = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
-        if base[0] is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            p.add_argument(flag, dest=f.name, type=base[0], default=None, metavar=f.name.upper())
-
-
 def cmd_sweep(args) -> int:
-    shared = training.read_config_file(args.config) if args.config else {}
+    shared = read_config_file(args.config) if args.config else {}
     per_model = shared.pop("models", {}) or {}
     if not isinstance(per_model, dict) or not all(isinstance(v, dict) for v in per_model.values()):
         raise ValueError("[models] in the config must hold one table per model name")
-    for f in dataclasses.fields(training.TrainConfig):
-        v = getattr(args, f.name, None)
-        if v is not None and f.name not in GRID_KEYS:
-            shared[f.name] = v
+    shared.update(args_to_dict(args, skip=GRID_KEYS))
     models, tasks, seeds = _names(args.models, "models"), _names(args.tasks, "tasks"), parse_seeds(args.seeds)
     if args.dry_run:
         for cfg, status in plan(args.root, models, tasks, seeds, shared, per_model):
@@ -521,7 +503,7 @@ def register(sub) -> None:
                         "joined) or HOST:PORT (default: a local instance for this sweep)")
     p.add_argument("--gpus-per-run", type=float, default=0.0, metavar="N",
                    help="GPUs each Ray task asks for (default 0; CPUs per run: --threads)")
-    _add_config_args(p)
+    add_config_args(p, skip=GRID_KEYS)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="results table from finished run directories")

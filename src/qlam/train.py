@@ -1,4 +1,4 @@
-"""Training and evaluation: one readable loop, atomic checkpoints, exact resume.
+"""Training: one readable loop, atomic checkpoints, exact resume.
 
 ``qlam train`` builds a task (qlam.data) and a model (qlam.models), trains with AdamW and a
 warmup + cosine schedule, validates every epoch, keeps the best-on-validation weights in
@@ -20,183 +20,51 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from qlam import config
 from qlam import distributed as ddp
-from qlam.models import build_model, count_params, size_to_budget
+from qlam.atomic import atomic_write_text
+from qlam.config import (
+    RUN_CONTROL,
+    TrainConfig,
+    config_from_dict,
+    read_config_file,
+    resolve_device,
+    resolved_model_options,
+)
+from qlam.evaluate import eval_checkpoint, evaluate, load_model
+from qlam.models import build_model, count_params
 from qlam.objectives import METRICS, batch_stats
+from qlam.optim_hints import MEMORY, hints
 from qlam.progress import Progress
 from qlam.scalars import ScalarLog
-from qlam.store import atomic_save, atomic_write_text, load_checkpoint
-
-
-@dataclass
-class TrainConfig:
-    task: str = "smnist"
-    model: str = "qlam"
-    epochs: int = 10
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    lr: float = 3e-3
-    lr_memory_scale: float = 0.5  # quantum-memory parameters: lower lr, no weight decay
-    weight_decay: float = 0.05
-    warmup_frac: float = 0.05
-    grad_clip: float = 1.0
-    seed: int = 0
-    limit_train: int | None = None
-    limit_test: int | None = None
-    val_fraction: float = 0.1
-    tokenize: str = "pixel"
-    patch: int = 4
-    grayscale: bool = False
-    # generated tasks (qlam.data.generated): training length, test lengths "256,1024", vocabulary
-    length: int | None = None
-    test_lengths: str | None = None
-    vocab: int | None = None
-    device: str = "auto"
-    out: str = "runs/default"
-    threads: int | None = None
-    checkpoint_minutes: float = 10.0
-    max_minutes: float | None = None  # stop training after this wall time, then evaluate
-    stop_after_steps: int | None = None  # save a checkpoint and exit (simulated preemption)
-    log_every: int = 100  # steps per training-loss record (metrics.jsonl, TensorBoard)
-    tensorboard: bool = False  # also write TensorBoard scalars into out (the `tensorboard` extra)
-    # model sizes (each model takes the ones it knows)
-    params: int | None = None  # parameter budget: pick d_model to land near it (not with d_model)
-    d_model: int | None = None
-    n_layers: int | None = None
-    n_heads: int | None = None
-    n_qubits: int | None = None
-    depth: int | None = None
-    mlp_ratio: float | None = None
-    dropout: float | None = None
-    pool: str | None = None
-    dt_min: float | None = None
-    dt_max: float | None = None
-    query_basis: bool | None = None
-    d_state: int | None = None  # SSM state size
-    causal: bool | None = None  # transformer: attend to earlier tokens only
-    extra: dict = field(default_factory=dict)
-
-    def model_options(self) -> dict:
-        names = ("d_model", "n_layers", "n_heads", "n_qubits", "depth", "mlp_ratio", "dropout",
-                 "pool", "dt_min", "dt_max", "query_basis", "d_state", "causal")
-        opts = {k: getattr(self, k) for k in names}
-        opts.update(self.extra)
-        return opts
-
-
-# settings that control a run but not its result: they may change on --resume
-RUN_CONTROL = ("out", "device", "threads", "checkpoint_minutes", "max_minutes",
-               "stop_after_steps", "eval_batch_size", "log_every", "tensorboard")
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-    return TrainConfig(**d)
-
-
-def read_config_file(path: str | Path) -> dict:
-    """A flat table of TrainConfig keys from TOML (.toml) or YAML (.yaml/.yml)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            try:
-                import tomli as tomllib
-            except ModuleNotFoundError as exc:
-                raise RuntimeError("reading TOML on Python 3.10 needs `pip install tomli`") from exc
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: invalid TOML: {exc}") from exc
-    elif path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ModuleNotFoundError as exc:
-            raise RuntimeError("YAML configs need `pip install pyyaml` (or use TOML)") from exc
-        data = yaml.safe_load(text) or {}
-    else:
-        raise ValueError(f"config file must be .toml, .yaml or .yml, got {path.name}")
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a table of settings")
-    return data
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but CUDA is not available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"device must be cpu, cuda or auto, got {name!r}")
-    return torch.device(name)
-
-
-def build_task(cfg: TrainConfig, splits=("train", "val", "test")):
-    """The task of ``cfg`` (for generated tasks, only ``splits`` are generated now)."""
-    from qlam.data import get_task
-
-    return get_task(cfg.task, tokenize=cfg.tokenize, patch=cfg.patch, grayscale=cfg.grayscale,
-                    val_fraction=cfg.val_fraction, seed=cfg.seed, limit_train=cfg.limit_train,
-                    length=cfg.length, test_lengths=cfg.test_lengths, vocab=cfg.vocab,
-                    limit_test=cfg.limit_test, splits=splits)
-
-
-MEMORY_PARAMS = ("theta", "log_dt", "prep_theta", "read_theta", "log_A_real", "A_imag")
-
-
-def resolved_model_options(cfg: TrainConfig, n_features: int, n_classes: int,
-                           target: str = "class", discrete: bool = False) -> dict:
-    """The config's model options for a task with this ``target`` kind and input (token ids
-    when ``discrete``), with d_model chosen from the ``params`` budget if set. Per-token
-    targets need ``pool="none"`` (the default for them); the others a pooled output."""
-    opts = cfg.model_options()
-    opts["discrete"] = discrete
-    if target == "tokens":
-        if opts.get("pool") not in (None, "none"):
-            raise ValueError(f"task {cfg.task!r} predicts a label per token: --pool must be "
-                             f"'none' (the default for it), not {opts['pool']!r}")
-        opts["pool"] = "none"
-    elif opts.get("pool") == "none":
-        raise ValueError(f"task {cfg.task!r} predicts one {target} per sequence: --pool 'none' "
-                         "(per-token outputs) does not apply; use mean or last")
-    if cfg.params is not None:
-        if opts.get("d_model") is not None:
-            raise ValueError("give a parameter budget (--params) or a width (--d-model), not both")
-        opts["d_model"] = size_to_budget(cfg.model, n_features, n_classes, cfg.params, **opts)
-    return opts
+from qlam.store import atomic_save, load_checkpoint
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Decay for weight matrices; none for norms, biases and quantum-memory parameters,
-    which also get ``lr_memory_scale`` x the learning rate."""
-    decay, no_decay, memory = [], [], []
-    for name, p in model.named_parameters():
+    """AdamW groups from the modules' own hints (:mod:`qlam.optim_hints`): a hinted parameter
+    takes its weight decay and learning-rate scale (``MEMORY``: ``lr_memory_scale``); the
+    others decay if they are matrices, not if they are norms or biases."""
+    plain = [{"params": [], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+             {"params": [], "weight_decay": 0.0, "lr_scale": 1.0}]
+    hinted: dict[tuple, dict] = {}
+    for p in model.parameters():
         if not p.requires_grad:
             continue
-        if name.rsplit(".", 1)[-1] in MEMORY_PARAMS:
-            memory.append(p)
-        elif p.dim() < 2:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
-        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
-        {"params": memory, "weight_decay": 0.0, "lr_scale": cfg.lr_memory_scale},
-    ]
-    return [g for g in groups if g["params"]]
+        h = hints(p)
+        if not h:
+            plain[0 if p.dim() >= 2 else 1]["params"].append(p)
+            continue
+        key = tuple(sorted(h.items()))
+        if key not in hinted:
+            scale = h.get("lr_scale", 1.0)
+            hinted[key] = {"params": [], "weight_decay": h.get("weight_decay", cfg.weight_decay),
+                           "lr_scale": cfg.lr_memory_scale if scale == MEMORY else scale}
+        hinted[key]["params"].append(p)
+    return [g for g in plain + list(hinted.values()) if g["params"]]
 
 
 def lr_factor(step: int, total: int, warmup_frac: float) -> float:
@@ -205,34 +73,6 @@ def lr_factor(step: int, total: int, warmup_frac: float) -> float:
     if step < warm:
         return (step + 1) / warm
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-
-@torch.no_grad()
-def evaluate(model, task, split, batch_size: int, device, limit: int | None = None,
-             ctx: ddp.DistContext | None = None):
-    """(mean loss, accuracy) of ``model`` on a task split (a name or a Split; each rank
-    scores a shard of every batch when ``ctx`` is a distributed group). Loss and accuracy
-    follow ``task.target`` (:mod:`qlam.objectives`): per target token for ``tokens``, MSE
-    and tolerance accuracy for ``regression``."""
-    ctx = ctx or ddp.DistContext()
-    kind = getattr(task, "target", "class")
-    model.eval()
-    examples, count, correct, loss_sum = 0, 0, 0, 0.0
-    for x, y in task.batches(split, batch_size):
-        if limit is not None and examples >= limit:
-            break
-        if limit is not None:
-            x, y = x[: limit - examples], y[: limit - examples]
-        examples += len(y)
-        x, y, _, w = ctx.shard(x, y)
-        x, y = x.to(device), y.to(device)
-        loss, right, n = batch_stats(model(x), y, kind)
-        loss_sum += w * loss.item() * n
-        correct += w * right
-        count += w * n
-    loss_sum, correct, count = ctx.all_sum([loss_sum, correct, count])
-    model.train()
-    return loss_sum / max(count, 1), correct / max(count, 1)
 
 
 def _rng_state() -> dict:
@@ -297,7 +137,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         torch.set_num_threads(cfg.threads)
     device = ctx.device if ctx.enabled else resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    task = build_task(cfg)
+    task = config.build_task(cfg)
     model_options = resolved_model_options(cfg, task.n_features, task.n_classes, task.target,
                                            task.discrete)
     model = build_model(cfg.model, task.n_features, task.n_classes, **model_options)
@@ -362,8 +202,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         batches = task.batches("train", cfg.batch_size, shuffle=True, generator=gen)
-        bar = (Progress if ctx.is_main else ddp.Quiet)(
-            steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not ctx.is_main)
         t_epoch, tokens = time.time(), 0
         for i, (x, y) in enumerate(batches):
             if i < state["step_in_epoch"]:
@@ -486,71 +326,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     return summary
 
 
-def load_model(path: str | Path, device="cpu"):
-    """(model, checkpoint dict) from a ``model.pt`` written by :func:`train`."""
-    ck = load_checkpoint(path, device)
-    for key in ("model_name", "config", "model", "n_features", "n_classes"):
-        if key not in ck:
-            raise ValueError(f"{path} is not a qlam model checkpoint (missing {key!r})")
-    cfg = config_from_dict(ck["config"])
-    options = resolved_model_options(cfg, ck["n_features"], ck["n_classes"],
-                                     ck.get("target", "class"), ck.get("discrete", False))
-    model = build_model(ck["model_name"], ck["n_features"], ck["n_classes"], **options)
-    model.load_state_dict(ck["model"])
-    return model.to(device).eval(), ck
-
-
-def eval_checkpoint(path, task: str | None = None, shots: int | None = None, seed: int = 0,
-                    device: str = "auto", batch_size: int = 256, limit: int | None = None,
-                    noise=None, length: int | None = None) -> dict:
-    """Test accuracy of a saved model: exact, with ``shots`` measurement samples, and/or
-    under ``noise`` ("depolarizing:0.01", see :mod:`qlam.sim.noise`: the channel on every
-    qubit after every token, one trajectory per example); ``seed`` seeds both. ``length``:
-    a generated task's test set at that length (e.g. longer than the model trained on)."""
-    from qlam.sim.noise import parse_noise
-
-    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
-        raise ValueError(f"shots must be an int >= 1, got {shots!r}")
-    channel = parse_noise(noise)
-    dev = resolve_device(device)
-    model, ck = load_model(path, dev)
-    cfg = config_from_dict(ck["config"])
-    if task is not None:
-        cfg.task = task
-    memories = [m for m in model.modules() if hasattr(m, "shots") and hasattr(m, "generator")]
-    if shots is not None or channel is not None:
-        if not memories:
-            raise ValueError("--shots and --noise apply to quantum-memory models only "
-                             f"(this checkpoint holds {ck['model_name']!r})")
-        gen = torch.Generator(device=dev).manual_seed(seed)
-        for m in memories:
-            m.generator = gen
-            if shots is not None:
-                m.shots = shots
-            if channel is not None:
-                if not hasattr(m, "noise"):
-                    raise ValueError(f"--noise is not supported by {type(m).__name__}")
-                m.noise = channel
-    from qlam.data import GENERATED_TASKS
-
-    if cfg.task in GENERATED_TASKS:  # generate the test set only, `limit` examples
-        cfg.test_lengths, cfg.limit_test = None, limit
-        t = build_task(cfg, splits=() if length is not None else ("test",))
-    elif length is not None:
-        raise ValueError(f"--length applies to the generated tasks, not to {cfg.task!r}")
-    else:
-        t = build_task(cfg)
-    if (t.n_features, t.n_classes, t.target) != (ck["n_features"], ck["n_classes"],
-                                                 ck.get("target", "class")):
-        raise ValueError(f"task {cfg.task!r} does not fit this checkpoint (trained on "
-                         f"{ck['task']!r}: {ck['n_features']} features, {ck['n_classes']} outputs)")
-    split = t.test if length is None else t.test_at(length)
-    loss, acc = evaluate(model, t, split, batch_size, dev, limit)
-    return {"checkpoint": str(path), "task": cfg.task, "model": ck["model_name"],
-            "test_acc": acc, "test_loss": loss, "shots": shots,
-            "noise": None if channel is None else str(channel), "seed": seed,
-            "length": split.x.shape[1], "target": t.target, "chance": t.chance,
-            "n_test": min(limit, len(split)) if limit else len(split)}
-
-
-__all__ = ["TrainConfig", "train", "evaluate", "load_model", "eval_checkpoint"]
+# the configuration and evaluation live in qlam.config and qlam.evaluate; these names stay
+# importable from here
+__all__ = ["TrainConfig", "train", "evaluate", "load_model", "eval_checkpoint",
+           "read_config_file", "config_from_dict"]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import shlex
 import sys
-import typing
 
-from qlam.store import atomic_write_text
-from qlam.train import TrainConfig, config_from_dict, eval_checkpoint, read_config_file, train
+from qlam.atomic import atomic_write_text
+from qlam.config import (
+    TrainConfig,
+    add_config_args,
+    args_to_dict,
+    config_from_dict,
+    read_config_file,
+)
+from qlam.evaluate import eval_checkpoint
+from qlam.train import train
 
 # the sMNIST model of the README, trained for one epoch on the full training set (~8 min on
 # 2 cores with the C++ kernel), then evaluated on the full test set
@@ -18,27 +23,9 @@ DEMO = dict(task="smnist", model="qlam", epochs=1, batch_size=64, lr=3e-3, d_mod
             n_layers=2, n_heads=8, n_qubits=4, max_minutes=12.0)
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name == "extra":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-        kind = base[0]
-        if kind is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper())
-
-
 def config_from_args(args) -> TrainConfig:
     values = read_config_file(args.config) if args.config else {}
-    for f in dataclasses.fields(TrainConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            values[f.name] = v
+    values.update(args_to_dict(args))
     return config_from_dict(values)
 
 
@@ -95,7 +82,7 @@ def register(sub) -> None:
                         "processes (automatic under torchrun with WORLD_SIZE > 1)")
     p.add_argument("--nproc", type=int, default=2,
                    help="local processes for --distributed outside torchrun (default 2)")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="test accuracy of a saved model")

@@ -11,12 +11,12 @@ from the JSON files found in DIR.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-from qlam.bench import common
+from qlam.atomic import atomic_write_text
+from qlam.bench import common, models, roofline, rss, sim
 
 BENCHMARKS = ("sim", "memory", "roofline", "models")
 TITLES = {
@@ -63,7 +63,7 @@ def register(subparsers) -> None:
         "memory", help="peak memory of a QLAM training step against sequence length",
         description="Peak RSS of one training step of a QLAM layer (final-state loss), each "
                     "measurement in a fresh process, for the kernel, reversible and autograd "
-                    "backwards; see qlam.bench.memory.")
+                    "backwards; see qlam.bench.rss.")
     _common_args(p, threads_default=1)
     p.add_argument("--lengths", type=int, nargs="+", metavar="L",
                    help="sequence lengths (default: 256 512 ... 16384; quick: 256 1024 4096 16384)")
@@ -170,8 +170,6 @@ def _positive(**values) -> None:
 
 # ---- sim -------------------------------------------------------------------------------------
 def run_sim(args: argparse.Namespace) -> int:
-    from qlam.bench import sim
-
     args.n = args.n or ([2, 4, 6, 8] if args.quick else [2, 4, 6, 8, 10, 12])
     args.batch = args.batch or [1, 128]
     _positive(batch=args.batch, seq_len=args.seq_len, n=args.n, repeats=args.repeats)
@@ -194,11 +192,9 @@ def run_sim(args: argparse.Namespace) -> int:
 
 # ---- memory ----------------------------------------------------------------------------------
 def run_memory(args: argparse.Namespace) -> int:
-    from qlam.bench import memory
-
     q = args.quick
-    args.lengths = args.lengths or (memory.QUICK_LENGTHS if q else memory.FULL_LENGTHS)
-    args.backward = args.backward or list(memory.BACKWARDS)
+    args.lengths = args.lengths or (rss.QUICK_LENGTHS if q else rss.FULL_LENGTHS)
+    args.backward = args.backward or list(rss.BACKWARDS)
     args.batch = args.batch or (2 if q else 4)
     args.n_qubits = args.n_qubits or (5 if q else 6)
     args.heads = args.heads or 2
@@ -211,19 +207,16 @@ def run_memory(args: argparse.Namespace) -> int:
     meta = _setup(args, "memory")
     meta.update(method_doc="fresh process per measurement; peak RSS (VmHWM after resetting it "
                            "via /proc/self/clear_refs, else ru_maxrss) minus RSS before the step")
-    records = memory.run_benchmark(
+    records = rss.run_benchmark(
         args.lengths, args.backward, batch=args.batch, n_qubits=args.n_qubits, heads=args.heads,
         d_model=args.d_model, threads=torch.get_num_threads(),
         autograd_max_len=args.autograd_max_len, floor=not args.no_floor, log=common.stderr_log)
-    _emit(args, meta, records, memory.markdown_table(records), memory.summary(records),
-          memory.plot)
+    _emit(args, meta, records, rss.markdown_table(records), rss.summary(records), rss.plot)
     return 0
 
 
 # ---- roofline --------------------------------------------------------------------------------
 def run_roofline(args: argparse.Namespace) -> int:
-    from qlam.bench import roofline
-
     args.n = args.n or ([6, 8, 10, 12] if args.quick else list(range(6, 13)))
     args.batch = args.batch or [64 if args.quick else 128]
     args.impl = args.impl or ["kernel", "pytorch"]
@@ -247,8 +240,6 @@ def run_roofline(args: argparse.Namespace) -> int:
 
 # ---- models ----------------------------------------------------------------------------------
 def run_models(args: argparse.Namespace) -> int:
-    from qlam.bench import models
-
     args.lengths = args.lengths or [784, 4096]
     args.batch = args.batch or (8 if args.quick else 32)
     args.models = args.models or list(models.ROWS)
@@ -270,12 +261,11 @@ def run_models(args: argparse.Namespace) -> int:
 def run_all(args: argparse.Namespace, extra: dict[str, list[str]] | None = None) -> int:
     """Each benchmark through its own subcommand (``extra``: more arguments per benchmark,
     for tests), then OUT/README.md."""
-    from qlam.cli import build_parser
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = common.command_line(args)
-    parser = build_parser()
+    parser = argparse.ArgumentParser(prog="qlam")
+    register(parser.add_subparsers(dest="command", required=True))
     for name in args.only or BENCHMARKS:
         argv = ["bench", name, "--json", str(out / f"{name}.json"),
                 "--plot", str(out / f"{name}.png")]
@@ -299,10 +289,7 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _module(name: str):
-    import importlib
-
-    return importlib.import_module(f"qlam.bench.{name}")
+MODULES = {"sim": sim, "memory": rss, "roofline": roofline, "models": models}
 
 
 def write_report(directory) -> Path:
@@ -318,7 +305,7 @@ def write_report(directory) -> Path:
              "(load average above the core count) are not comparable.", ""]
     for name in found:
         meta, records = common.read_json(d / f"{name}.json")
-        mod = _module(name)
+        mod = MODULES[name]
         parts += [f"## {TITLES[name]}", ""]
         load = [meta.get("loadavg_1min_start"), meta.get("loadavg_1min_end")]
         parts.append(
@@ -333,11 +320,5 @@ def write_report(directory) -> Path:
         if (d / f"{name}.png").exists():
             parts += [f"![{name}]({name}.png)", ""]
     path = d / "README.md"
-    path.write_text("\n".join(parts))
+    atomic_write_text(path, "\n".join(parts))
     return path
-
-
-if __name__ == "__main__":
-    from qlam.cli import main
-
-    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
+from qlam.atomic import atomic_write_text
 from qlam.plots import pyplot, save_figure  # noqa: F401  (the benchmarks plot through these)
+from qlam.sim.scan import cpp
 
 
 def loadavg() -> float | None:
@@ -56,11 +58,19 @@ def git_commit() -> str | None:
 
 def _kernel_isa() -> str | None:
     try:
-        from qlam.sim import kernel
-
-        return kernel.isa() if kernel.available() else None
+        return cpp.isa() if cpp.available() else None
     except Exception:  # noqa: BLE001 - metadata only
         return None
+
+
+def without_kernel(items, name: str, log: Callable[[str], None] | None = None) -> list:
+    """``items`` without ``name`` (a row that needs the C++ kernel) when the kernel cannot be
+    built here; one log line says why."""
+    if name not in items or cpp.available():
+        return list(items)
+    if log:
+        log(f"  kernel unavailable ({cpp.error()}): skipping {name}")
+    return [i for i in items if i != name]
 
 
 def metadata(benchmark: str, command: str, **extra) -> dict:
@@ -111,13 +121,8 @@ def command_line(args, skip: Iterable[str] = ()) -> str:
 
 
 def write_json(path: str | Path, meta: dict, records: list[dict]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"benchmark": meta.get("benchmark"), "meta": meta, "records": records}, f,
-                  indent=2)
-        f.write("\n")
-    return path
+    data = {"benchmark": meta.get("benchmark"), "meta": meta, "records": records}
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> tuple[dict, list[dict]]:

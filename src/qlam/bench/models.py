@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from qlam.bench.common import without_kernel
 from qlam.models import build_model, count_params, size_to_budget
 
 ROWS = ("qlam-kernel", "qlam-reversible", "lstm", "gru", "transformer", "ssm")
@@ -98,13 +99,7 @@ def run_benchmark(lengths=(784, 4096), *, batch: int = 32, quick: bool = False,
     bad = [r for r in rows if r not in ROWS]
     if bad:
         raise ValueError(f"unknown model row(s) {bad}; choose from {', '.join(ROWS)}")
-    if "qlam-kernel" in rows:
-        from qlam.sim import kernel
-
-        if not kernel.available():
-            if log:
-                log(f"  kernel unavailable ({kernel.error()}): skipping qlam-kernel")
-            rows = [r for r in rows if r != "qlam-kernel"]
+    rows = without_kernel(rows, "qlam-kernel", log)
     qlam_options = dict(qlam_options or {})
     reps = repeats if repeats is not None else (1 if quick else 2)
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """Roofline benchmark: the recurrence's achieved FLOP/s against this machine's GEMM FLOP/s.
 
-**What is timed.** The memory recurrence alone (:func:`qlam.sim.recurrence.scan`): one head,
+**What is timed.** The memory recurrence alone (:func:`qlam.sim.scan.scan`): one head,
 one layer per token, ``psi <- W · diag(e^{i phi_t}) psi`` over B examples and L tokens, no
 readout basis, float32; W is a dense random unitary (the Kronecker product of random
 single-qubit unitaries: every entry nonzero, so the dense products cost what they cost for
@@ -37,7 +37,8 @@ from collections.abc import Callable
 
 import torch
 
-from qlam.sim.recurrence import scan
+from qlam.bench.common import without_kernel
+from qlam.sim.scan import scan
 
 IMPLS = {"kernel": "kernel", "pytorch": "reversible"}  # row name -> scan backward
 FLOP_BUDGET = {True: 2e10, False: 1e11}  # train flops per timed run (quick, full)
@@ -84,7 +85,7 @@ def gemm_flops(m: int, k: int | None = None, n: int | None = None, repeats: int 
     return 2.0 * m * k * n * inner / best
 
 
-def random_unitary(n_qubits: int, generator: torch.Generator) -> torch.Tensor:
+def random_product_unitary(n_qubits: int, generator: torch.Generator) -> torch.Tensor:
     """A dense N x N unitary (complex128): the Kronecker product of random 2x2 unitaries."""
     u = torch.ones(1, 1, dtype=torch.complex128)
     for _ in range(n_qubits):
@@ -97,7 +98,7 @@ def random_unitary(n_qubits: int, generator: torch.Generator) -> torch.Tensor:
 def make_inputs(n_qubits: int, batch: int, tokens: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     n = 2**n_qubits
-    u = random_unitary(n_qubits, g)
+    u = random_product_unitary(n_qubits, g)
     w = torch.stack([u.real, u.imag]).float().reshape(1, 1, 2, n, n).contiguous()
     phases = (2 * math.pi * torch.rand(batch, tokens, 1, 1, n, generator=g)).contiguous()
     psi0 = torch.zeros(batch, 1, 2, n)
@@ -150,13 +151,7 @@ def run_benchmark(n_list=range(6, 13), batches=(128,), *, quick: bool = False,
     bad = [i for i in impls if i not in IMPLS]
     if bad:
         raise ValueError(f"unknown implementation(s) {bad}; choose from {', '.join(IMPLS)}")
-    if "kernel" in impls:
-        from qlam.sim import kernel
-
-        if not kernel.available():
-            if log:
-                log(f"  kernel unavailable ({kernel.error()}): skipping it")
-            impls = [i for i in impls if i != "kernel"]
+    impls = without_kernel(impls, "kernel", log)
     reps = repeats if repeats is not None else (2 if quick else 3)
     sizes = list(gemm_sizes or ((1024, 2048) if quick else (1024, 2048, 4096)))
     gemm = {m: gemm_flops(m, repeats=reps + 1, seconds=REPEAT_SECONDS[quick]) for m in sizes}

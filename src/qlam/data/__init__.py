@@ -1,5 +1,8 @@
-"""Datasets for qlam: verified fetch/cache/import (:mod:`qlam.data.sources`) and the
-sequence tasks built from them (:mod:`qlam.data.tasks`).
+"""Datasets for qlam: verified fetch/cache/import and the sequence tasks built from them.
+
+facts (names, shapes, sums) -> decoders -> bundles -> acquire -> cache -> sources (the fetch
+policy) -> tasks (torch: sMNIST ... sCIFAR-10 as sequences, and the generated tasks of
+generated.py, listops.py, recall.py, state_tracking.py); cli is ``qlam data``.
 
 >>> from qlam.data import load, get_task, TASKS
 >>> images, labels = load("mnist", "train")          # uint8 (60000, 28, 28), (60000,)
@@ -9,21 +12,17 @@ sequence tasks built from them (:mod:`qlam.data.tasks`).
 The task builders import torch lazily, so ``qlam data ...`` stays quick.
 """
 
-from qlam.data.generated import GENERATED_TASKS
-from qlam.data.sources import (
+from qlam.data.cache import cache_dir, cache_path
+from qlam.data.facts import (
     DATASETS,
+    GENERATED_TASKS,
+    IMAGE_TASKS,
     SUMS,
+    TASK_DATASET,
+    TASKS,
     DataError,
-    cache_dir,
-    cache_path,
-    fetch,
-    import_dir,
-    info,
-    load,
 )
-
-IMAGE_TASKS = ("smnist", "psmnist", "sfashion", "scifar10")
-TASKS = IMAGE_TASKS + GENERATED_TASKS
+from qlam.data.sources import fetch, import_dir, info, load
 
 _LAZY = {
     "get_task",
@@ -32,7 +31,6 @@ _LAZY = {
     "psmnist_permutation",
     "tokenize_images",
     "PSMNIST_PERM_SEED",
-    "TASK_DATASET",
     "GRAY_WEIGHTS",
     "parse_lengths",
 }
@@ -41,6 +39,7 @@ __all__ = [
     "DATASETS",
     "SUMS",
     "TASKS",
+    "TASK_DATASET",
     "DataError",
     "GENERATED_TASKS",
     "IMAGE_TASKS",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qlam.data import sources
+from qlam.data import cache, facts, generated, sources
+from qlam.data.facts import IMAGE_TASKS, N_CLASSES, TASK_DATASET
 
 
 def register(subparsers) -> None:
@@ -20,7 +21,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    names = list(sources.DATASETS)
+    names = list(facts.DATASETS)
 
     f = sub.add_parser("fetch", help="fetch NAME into the cache (no-op if already valid)")
     f.add_argument(
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
     f.add_argument(
         "--mirrors",
         action="store_true",
-        help=f"also try the official mirrors over HTTP(S) (or set {sources.ENV_MIRRORS}=1)",
+        help=f"also try the official mirrors over HTTP(S) (or set {facts.ENV_MIRRORS}=1)",
     )
     f.add_argument(
         "--mirror-url",
@@ -76,7 +77,7 @@ def _log(msg: str) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    names = list(sources.DATASETS) if args.name == "all" else [args.name]
+    names = list(facts.DATASETS) if args.name == "all" else [args.name]
     for name in names:
         res = sources.fetch(
             name,
@@ -96,7 +97,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         d = sources.info(args.name, args.root)
     except FileNotFoundError:
-        path = sources.cache_path(args.name, args.root)
+        path = cache.cache_path(args.name, args.root)
         print(
             f"{args.name}: not cached ({path} does not exist); run `qlam data fetch {args.name}`",
             file=sys.stderr,
@@ -132,9 +133,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def task_table() -> list[dict]:
     """One row per task (no data is loaded or generated)."""
-    from qlam.data import generated
-    from qlam.data.tasks import IMAGE_TASKS, N_CLASSES, TASK_DATASET
-
     rows = [{"task": name, "input": f"{TASK_DATASET[name]} pixels", "target": "class",
              "outputs": N_CLASSES, "chance": 1.0 / N_CLASSES, "length": 1024 if
              name == "scifar10" else 784, "sizes": "official split", "about": ""}

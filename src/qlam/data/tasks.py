@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from qlam.data import generated
+from qlam.data.facts import N_CLASSES, TASK_DATASET, TASKS
 from qlam.data.sources import load
 
 __all__ = [
@@ -64,19 +65,10 @@ __all__ = [
     "tokenize_images",
 ]
 
-IMAGE_TASKS = ("smnist", "psmnist", "sfashion", "scifar10")
-TASKS = IMAGE_TASKS + generated.GENERATED_TASKS
 TARGETS = ("class", "regression", "tokens")
-TASK_DATASET = {
-    "smnist": "mnist",
-    "psmnist": "mnist",
-    "sfashion": "fashion-mnist",
-    "scifar10": "cifar10",
-}
 TOKENIZATIONS = ("pixel", "patch", "row")
 PSMNIST_PERM_SEED = 0
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
-N_CLASSES = 10
 
 
 def psmnist_permutation(seed: int = PSMNIST_PERM_SEED, n: int = 784) -> torch.Tensor:

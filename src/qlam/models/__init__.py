@@ -13,25 +13,23 @@ import inspect
 
 from torch import nn
 
+from qlam.models.common import SequenceClassifier
 from qlam.models.qlam import QLAMBlock, QLAMClassifier
 from qlam.models.qlstm import QLSTMClassifier
 from qlam.models.rnn import GRUClassifier, LSTMClassifier, RNNClassifier
 from qlam.models.ssm import SSMClassifier
 from qlam.models.transformer import TransformerClassifier
 
-# name -> (class, the keyword arguments it accepts from a training config)
-REGISTRY: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
-    "qlam": (QLAMClassifier, ("d_model", "n_layers", "n_heads", "n_qubits", "depth", "mlp_ratio",
-                              "dropout", "pool", "dt_min", "dt_max", "query_basis", "discrete")),
-    "rnn": (RNNClassifier, ("d_model", "n_layers", "dropout", "pool", "discrete")),
-    "lstm": (LSTMClassifier, ("d_model", "n_layers", "dropout", "pool", "discrete")),
-    "gru": (GRUClassifier, ("d_model", "n_layers", "dropout", "pool", "discrete")),
-    "transformer": (TransformerClassifier, ("d_model", "n_layers", "n_heads", "mlp_ratio",
-                                            "dropout", "pool", "discrete", "causal")),
-    "ssm": (SSMClassifier, ("d_model", "n_layers", "d_state", "dropout", "pool", "dt_min",
-                            "dt_max", "discrete")),
-    "qlstm": (QLSTMClassifier, ("d_model", "n_layers", "n_qubits", "depth", "dropout", "pool",
-                                "discrete")),
+# name -> classifier; the options each takes from a training config are its named
+# keyword parameters (:func:`model_options`)
+REGISTRY: dict[str, type[SequenceClassifier]] = {
+    "qlam": QLAMClassifier,
+    "rnn": RNNClassifier,
+    "lstm": LSTMClassifier,
+    "gru": GRUClassifier,
+    "transformer": TransformerClassifier,
+    "ssm": SSMClassifier,
+    "qlstm": QLSTMClassifier,
 }
 
 
@@ -40,12 +38,19 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
 
 
-def build_model(name: str, n_features: int, n_classes: int, **options) -> nn.Module:
-    """Build model ``name``; options it does not take are ignored, None means default."""
+def model_options(name: str) -> tuple[str, ...]:
+    """The options model ``name`` takes: its constructor's named parameters after
+    (n_features, n_classes)."""
     _check_name(name)
-    cls, accepted = REGISTRY[name]
+    params = list(inspect.signature(REGISTRY[name]).parameters.values())[2:]
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def build_model(name: str, n_features: int, n_classes: int, **options) -> SequenceClassifier:
+    """Build model ``name``; options it does not take are ignored, None means default."""
+    accepted = model_options(name)
     kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
-    return cls(n_features, n_classes, **kwargs)
+    return REGISTRY[name](n_features, n_classes, **kwargs)
 
 
 def count_params(model: nn.Module) -> int:
@@ -54,7 +59,7 @@ def count_params(model: nn.Module) -> int:
 
 def _d_model_step(name: str, options: dict) -> int:
     """d_model must be a multiple of this (the head count for attention models)."""
-    cls, _ = REGISTRY[name]
+    cls = REGISTRY[name]
     key = getattr(cls, "d_model_multiple_of", None)
     if key is None:
         return 1
@@ -99,6 +104,7 @@ def size_to_budget(name: str, n_features: int, n_classes: int, target_params: in
     return best * step
 
 
-__all__ = ["REGISTRY", "build_model", "count_params", "size_to_budget", "QLAMClassifier",
+__all__ = ["REGISTRY", "SequenceClassifier", "model_options", "build_model", "count_params",
+           "size_to_budget", "QLAMClassifier",
            "QLAMBlock", "RNNClassifier", "LSTMClassifier", "GRUClassifier", "TransformerClassifier",
            "SSMClassifier", "QLSTMClassifier"]

@@ -1,4 +1,5 @@
-"""Conventions shared by every sequence model: input checks, the token embedding and pooling.
+"""What every sequence model shares: input checks, the token embedding, pooling, the head,
+and the evaluation-time readout switch (:meth:`SequenceClassifier.set_readout`).
 
 Inputs are float features (B, L, n_features), embedded by a Linear map, or, with
 ``discrete=True``, int token ids (B, L) in ``[0, n_features)``, embedded by nn.Embedding.
@@ -42,3 +43,30 @@ def pool_tokens(h: torch.Tensor, pool: str) -> torch.Tensor:
     if pool == "none":
         return h
     return h.mean(1) if pool == "mean" else h[:, -1]
+
+
+class SequenceClassifier(nn.Module):
+    """(B, L, n_features) -> (B, n_classes): ``head(features(x))``. Subclasses build
+    ``self.head`` and define ``features``; :meth:`set_readout` is how evaluation asks for
+    finite shots or noise (models with a quantum readout override it)."""
+
+    def embed_inputs(self, n_features: int, d_model: int, pool: str, discrete: bool) -> None:
+        """Keep the input conventions (``n_features``, ``pool``, ``discrete``) and build
+        ``self.embed`` (:func:`token_embedding`)."""
+        self.n_features, self.pool, self.discrete = n_features, check_pool(pool), discrete
+        self.embed = token_embedding(n_features, d_model, discrete)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        check_input(x, self.n_features, self.discrete)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def set_readout(self, shots: int | None = None, noise=None,
+                    generator: torch.Generator | None = None) -> None:
+        """Measure with ``shots`` samples per readout and/or under ``noise`` (a
+        :class:`qlam.sim.noise.Channel`), sampled from ``generator``; None, None restores the
+        exact readout. This model has no quantum readout: it takes neither."""
+        if shots is not None or noise is not None:
+            raise ValueError(f"shots and noise apply to quantum-memory models only "
+                             f"({type(self).__name__} has no quantum readout)")

@@ -6,12 +6,17 @@ The QLAM layer is the only operation that mixes tokens.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qlam.memory import QLAM
-from qlam.models.common import check_input, check_pool, pool_tokens, token_embedding
+from qlam.memory.layer import QLAM, check_index
+from qlam.models.common import (
+    SequenceClassifier,
+    pool_tokens,
+)
 
 
 class QLAMBlock(nn.Module):
@@ -34,17 +39,20 @@ class QLAMBlock(nn.Module):
         return x, state
 
 
-class QLAMClassifier(nn.Module):
+class QLAMClassifier(SequenceClassifier):
     """(B, L, n_features) -> (B, n_classes), or (B, L, n_classes) with ``pool="none"``;
-    ``discrete``: the input is token ids (B, L) (see :mod:`qlam.models.common`)."""
+    ``discrete``: the input is token ids (B, L) (see :mod:`qlam.models.common`).
+    ``dt_min``, ``dt_max``, ``query_basis`` and ``qlam_kwargs`` go to every
+    :class:`~qlam.memory.QLAM` layer."""
 
     def __init__(self, n_features: int, n_classes: int, d_model: int = 64, n_layers: int = 2,
                  n_heads: int = 4, n_qubits: int = 4, depth: int = 1, mlp_ratio: float = 2.0,
                  dropout: float = 0.0, pool: str = "mean", discrete: bool = False,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, query_basis: bool = True,
                  **qlam_kwargs):
         super().__init__()
-        self.n_features, self.pool, self.discrete = n_features, check_pool(pool), discrete
-        self.embed = token_embedding(n_features, d_model, discrete)
+        qlam_kwargs.update(dt_min=dt_min, dt_max=dt_max, query_basis=query_basis)
+        self.embed_inputs(n_features, d_model, pool, discrete)
         self.blocks = nn.ModuleList(
             QLAMBlock(d_model, n_heads, n_qubits, depth, mlp_ratio, dropout, **qlam_kwargs)
             for _ in range(n_layers))
@@ -55,19 +63,59 @@ class QLAMClassifier(nn.Module):
         return [b.memory for b in self.blocks]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.n_features, self.discrete)
+        self.check_input(x)
         h = self.embed(x)
         for block in self.blocks:
             h, _ = block(h)
         return pool_tokens(self.norm(h), self.pool)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def set_readout(self, shots: int | None = None, noise=None,
+                    generator: torch.Generator | None = None) -> None:
+        """Every QLAM layer measures with ``shots`` samples and/or under ``noise``."""
+        for m in self.memories():
+            m.set_readout(shots, noise, generator)
+
+    @contextlib.contextmanager
+    def _exact(self):
+        saved = [(m.shots, m.noise, m.generator) for m in self.memories()]
+        try:
+            self.set_readout()
+            yield
+        finally:
+            for m, s in zip(self.memories(), saved):
+                m.set_readout(*s)
+
+    def memory_input(self, x: torch.Tensor, layer: int = 0) -> torch.Tensor:
+        """The input (1, L, d_model) that block ``layer``'s QLAM layer receives for one
+        example x (L, n_features) (token ids (L,) when ``discrete``), from an exact (no shots,
+        no noise) evaluation pass."""
+        layer = check_index("layer", layer, len(self.blocks))
+        fits = isinstance(x, torch.Tensor) and (x.dim() == 1 if self.discrete else
+                                                x.dim() == 2 and x.shape[1] == self.n_features)
+        if not fits:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            want = "(length,) token ids" if self.discrete else f"(length, {self.n_features})"
+            raise ValueError(f"x must be one example of shape {want}, got {shape}")
+        captured = []
+        handle = self.blocks[layer].memory.register_forward_pre_hook(
+            lambda _module, args: captured.append(args[0].detach()))
+        param = next(self.parameters())
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad(), self._exact():
+                self(x[None].to(param.device) if self.discrete else
+                     x[None].to(device=param.device, dtype=param.dtype))
+        finally:
+            handle.remove()
+            self.train(was_training)
+        return captured[0]
 
     def head_circuit(self, x: torch.Tensor, layer: int = 0, head: int = 0,
                      tokens: int | None = None):
         """The bound Circuit (state preparation + first ``tokens`` token circuits) of one
-        QLAM head for one example x (L, n_features); see :mod:`qlam.export`."""
-        from qlam.export import head_circuit
-
-        return head_circuit(self, x, layer=layer, head=head, tokens=tokens)
+        QLAM head for one example x (L, n_features); :func:`qlam.export.export_head` adds the
+        readout circuit and the model's own state."""
+        h_in = self.memory_input(x, layer).cpu().double()
+        mem64 = self.blocks[layer].memory.exact_copy()
+        return mem64.bound_circuits(h_in, head, tokens)[0]

@@ -15,9 +15,10 @@ The classical maps in and out of the circuits (W_g, P_g) let the hidden width ``
 differ from ``n_qubits``, as in the common PennyLane implementations; the paper's extra
 VQCs for h_t and y_t are replaced by this classical P_g.
 
-Simulation: the circuit is compiled once (:class:`qlam.sim.CompiledCircuit`) into dense
-blocks, rebuilt from the trainable angles once per forward pass, and input phase vectors;
-every token then costs a few (batch, gates, 2^n) products for all four gates at once. The
+Simulation: the circuit is lowered once (:func:`qlam.sim.lowering.lower`) into layers
+W_r · diag(exp(i phi_r)): dense W_r rebuilt from the trainable angles once per forward pass,
+phases affine in the inputs and angles; every token then costs a few (batch, gates, 2^n)
+products for all four gates at once. The
 recurrence is inherently sequential, so a 784-token sequence means 784 small simulation
 steps: QLSTM is by far the slowest model here.
 
@@ -31,11 +32,15 @@ import math
 import torch
 from torch import nn
 
-from qlam.circuit import Angle, Circuit
-from qlam.models.common import check_input, check_pool, pool_tokens, token_embedding
-from qlam.sim.compiled import CompiledCircuit, FixedBlock, PhaseBlock
+from qlam.circuit import Circuit
+from qlam.models.common import (
+    SequenceClassifier,
+    pool_tokens,
+)
+from qlam.optim_hints import mark_memory
 from qlam.sim.gates import bits
-from qlam.sim.statevector import complex_dtype, unitary
+from qlam.sim.lowering import lower
+from qlam.sim.statevector import complex_dtype
 
 GATES = ("forget", "input", "update", "output")
 
@@ -67,29 +72,6 @@ def gate_circuit(n_qubits: int, depth: int = 2) -> Circuit:
     return c
 
 
-def _phase_map(block: PhaseBlock, n_inputs: int, n_params: int):
-    """A phase block as phases = x @ lin + theta @ par + bias: lin (n_inputs, 2^n),
-    par (n_params, 2^n), bias (2^n,), for angles that are constants, parameters, or affine in
-    the inputs with constant coefficients."""
-    coeff = block.coeff_matrix(torch.float64, None)  # (K, N)
-    k_count = len(block.angles)
-    lin = torch.zeros(k_count, n_inputs, dtype=torch.float64)
-    par = torch.zeros(k_count, n_params, dtype=torch.float64)
-    bias = torch.zeros(k_count, dtype=torch.float64)
-    for k, a in enumerate(block.angles):
-        if a is None:
-            bias[k] = 1.0
-        elif a.kind == "const":
-            bias[k] = a.value
-        elif a.kind == "param":
-            par[k, a.index] = 1.0
-        elif not isinstance(a.a, Angle) and not isinstance(a.b, Angle):
-            lin[k, a.index], bias[k] = a.a, a.b
-        else:
-            raise ValueError(f"phase angle {a}: trainable input coefficients are not supported")
-    return lin.t() @ coeff, par.t() @ coeff, bias @ coeff
-
-
 class QLSTMCell(nn.Module):
     """One QLSTM layer over a whole sequence: (B, L, d_model) -> (B, L, d_model)."""
 
@@ -102,59 +84,39 @@ class QLSTMCell(nn.Module):
         self.d_model, self.n_qubits, self.depth = d_model, n_qubits, depth
         n_gates = len(GATES)
         self.circuit = gate_circuit(n_qubits, depth)
-        self.compiled = CompiledCircuit(self.circuit)
-        self._plan: list[tuple[str, int]] = []  # ("U", fixed index) or ("D", phase index)
-        fixed, lins, pars, biases = [], [], [], []
-        for block in self.compiled.blocks:
-            if isinstance(block, FixedBlock):
-                self._plan.append(("U", len(fixed)))
-                fixed.append(block)
-            else:
-                lin, par, bias = _phase_map(block, self.circuit.n_inputs, self.circuit.n_params)
-                self._plan.append(("D", len(lins)))
-                lins.append(lin)
-                pars.append(par)
-                biases.append(bias)
-        self._fixed = fixed
-        self.register_buffer("phase_lin", torch.stack(lins).float(), persistent=False)
-        self.register_buffer("phase_par", torch.stack(pars).float(), persistent=False)
-        self.register_buffer("phase_bias", torch.stack(biases).float(), persistent=False)
+        self.lowered = lower(self.circuit)
+        # phases of layer r = feats @ phase_lin[r] + theta @ phase_par[r] + phase_bias[r]
+        self.register_buffer("phase_lin", self.lowered.input_map.float(), persistent=False)
+        self.register_buffer("phase_par", self.lowered.param_map.float(), persistent=False)
+        self.register_buffer("phase_bias", self.lowered.offset.float(), persistent=False)
         z = torch.stack([1 - 2 * bits(n_qubits, q) for q in range(n_qubits)], -1)
         self.register_buffer("zsign", z.float(), persistent=False)  # (2^n, n): <Z_q> = probs @ zsign
         # classical maps into the circuits (from [h, x]) and out of them (to d_model)
         self.in_h = nn.Linear(d_model, n_gates * n_qubits, bias=False)
         self.in_x = nn.Linear(d_model, n_gates * n_qubits)
         self.theta = nn.Parameter(torch.empty(n_gates, self.circuit.n_params).uniform_(-math.pi, math.pi))
+        mark_memory(self.theta)  # the circuits' angles: no weight decay, own learning rate
         self.out_w = nn.Parameter(torch.randn(n_gates, n_qubits, d_model) / math.sqrt(n_qubits))
         self.out_b = nn.Parameter(torch.zeros(n_gates, d_model))
 
-    def unitaries(self) -> list[torch.Tensor]:
-        """The input-independent part of the four gates' circuits, rebuilt from theta: per
-        fixed block a (G, 2^n, 2^n) complex unitary, then per phase block (G, 2^n) phases."""
-        dense = [unitary(block.ops, self.n_qubits, self.theta.double()).to(
-            complex_dtype(self.theta.dtype)) for block in self._fixed]
-        phases = [self.theta @ par + bias for par, bias in zip(self.phase_par, self.phase_bias)]
-        return dense + phases
+    def unitaries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input-independent part of the four gates' circuits, rebuilt from theta:
+        W (G, R, 2^n, 2^n) complex and the angles' share of the phases (G, R, 2^n)."""
+        dense = self.lowered.unitaries(self.theta.double()).to(complex_dtype(self.theta.dtype))
+        phases = torch.einsum("gp,rpn->grn", self.theta, self.phase_par) + self.phase_bias
+        return dense, phases
 
-    def expectations(self, z: torch.Tensor, us: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def expectations(self, z: torch.Tensor, us=None) -> torch.Tensor:
         """The gates' readouts: z (B, G, n) circuit angles -> <Z_q> (B, G, n)."""
-        us = self.unitaries() if us is None else us
+        dense, fixed_phases = self.unitaries() if us is None else us
+        dense = dense.to(complex_dtype(z.dtype))
         feats = torch.cat([torch.atan(z), torch.atan(z * z)], -1)  # (B, G, 2n)
-        psi = None
-        for kind, i in self._plan:
-            if kind == "U":
-                u = us[i].to(complex_dtype(z.dtype))
-                if psi is None:  # first block acts on |0...0>: its first column
-                    psi = u[:, :, 0].expand(z.shape[0], -1, -1)
-                else:
-                    psi = torch.einsum("bgj,gij->bgi", psi, u)
-            else:
-                phase = feats @ self.phase_lin[i].to(z.dtype) + us[len(self._fixed) + i].to(z.dtype)
-                if psi is None:  # a phase on |0...0> is a global phase
-                    psi = torch.zeros(*z.shape[:2], 2**self.n_qubits, dtype=complex_dtype(z.dtype),
-                                      device=z.device)
-                    psi[..., 0] = 1
-                psi = psi * torch.polar(torch.ones_like(phase), phase)
+        phases = torch.einsum("bgf,rfn->bgrn", feats, self.phase_lin.to(z.dtype))
+        phases = phases + fixed_phases.to(z.dtype)
+        rot = torch.polar(torch.ones_like(phases), phases)  # (B, G, R, 2^n)
+        psi = dense[:, 0, :, 0] * rot[:, :, 0, :1]  # layer 0 on |0...0>: W_0's first column
+        for r in range(1, self.lowered.n_layers):
+            psi = torch.einsum("bgj,gij->bgi", psi * rot[:, :, r], dense[:, r])
         probs = psi.real.square() + psi.imag.square()
         return probs @ self.zsign.to(z.dtype)
 
@@ -180,7 +142,7 @@ class QLSTMCell(nn.Module):
         return torch.stack(outs, 1), (h, c)
 
 
-class QLSTMClassifier(nn.Module):
+class QLSTMClassifier(SequenceClassifier):
     """(B, L, n_features) -> (B, n_classes) with ``n_layers`` stacked QLSTM layers."""
 
     def __init__(self, n_features: int, n_classes: int, d_model: int = 16, n_layers: int = 1,
@@ -189,20 +151,16 @@ class QLSTMClassifier(nn.Module):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-        self.n_features, self.pool, self.discrete = n_features, check_pool(pool), discrete
-        self.embed = token_embedding(n_features, d_model, discrete)
+        self.embed_inputs(n_features, d_model, pool, discrete)
         self.layers = nn.ModuleList(QLSTMCell(d_model, n_qubits, depth) for _ in range(n_layers))
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.n_features, self.discrete)
+        self.check_input(x)
         h = self.embed(x)
         for layer in self.layers:
             h, _ = layer(h)
             h = self.drop(h)
         return pool_tokens(self.norm(h), self.pool)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))

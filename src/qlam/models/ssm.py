@@ -25,7 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qlam.models.common import check_input, check_pool, pool_tokens, token_embedding
+from qlam.models.common import (
+    SequenceClassifier,
+    pool_tokens,
+)
+from qlam.optim_hints import mark_memory
 
 
 class S4DKernel(nn.Module):
@@ -44,6 +48,7 @@ class S4DKernel(nn.Module):
         self.A_imag = nn.Parameter(math.pi * torch.arange(n, dtype=torch.float32).repeat(h, 1))
         # C ~ CN(0, 1), stored as (real, imag) pairs so every parameter is real
         self.C = nn.Parameter(torch.randn(h, n, 2) * math.sqrt(0.5))
+        mark_memory(self.log_dt, self.log_A_real, self.A_imag)  # S4's _optim: no decay, own lr
 
     def _a_dta(self) -> tuple[torch.Tensor, torch.Tensor]:
         a = torch.complex(-self.log_A_real.exp(), self.A_imag)
@@ -127,7 +132,7 @@ class SSMBlock(nn.Module):
         return x_t + self.drop(y), state
 
 
-class SSMClassifier(nn.Module):
+class SSMClassifier(SequenceClassifier):
     """(B, L, n_features) -> (B, n_classes); ``forward_recurrent`` is the same map token by token."""
 
     def __init__(self, n_features: int, n_classes: int, d_model: int = 64, n_layers: int = 4,
@@ -136,27 +141,23 @@ class SSMClassifier(nn.Module):
         super().__init__()
         if d_model < 1 or n_layers < 1:
             raise ValueError(f"need d_model, n_layers >= 1, got {d_model}, {n_layers}")
-        self.n_features, self.pool, self.discrete = n_features, check_pool(pool), discrete
-        self.embed = token_embedding(n_features, d_model, discrete)
+        self.embed_inputs(n_features, d_model, pool, discrete)
         self.blocks = nn.ModuleList(SSMBlock(d_model, d_state, dropout, dt_min=dt_min, dt_max=dt_max)
                                     for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.n_features, self.discrete)
+        self.check_input(x)
         h = self.embed(x)
         for block in self.blocks:
             h = block(h)
         return pool_tokens(self.norm(h), self.pool)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
     @torch.no_grad()
     def forward_recurrent(self, x: torch.Tensor) -> torch.Tensor:
         """Logits computed in recurrent mode (constant memory per token, for streaming)."""
-        check_input(x, self.n_features, self.discrete)
+        self.check_input(x)
         states = [None] * len(self.blocks)
         outs = []
         for t in range(x.shape[1]):

@@ -17,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qlam.models.common import check_input, check_pool, pool_tokens, token_embedding
+from qlam.models.common import (
+    SequenceClassifier,
+    pool_tokens,
+)
 
 
 def sinusoidal_positions(length: int, d_model: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -64,7 +67,7 @@ class TransformerBlock(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
-class TransformerClassifier(nn.Module):
+class TransformerClassifier(SequenceClassifier):
     """(B, L, n_features) -> (B, n_classes), or (B, L, n_classes) with ``pool="none"``."""
 
     d_model_multiple_of = "n_heads"  # for qlam.models.size_to_budget
@@ -75,9 +78,8 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         if d_model < 1 or n_layers < 1:
             raise ValueError(f"need d_model, n_layers >= 1, got {d_model}, {n_layers}")
-        self.n_features, self.d_model, self.pool = n_features, d_model, check_pool(pool)
-        self.discrete = discrete
-        self.embed = token_embedding(n_features, d_model, discrete)
+        self.d_model = d_model
+        self.embed_inputs(n_features, d_model, pool, discrete)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, mlp_ratio, dropout, causal)
                                     for _ in range(n_layers))
@@ -85,13 +87,10 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Linear(d_model, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.n_features, self.discrete)
+        self.check_input(x)
         h = self.embed(x)
         h = h + sinusoidal_positions(x.shape[1], self.d_model, h.device, h.dtype)
         h = self.drop(h)
         for block in self.blocks:
             h = block(h)
         return pool_tokens(self.norm(h), self.pool)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -24,6 +25,14 @@ from qlam.sim.statevector import (
     initial_state,
     unitary,
 )
+
+
+class AffineMap(NamedTuple):
+    """Phases (..., 2^n) = x (..., F) @ inputs + theta (..., P) @ params + offset."""
+
+    inputs: torch.Tensor  # (F, 2^n)
+    params: torch.Tensor  # (P, 2^n)
+    offset: torch.Tensor  # (2^n,)
 
 
 @dataclass
@@ -65,22 +74,27 @@ class PhaseBlock:
         """(..., 2^n) phase vector."""
         return self.angle_values(theta, x, like) @ self.coeff_matrix(like.dtype, like.device)
 
-    def affine_map(self, n_inputs: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(A (n_inputs, 2^n), c (2^n,)) float64 with phases = x @ A + c, when every angle
-        is a constant or an input with numeric a, b; None when one depends on parameters."""
+    def affine_map(self, n_inputs: int, n_params: int = 0) -> AffineMap:
+        """The block's phases as ``x @ inputs + theta @ params + offset`` (float64), for
+        angles that are constants, parameters, or inputs with numeric a, b; a ValueError
+        for an input angle with a trainable coefficient."""
         coeffs = self.coeff_matrix(torch.float64, None)
-        a_map = torch.zeros(n_inputs, coeffs.shape[1], dtype=torch.float64)
-        offset = torch.zeros(coeffs.shape[1], dtype=torch.float64)
+        n_states = coeffs.shape[1]
+        a_map = torch.zeros(n_inputs, n_states, dtype=torch.float64)
+        p_map = torch.zeros(n_params, n_states, dtype=torch.float64)
+        offset = torch.zeros(n_states, dtype=torch.float64)
         for angle, coeff in zip(self.angles, coeffs):
             if angle is None or angle.kind == "const":
                 offset += coeff * (1.0 if angle is None else angle.value)
-            elif angle.kind == "input" and not isinstance(angle.a, Angle) \
-                    and not isinstance(angle.b, Angle):
+            elif angle.kind == "param":
+                p_map[angle.index] += coeff
+            elif not isinstance(angle.a, Angle) and not isinstance(angle.b, Angle):
                 a_map[angle.index] += angle.a * coeff
                 offset += angle.b * coeff
             else:
-                return None
-        return a_map, offset
+                raise ValueError(f"phase angle {angle}: trainable input coefficients have no "
+                                 "affine map")
+        return AffineMap(a_map, p_map, offset)
 
 
 def _diagonalise(op: Op) -> list[Op]:

@@ -84,6 +84,14 @@ def bits(n_qubits: int, wire: int, device=None) -> torch.Tensor:
     return (idx >> (n_qubits - 1 - wire)) & 1
 
 
+def parity(v: torch.Tensor, n_bits: int) -> torch.Tensor:
+    """Parity (0/1) of the low ``n_bits`` bits of each integer in v: popcount(v) mod 2."""
+    out = torch.zeros_like(v)
+    for k in range(n_bits):
+        out ^= (v >> k) & 1
+    return out
+
+
 def diagonal_terms(name: str, wires: tuple[int, ...], n_qubits: int):
     """A diagonal gate as phase terms: list of (coefficient vector (2^n,) float64, angle slot).
 

@@ -12,6 +12,7 @@ import operator
 
 import torch
 
+from qlam.sim.gates import parity
 from qlam.sim.statevector import apply_matrix
 
 _PAULI_CHARS = set("IXYZ")
@@ -75,13 +76,6 @@ def _masks(p: str) -> tuple[int, int, int]:
     return flip, sign, p.count("Y")
 
 
-def _popcount_parity(v: torch.Tensor, n: int) -> torch.Tensor:
-    parity = torch.zeros_like(v)
-    for k in range(n):
-        parity ^= (v >> k) & 1
-    return parity
-
-
 def expval(state: torch.Tensor, pauli) -> torch.Tensor:
     """<psi|P|psi> for a Pauli string or a list of K of them.
 
@@ -98,7 +92,7 @@ def expval(state: torch.Tensor, pauli) -> torch.Tensor:
     out = []
     for p in paulis:
         flip, sign_mask, n_y = _masks(p)
-        sign = 1 - 2 * _popcount_parity(idx & sign_mask, n)
+        sign = 1 - 2 * parity(idx & sign_mask, n)
         sign = sign.to(re.dtype)
         if flip:
             perm = idx ^ flip
@@ -239,7 +233,20 @@ def estimate_expval(state: torch.Tensor, pauli, shots: int,
     out = []
     for p in paulis:
         support = sum(1 << (n - 1 - i) for i, c in enumerate(p) if c != "I")
-        eig = (1 - 2 * _popcount_parity(idx & support, n)).to(state.real.dtype)
+        eig = (1 - 2 * parity(idx & support, n)).to(state.real.dtype)
         draws = sample(rotate_to_z(state, p), shots, generator)
         out.append(eig[draws].mean(-1))
     return out[0] if single else torch.stack(out, -1)
+
+
+def walsh_matrix(n_qubits: int) -> torch.Tensor:
+    """(2^n, 2^n - 1): column S is the sign (-1)^{popcount(z & S)} of the Z-string S on basis
+    state z, so ``probs @ walsh`` are the expectations of every non-identity Z-string."""
+    z = torch.arange(2**n_qubits)
+    s = torch.arange(1, 2**n_qubits)
+    return (1 - 2 * parity(z[:, None] & s[None, :], n_qubits)).double()
+
+
+def sample_probs(probs: torch.Tensor, shots: int, generator=None) -> torch.Tensor:
+    """Empirical frequencies of ``shots`` Born-rule samples from each row of probs (..., N)."""
+    return sample_counts(probs, shots, generator) / shots

@@ -19,9 +19,10 @@ Two ways to run them:
 
 Where the noise acts:
 
-* in the QLAM layer (:func:`noisy_scan`, used by ``QLAM.noise``): **per token**, the channel
-  on every qubit after each token's circuit U(x_t), before that token's readout. State
-  preparation and the readout basis change are noiseless. Evaluation only (no gradients);
+* in the QLAM layer (:func:`qlam.sim.scan.noisy.noisy_scan`, used by ``QLAM.noise``):
+  **per token**, the channel on every qubit after each token's circuit U(x_t), before that
+  token's readout. State preparation and the readout basis change are noiseless. Evaluation
+  only (no gradients);
 * on a bound circuit (:func:`circuit_density_matrix`, :func:`circuit_trajectories`):
   **per gate**, the channel on each wire a gate touches, after the gate.
 
@@ -190,11 +191,7 @@ def channel_trajectory_all_wires(psi: torch.Tensor, channel: Channel, n_qubits: 
     n_y = (pick == 2).sum(-1)
     # (X^F Z^S psi)[i] = (-1)^{|(i ^ F) & S|} psi[i ^ F], and Y = i X Z
     src = idx[None] ^ flip[:, None]  # (M, N)
-    par = torch.zeros_like(src)
-    both = src & zmask[:, None]
-    for k in range(n_qubits):
-        par ^= (both >> k) & 1
-    sign = (1 - 2 * par).to(rdtype)
+    sign = (1 - 2 * gates.parity(src & zmask[:, None], n_qubits)).to(rdtype)
     phase = torch.polar(torch.ones_like(n_y, dtype=rdtype), (math.pi / 2) * n_y.to(rdtype))
     return torch.gather(psi, 1, src) * sign * phase[:, None]
 
@@ -286,84 +283,6 @@ def circuit_trajectories(circuit: Circuit, noise, trajectories: int,
     return psi
 
 
-# ---- the QLAM recurrence with noise after every token -------------------------------------
-def _complex(pair: torch.Tensor, axis: int) -> torch.Tensor:
-    re, im = pair.unbind(axis)
-    return torch.complex(re, im)
-
-
-def _unpack(psi0, phases, w, read_phases, w_read):
-    from qlam.sim.recurrence import _check
-
-    _check(psi0, phases, w, read_phases, w_read)
-    psi = _complex(psi0.detach(), -2)  # (B, H, N)
-    mats = _complex(w.detach(), -3)  # (H, R, N, N)
-    m_read = _complex(w_read.detach(), -3) if w_read is not None else None  # (H, N, N)
-    return psi, mats, m_read
-
-
-def _bhn_matvec(m: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-    """m (H, N, N) applied to psi (B, H, N) per head."""
-    return torch.einsum("hij,bhj->bhi", m, psi)
-
-
-def noisy_scan(psi0, phases, w, read_phases=None, w_read=None, noise=None,
-               generator: torch.Generator | None = None):
-    """The recurrence of :func:`qlam.sim.recurrence.scan` (same shapes and return values)
-    with ``noise`` on every qubit after every token, one quantum trajectory per batch row
-    and head. Not differentiable (evaluation only); ``generator`` seeds the trajectories."""
-    channel = parse_noise(noise)
-    with torch.no_grad():
-        psi, mats, m_read = _unpack(psi0, phases, w, read_phases, w_read)
-        b, length, h, r, dim = phases.shape
-        n = dim.bit_length() - 1
-        probs = torch.empty(b, length, h, dim, dtype=phases.dtype, device=phases.device)
-        for t in range(length):
-            for k in range(r):
-                psi = _bhn_matvec(mats[:, k], psi * torch.polar(torch.ones_like(phases[:, t, :, k]),
-                                                                  phases[:, t, :, k]))
-            if channel is not None and channel.p > 0:
-                psi = channel_trajectory_all_wires(psi.reshape(b * h, dim), channel, n,
-                                                   generator).view(b, h, dim)
-            out = psi
-            if m_read is not None:
-                rp = read_phases[:, t]
-                out = _bhn_matvec(m_read, psi * torch.polar(torch.ones_like(rp), rp))
-            probs[:, t] = out.real.square() + out.imag.square()
-        last = torch.stack([psi.real, psi.imag], -2).to(psi0.dtype)
-    return probs, last
-
-
-def density_scan(psi0, phases, w, read_phases=None, w_read=None, noise=None):
-    """Exact counterpart of :func:`noisy_scan`: density matrices (4^n per head), the same
-    per-token noise. Returns probs (B, L, H, N) and the final rho (B, H, N, N) complex."""
-    channel = parse_noise(noise)
-    with torch.no_grad():
-        psi, mats, m_read = _unpack(psi0, phases, w, read_phases, w_read)
-        b, length, h, r, dim = phases.shape
-        n = dim.bit_length() - 1
-        rho = pure_density(psi)  # (B, H, N, N)
-        kraus = channel.kraus(psi.dtype, psi.device) if channel is not None else None
-        probs = torch.empty(b, length, h, dim, dtype=phases.dtype, device=phases.device)
-        for t in range(length):
-            for k in range(r):
-                e = torch.polar(torch.ones_like(phases[:, t, :, k]), phases[:, t, :, k])
-                rho = rho * pure_density(e)
-                rho = mats[:, k] @ rho @ mats[:, k].mH
-            if kraus is not None:
-                flat = rho.reshape(b * h, dim, dim)
-                for q in range(n):
-                    flat = apply_channel_density(flat, kraus, q, n)
-                rho = flat.view(b, h, dim, dim)
-            out = rho
-            if m_read is not None:
-                rp = read_phases[:, t]
-                out = rho * pure_density(torch.polar(torch.ones_like(rp), rp))
-                out = m_read @ out @ m_read.mH
-            probs[:, t] = torch.diagonal(out, dim1=-2, dim2=-1).real
-    return probs, rho
-
-
 __all__ = ["CHANNELS", "Channel", "parse_noise", "parse_noise_sweep", "apply_channel_trajectory",
            "apply_channel_density", "channel_trajectory_all_wires", "pure_density", "circuit_density_matrix",
-           "circuit_trajectories", "noisy_scan", "density_scan"]
+           "circuit_trajectories"]

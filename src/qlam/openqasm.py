@@ -1,0 +1,427 @@
+"""The OpenQASM 2.0 format for the qelib1.inc gate set, circuit-free: :func:`dumps` writes a
+bound circuit's gates, :func:`loads` reads text into a qubit count and a gate list.
+:class:`qlam.circuit.Circuit` (``to_qasm`` / ``from_qasm``) and :mod:`qlam.qasm` build on them.
+
+``dumps`` writes every angle at full float precision. ``swap``, ``rzz``, ``rxx`` and ``ryy`` are not in the
+original qelib1.inc, so when a circuit uses them their ``gate`` definitions (exact, no global
+phase) are emitted after the include; any OpenQASM 2 reader, Qiskit's strict
+``qasm2.loads`` included, can then read the file back.
+
+``loads`` reads x y z h s sdg t tdg id rx ry rz u1 u2 u3 u p cx cz swap rzz rxx ryy, the
+built-ins ``U`` and ``CX``, user ``gate`` definitions (expanded in place; a definition whose
+name is one of the gates above is taken to mean that gate), any number of ``qreg``s (wires
+numbered in declaration order), register broadcasting (``h q;``), and angle expressions with
+numbers, ``pi``, ``+ - * / ^``, parentheses, unary minus and sin cos tan exp ln sqrt. It
+never calls ``eval``. ``barrier``, ``creg`` and ``measure`` are accepted and ignored: the
+circuit describes the pure state before measurement. Anything else (``reset``, ``if``,
+``opaque``, gates outside the set) is a ``ValueError`` naming the gate and the line.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from dataclasses import dataclass
+
+# QASM name -> (qlam name, number of angles, number of qubits). "id" maps to None (no-op).
+_QASM_GATES: dict[str, tuple[str | None, int, int]] = {
+    "x": ("x", 0, 1), "y": ("y", 0, 1), "z": ("z", 0, 1), "h": ("h", 0, 1),
+    "s": ("s", 0, 1), "sdg": ("sdg", 0, 1), "t": ("t", 0, 1), "tdg": ("tdg", 0, 1),
+    "id": (None, 0, 1),
+    "rx": ("rx", 1, 1), "ry": ("ry", 1, 1), "rz": ("rz", 1, 1),
+    "u1": ("u1", 1, 1), "p": ("u1", 1, 1),
+    "u2": ("u2", 2, 1),
+    "u3": ("u3", 3, 1), "u": ("u3", 3, 1), "U": ("u3", 3, 1),
+    "cx": ("cnot", 0, 2), "CX": ("cnot", 0, 2), "cz": ("cz", 0, 2), "swap": ("swap", 0, 2),
+    "rzz": ("rzz", 1, 2), "rxx": ("rxx", 1, 2), "ryy": ("ryy", 1, 2),
+}
+
+# Exact definitions in terms of qelib1.inc gates, emitted when a circuit uses them.
+_DEFINITIONS = {
+    "swap": "gate swap a,b { cx a,b; cx b,a; cx a,b; }",
+    "rzz": "gate rzz(theta) a,b { cx a,b; rz(theta) b; cx a,b; }",
+    "rxx": "gate rxx(theta) a,b { h a; h b; cx a,b; rz(theta) b; cx a,b; h a; h b; }",
+    "ryy": ("gate ryy(theta) a,b { rx(pi/2) a; rx(pi/2) b; cx a,b; rz(theta) b; cx a,b; "
+            "rx(-pi/2) a; rx(-pi/2) b; }"),
+}
+
+_FUNCTIONS = {"sin": math.sin, "cos": math.cos, "tan": math.tan, "exp": math.exp,
+              "ln": math.log, "sqrt": math.sqrt}
+
+
+# ---- writing ------------------------------------------------------------------------------
+def _fmt(value: float) -> str:
+    """Shortest repr that round-trips, always with a decimal point (QASM 2 reals need one)."""
+    s = repr(float(value))
+    mant, e, exp = s.partition("e")
+    if "." not in mant:
+        mant += ".0"
+    return mant + e + exp
+
+
+def dumps(bound) -> str:
+    """OpenQASM 2.0 text of a bound circuit (``n_qubits`` and ``ops`` whose angles are all
+    constants)."""
+    used = {op.name for op in bound.ops}
+    lines = ["OPENQASM 2.0;", 'include "qelib1.inc";']
+    lines += [text for g, text in _DEFINITIONS.items() if g in used]
+    lines.append(f"qreg q[{bound.n_qubits}];")
+    for op in bound.ops:
+        name = "cx" if op.name == "cnot" else op.name
+        args = "(" + ",".join(_fmt(a.value) for a in op.angles) + ")" if op.angles else ""
+        wires = ",".join(f"q[{w}]" for w in op.wires)
+        lines.append(f"{name}{args} {wires};")
+    return "\n".join(lines) + "\n"
+
+
+# ---- reading: tokens ----------------------------------------------------------------------
+_TOKEN = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<comment>//[^\n]*)
+  | (?P<real>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
+  | (?P<id>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<string>"[^"\n]*")
+  | (?P<sym>->|==|[;,()\[\]{}+\-*/^])
+""", re.VERBOSE)
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # real, id, string, sym, eof
+    text: str
+    line: int
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    newlines = [m.start() for m in re.finditer("\n", text)]
+    toks: list[_Tok] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        line = bisect.bisect_right(newlines, pos - 1) + 1
+        if m is None:
+            raise ValueError(f"line {line}: unexpected character {text[pos]!r}")
+        kind = m.lastgroup
+        if kind not in ("ws", "comment"):
+            toks.append(_Tok(kind, m.group(), line))
+        pos = m.end()
+    line = len(newlines) + 1
+    toks.append(_Tok("eof", "", line))
+    return toks
+
+
+# ---- reading: expressions -----------------------------------------------------------------
+# AST: ("num", v) | ("var", name) | ("neg", e) | ("bin", op, a, b) | ("call", fn, e)
+
+def _evaluate(node, env: dict[str, float], line: int) -> float:
+    kind = node[0]
+    if kind == "num":
+        return node[1]
+    if kind == "var":
+        if node[1] not in env:
+            raise ValueError(f"line {line}: unknown identifier {node[1]!r} in an angle")
+        return env[node[1]]
+    if kind == "neg":
+        return -_evaluate(node[1], env, line)
+    if kind == "call":
+        arg = _evaluate(node[2], env, line)
+        try:
+            value = _FUNCTIONS[node[1]](arg)
+        except (ValueError, OverflowError) as exc:
+            raise ValueError(f"line {line}: {node[1]}({arg}) is undefined: {exc}") from None
+        return value
+    op, a, b = node[1], _evaluate(node[2], env, line), _evaluate(node[3], env, line)
+    try:
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            return a / b
+        return math.pow(a, b)
+    except ZeroDivisionError:
+        raise ValueError(f"line {line}: division by zero in an angle") from None
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"line {line}: {a} {op} {b} is undefined: {exc}") from None
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.toks = _tokenize(text)
+        self.i = 0
+        self.qregs: dict[str, tuple[int, int]] = {}  # name -> (offset, size)
+        self.cregs: dict[str, int] = {}
+        self.n_qubits = 0
+        # name -> (param names, qubit arg names, body [(name, exprs, args, line)])
+        self.defs: dict[str, tuple[list[str], list[str], list]] = {}
+        self.ops: list[tuple[str, list[float], list[int], int]] = []  # (qasm name, angles, wires, line)
+
+    # -- token helpers
+    @property
+    def tok(self) -> _Tok:
+        return self.toks[self.i]
+
+    def next(self) -> _Tok:
+        t = self.toks[self.i]
+        self.i += 1
+        return t
+
+    def accept(self, text: str) -> bool:
+        if self.tok.kind in ("sym", "id") and self.tok.text == text:
+            self.i += 1
+            return True
+        return False
+
+    def expect(self, text: str) -> _Tok:
+        t = self.tok
+        if t.kind in ("sym", "id") and t.text == text:
+            self.i += 1
+            return t
+        got = "end of input" if t.kind == "eof" else repr(t.text)
+        raise ValueError(f"line {t.line}: expected {text!r}, got {got}")
+
+    def ident(self, what: str) -> _Tok:
+        t = self.tok
+        if t.kind != "id":
+            got = "end of input" if t.kind == "eof" else repr(t.text)
+            raise ValueError(f"line {t.line}: expected {what}, got {got}")
+        self.i += 1
+        return t
+
+    def integer(self) -> int:
+        t = self.tok
+        if t.kind != "real" or not t.text.isdigit():
+            raise ValueError(f"line {t.line}: expected a non-negative integer, got {t.text!r}")
+        self.i += 1
+        return int(t.text)
+
+    # -- expressions
+    def expr(self):
+        node = self.term()
+        while self.tok.kind == "sym" and self.tok.text in "+-":
+            op = self.next().text
+            node = ("bin", op, node, self.term())
+        return node
+
+    def term(self):
+        node = self.factor()
+        while self.tok.kind == "sym" and self.tok.text in "*/":
+            op = self.next().text
+            node = ("bin", op, node, self.factor())
+        return node
+
+    def factor(self):
+        if self.accept("-"):
+            return ("neg", self.factor())
+        if self.accept("+"):
+            return self.factor()
+        base = self.atom()
+        if self.accept("^"):
+            return ("bin", "^", base, self.factor())
+        return base
+
+    def atom(self):
+        t = self.next()
+        if t.kind == "real":
+            return ("num", float(t.text))
+        if t.kind == "id":
+            if t.text == "pi":
+                return ("num", math.pi)
+            if t.text in _FUNCTIONS:
+                self.expect("(")
+                arg = self.expr()
+                self.expect(")")
+                return ("call", t.text, arg)
+            return ("var", t.text)
+        if t.kind == "sym" and t.text == "(":
+            node = self.expr()
+            self.expect(")")
+            return node
+        got = "end of input" if t.kind == "eof" else repr(t.text)
+        raise ValueError(f"line {t.line}: expected an angle expression, got {got}")
+
+    def expr_list(self) -> list:
+        exprs = []
+        if self.accept("("):
+            if not self.accept(")"):
+                exprs.append(self.expr())
+                while self.accept(","):
+                    exprs.append(self.expr())
+                self.expect(")")
+        return exprs
+
+    # -- statements
+    def parse(self) -> tuple[int, list]:
+        if self.tok.kind == "id" and self.tok.text == "OPENQASM":
+            t = self.next()
+            ver = self.next()
+            if ver.text not in ("2.0", "2"):
+                raise ValueError(f"line {t.line}: only OpenQASM 2.0 is supported, got {ver.text}")
+            self.expect(";")
+        while self.tok.kind != "eof":
+            self.statement()
+        if not self.qregs:
+            raise ValueError("no qreg declared")
+        gates = []
+        for name, angles, wires, line in self.ops:
+            qname, _, _ = _QASM_GATES[name]
+            for a in angles:
+                if not math.isfinite(a):
+                    raise ValueError(f"line {line}: gate {name}: angle {a} is not finite")
+            gates.append((qname, wires, angles, line))
+        return self.n_qubits, gates
+
+    def statement(self):
+        t = self.ident("a statement")
+        kw = t.text
+        if kw == "OPENQASM":
+            raise ValueError(f"line {t.line}: OPENQASM must be the first statement")
+        if kw == "include":
+            s = self.next()
+            if s.kind != "string":
+                raise ValueError(f"line {t.line}: include needs a quoted file name")
+            if s.text.strip('"') != "qelib1.inc":
+                raise ValueError(f"line {t.line}: cannot include {s.text}; only qelib1.inc")
+            self.expect(";")
+        elif kw in ("qreg", "creg"):
+            name = self.ident("a register name").text
+            self.expect("[")
+            size = self.integer()
+            self.expect("]")
+            self.expect(";")
+            if name in self.qregs or name in self.cregs:
+                raise ValueError(f"line {t.line}: register {name!r} declared twice")
+            if kw == "qreg":
+                if size < 1:
+                    raise ValueError(f"line {t.line}: qreg {name} must have at least 1 qubit")
+                self.qregs[name] = (self.n_qubits, size)
+                self.n_qubits += size
+                if self.n_qubits > 64:  # Circuit reports the real limit; keep ints small
+                    raise ValueError(f"line {t.line}: {self.n_qubits} qubits is too many")
+            else:
+                self.cregs[name] = size
+        elif kw == "gate":
+            self.gate_definition(t.line)
+        elif kw == "barrier":
+            self.qubit_args()
+            self.expect(";")
+        elif kw == "measure":
+            self.qubit_args()
+            self.expect("->")
+            self.skip_to_semicolon()
+        elif kw in ("opaque", "reset", "if"):
+            what = {"opaque": "opaque gate declarations", "reset": "reset (not unitary)",
+                    "if": "classically controlled gates (if)"}[kw]
+            raise ValueError(f"line {t.line}: unsupported statement {kw!r}: {what}")
+        else:
+            exprs = self.expr_list()
+            args = self.qubit_args()
+            self.expect(";")
+            angles = [_evaluate(e, {}, t.line) for e in exprs]
+            self.call(kw, angles, args, t.line, depth=0)
+
+    def skip_to_semicolon(self):
+        while not self.accept(";"):
+            if self.tok.kind == "eof":
+                raise ValueError(f"line {self.tok.line}: expected ';'")
+            self.i += 1
+
+    def qubit_args(self) -> list[list[int]]:
+        """Each argument as a list of wires (a whole register or one qubit)."""
+        args = [self.qubit_arg()]
+        while self.accept(","):
+            args.append(self.qubit_arg())
+        return args
+
+    def qubit_arg(self) -> list[int]:
+        t = self.ident("a qubit register")
+        if t.text not in self.qregs:
+            kind = "a classical register" if t.text in self.cregs else "not declared"
+            raise ValueError(f"line {t.line}: qubit register {t.text!r} is {kind}")
+        offset, size = self.qregs[t.text]
+        if self.accept("["):
+            k = self.integer()
+            self.expect("]")
+            if k >= size:
+                raise ValueError(f"line {t.line}: {t.text}[{k}] out of range (size {size})")
+            return [offset + k]
+        return list(range(offset, offset + size))
+
+    def gate_definition(self, line: int):
+        name = self.ident("a gate name").text
+        params = []
+        if self.accept("("):
+            if not self.accept(")"):
+                params.append(self.ident("a parameter name").text)
+                while self.accept(","):
+                    params.append(self.ident("a parameter name").text)
+                self.expect(")")
+        qargs = [self.ident("a qubit argument").text]
+        while self.accept(","):
+            qargs.append(self.ident("a qubit argument").text)
+        self.expect("{")
+        body = []
+        while not self.accept("}"):
+            t = self.ident("a gate call in the body")
+            if t.text == "barrier":
+                self.skip_to_semicolon()
+                continue
+            exprs = self.expr_list()
+            bargs = [self.ident("a qubit argument").text]
+            while self.accept(","):
+                bargs.append(self.ident("a qubit argument").text)
+            self.expect(";")
+            for b in bargs:
+                if b not in qargs:
+                    raise ValueError(f"line {t.line}: {b!r} is not an argument of gate {name}")
+            body.append((t.text, exprs, bargs, t.line))
+        if name in _QASM_GATES:
+            n_angles, n_wires = _QASM_GATES[name][1:]
+            if (len(params), len(qargs)) != (n_angles, n_wires):
+                raise ValueError(
+                    f"line {line}: definition of {name} has {len(params)} parameter(s) and "
+                    f"{len(qargs)} qubit(s); the standard gate has {n_angles} and {n_wires}")
+            return  # the standard gate itself (e.g. our own rzz/rxx/ryy definitions)
+        self.defs[name] = (params, qargs, body)
+
+    def call(self, name: str, angles: list[float], args: list[list[int]], line: int, depth: int):
+        if name in _QASM_GATES:
+            n_angles, n_wires = _QASM_GATES[name][1:]
+        elif name in self.defs:
+            n_angles, n_wires = len(self.defs[name][0]), len(self.defs[name][1])
+        else:
+            raise ValueError(f"line {line}: unsupported gate {name!r}")
+        if len(angles) != n_angles:
+            raise ValueError(f"line {line}: gate {name} takes {n_angles} angle(s), got {len(angles)}")
+        if len(args) != n_wires:
+            raise ValueError(f"line {line}: gate {name} acts on {n_wires} qubit(s), got {len(args)}")
+        sizes = {len(a) for a in args if len(a) > 1}
+        if len(sizes) > 1:
+            raise ValueError(f"line {line}: gate {name}: registers of different sizes")
+        width = sizes.pop() if sizes else 1
+        for k in range(width):
+            wires = [a[k] if len(a) > 1 else a[0] for a in args]
+            if len(set(wires)) != len(wires):
+                raise ValueError(f"line {line}: gate {name}: duplicate qubits {wires}")
+            if name in _QASM_GATES:
+                if _QASM_GATES[name][0] is not None:
+                    self.ops.append((name, angles, wires, line))
+                continue
+            if depth > 100:
+                raise ValueError(f"line {line}: gate definitions nested too deeply ({name})")
+            params, qargs, body = self.defs[name]
+            env = dict(zip(params, angles))
+            qmap = dict(zip(qargs, wires))
+            for bname, exprs, bargs, bline in body:
+                vals = [_evaluate(e, env, bline) for e in exprs]
+                self.call(bname, vals, [[qmap[b]] for b in bargs], bline, depth + 1)
+
+
+def loads(text: str) -> tuple[int, list[tuple[str, list[int], list[float], int]]]:
+    """Parse OpenQASM 2.0 text: (number of qubits, [(qlam gate name, wires, angles, line)])."""
+    if not isinstance(text, str):
+        raise TypeError(f"from_qasm expects the QASM text as a str, got {type(text).__name__}")
+    return _Parser(text).parse()

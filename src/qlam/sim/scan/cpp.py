@@ -1,0 +1,201 @@
+"""The C++ engine (``qlam/csrc/recurrence.cpp``), loaded on demand.
+
+The contract of :mod:`qlam.sim.scan.contract` (shapes there); the
+forward runs the whole sequence in C++ (OpenMP over heads and batch tiles, a cache-resident
+register-blocked GEMM per token; complex products as three real GEMMs where N allows) and the
+backward is the reversible (adjoint) walk, also in C++: no stored history, the gradient of
+every unitary accumulated per thread and reduced at the end.
+
+Build: the first use compiles the extension just in time with ``torch.utils.cpp_extension``
+into ``$QLAM_EXT_DIR`` (default ``~/.cache/qlam/ext``), in a folder named by a hash of the
+source, the flags and the torch / Python versions, so it is built once and reused by every
+later process; torch's file lock makes concurrent first uses build it once. ``python -m
+qlam.sim.scan.cpp`` builds it ahead of time. The code is compiled without ``-march``: the hot
+loops exist in baseline, AVX2 and AVX-512 variants chosen at run time, so a shared cache
+works across machines.
+
+Without a compiler (or if the build fails) :func:`available` is False, one warning says why,
+and ``scan(..., engine="auto")`` falls back to the PyTorch engine.
+``QLAM_KERNEL=0`` disables the kernel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from qlam.atomic import atomic_write_text
+from qlam.sim.scan.contract import RENORM_EVERY, check_inputs, compiled_function, one_float_dtype
+
+SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "recurrence.cpp"
+CFLAGS = ["-O3", "-ffp-contract=fast", "-fopenmp", "-Wno-psabi"]
+LDFLAGS = ["-fopenmp"]
+
+_lock = threading.Lock()
+_ext = None
+_error: str | None = None
+_tried = False
+
+
+def build_dir() -> Path:
+    """Where the extension is built: $QLAM_EXT_DIR or ~/.cache/qlam/ext, one folder per
+    (source, flags, torch, Python) combination."""
+    root = os.environ.get("QLAM_EXT_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "qlam", "ext")
+    return Path(root) / _tag()
+
+
+def _tag() -> str:
+    h = hashlib.sha256()
+    h.update(SOURCE.read_bytes())
+    h.update(" ".join(CFLAGS + LDFLAGS).encode())
+    h.update(f"{torch.__version__} {sys.version_info[:2]} {sys.platform}".encode())
+    return "recurrence_" + h.hexdigest()[:16]
+
+
+def _import(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ensure_ninja_on_path() -> None:
+    """torch's JIT build runs ``ninja`` from PATH; the venv's ninja may not be on it."""
+    if shutil.which("ninja"):
+        return
+    dirs = [os.path.dirname(sys.executable)]
+    try:
+        import ninja  # the pip package
+
+        dirs.insert(0, ninja.BIN_DIR)
+    except (ImportError, AttributeError):
+        pass
+    for d in dirs:
+        if os.path.exists(os.path.join(d, "ninja")):
+            os.environ["PATH"] = d + os.pathsep + os.environ.get("PATH", "")
+            return
+
+
+def _build(verbose: bool = False):
+    from torch.utils import cpp_extension
+
+    where = build_dir()
+    name = where.name
+    lib = where / f"{name}.so"
+    ok = where / "ok"
+    if ok.exists() and lib.exists():  # built and loaded before: no compiler or ninja needed
+        return _import(name, lib)
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        raise RuntimeError(f"no C++ compiler ({cxx!r} not on PATH)")
+    _ensure_ninja_on_path()
+    where.mkdir(parents=True, exist_ok=True)
+    module = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(CFLAGS),
+                                extra_ldflags=list(LDFLAGS), build_directory=str(where),
+                                verbose=verbose)
+    atomic_write_text(ok, f"{lib}\n")  # a reader never sees a half-built library marked usable
+    return module
+
+
+def load(verbose: bool = False):
+    """The extension module (built on first use), or None with :func:`error` set."""
+    global _ext, _error, _tried
+    with _lock:
+        if _tried:
+            return _ext
+        _tried = True
+        if os.environ.get("QLAM_KERNEL", "1").strip().lower() in ("0", "false", "no", "off"):
+            _error = "disabled by QLAM_KERNEL=0"
+            return None
+        try:
+            _ext = _build(verbose)
+        except Exception as e:  # noqa: BLE001 - any build failure means: fall back
+            first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+            _error = f"{type(e).__name__}: {first}"
+            warnings.warn(f"qlam: compiled recurrence kernel unavailable ({_error}); using the "
+                          f"pure-PyTorch path", RuntimeWarning, stacklevel=3)
+        return _ext
+
+
+def available() -> bool:
+    """True when the compiled kernel is built and loadable (builds it on first call)."""
+    return load() is not None
+
+
+def error() -> str | None:
+    """Why the kernel is unavailable (None when it is available or not yet tried)."""
+    return _error
+
+
+def isa() -> str | None:
+    """The instruction set the kernel uses here (base, avx2 or avx512), None if unavailable."""
+    ext = load()
+    return None if ext is None else ext.isa()
+
+
+def set_isa(name: str) -> str:
+    """Force an instruction-set variant ("base", "avx2", "avx512" or "auto"); for tests."""
+    ext = load()
+    if ext is None:
+        raise RuntimeError(f"kernel unavailable: {_error}")
+    return ext.set_isa(name)
+
+
+def set_gauss(on: bool) -> None:
+    """Use (default) or not the three-multiplication complex product where N allows it; for
+    tests and benchmarks."""
+    ext = load()
+    if ext is None:
+        raise RuntimeError(f"kernel unavailable: {_error}")
+    ext.set_gauss(bool(on))
+
+
+def supports(*tensors) -> bool:
+    """Whether the kernel can run on these tensors (CPU, float32/float64, one dtype); says
+    nothing of whether it builds here (:func:`available`)."""
+    return all(t.device.type == "cpu" for t in tensors if t is not None) and one_float_dtype(*tensors)
+
+
+def _kernel_forward(psi0, phases, w, read_phases, w_read):
+    # the same periodic renormalisation as the PyTorch engine (identity in the backward)
+    return load().forward(psi0, phases, w, read_phases, w_read, RENORM_EVERY)
+
+
+def _kernel_backward(last, phases, w, read_phases, w_read, g_probs, g_last):
+    return load().backward(last, phases, w, read_phases, w_read, g_probs, g_last)
+
+
+_KernelScan = compiled_function("_KernelScan", _kernel_forward, _kernel_backward)
+
+
+def scan_kernel(psi0, phases, w, read_phases=None, w_read=None):
+    """The scan on the compiled kernel, adjoint gradients: probs (B, L, H, N), last (B, H, 2, N)."""
+    check_inputs(psi0, phases, w, read_phases, w_read)
+    if not available():
+        raise RuntimeError(f"compiled recurrence kernel unavailable: {_error}")
+    if not supports(psi0, phases, w, read_phases, w_read):
+        raise ValueError("the compiled kernel needs CPU tensors of one dtype, float32 or float64")
+    return _KernelScan.apply(psi0, phases, w, read_phases, w_read)
+
+
+GRADIENTS = {"adjoint": scan_kernel}
+
+
+def run(psi0, phases, w, read_phases=None, w_read=None, gradient: str = "adjoint"):
+    return GRADIENTS[gradient](psi0, phases, w, read_phases, w_read)
+
+
+if __name__ == "__main__":  # python -m qlam.sim.scan.cpp: build now, report
+    if load(verbose="-v" in sys.argv) is None:
+        print(f"qlam kernel: unavailable ({_error})")
+        sys.exit(1)
+    print(f"qlam kernel: {build_dir()} isa={isa()} threads={_ext.num_threads()}")

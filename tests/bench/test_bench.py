@@ -1,0 +1,191 @@
+"""`qlam bench`: the sim implementations agree; sim, memory, roofline, models and all run on
+tiny sizes and write their tables, JSON and plots; memory measurements are sane."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from qlam.bench import models, roofline, rss, sim, sim_impls
+from qlam.bench.cli import write_report
+from qlam.cli import build_parser, main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_implementation_computes_the_same_loss_and_gradient():
+    sim.check_agreement([n for n in sim_impls.IMPLS if sim_impls.IMPLS[n].available()], n_qubits=3,
+                        tokens=4, atol=1e-9)
+
+
+def test_benchmark_circuit():
+    c = sim_impls.benchmark_circuit(4)
+    assert c.gate_count() == {"rz": 8, "ry": 4, "cnot": 4}
+    assert c.n_params == 8 and c.n_inputs == 1
+    assert [op.name for op in c.ops[:4]] == ["rz"] * 4 and all(op.is_input for op in c.ops[:4])
+
+
+def test_register_a_new_implementation():
+    calls = []
+
+    def run(s):
+        calls.append(s.tokens)
+        return sim_impls.run_compiled(s)
+
+    sim_impls.register(sim_impls.Impl("test-impl", run, quick_tokens=3))
+    try:
+        recs = sim.run_benchmark([2], batch=2, seq_len=6, quick=True,
+                                 impls=["test-impl", "qlam-compiled"], repeats=1)
+    finally:
+        del sim_impls.IMPLS["test-impl"]
+    assert [r["impl"] for r in recs] == ["test-impl", "qlam-compiled"]
+    assert recs[0]["seq_len"] == 3 and recs[1]["seq_len"] == 6
+    assert 3 in calls
+    with pytest.raises(ValueError, match="unknown implementation"):
+        sim.run_benchmark([2], impls=["nope"])
+
+
+def test_cli_prints_table_and_writes_json(tmp_path, capsys):
+    pytest.importorskip("pennylane")
+    out, png = tmp_path / "bench.json", tmp_path / "sim.png"
+    rc = main(["bench", "sim", "--n", "2", "3", "--batch", "1", "4", "--seq-len", "8",
+               "--repeats", "1", "--threads", "1", "--json", str(out), "--plot", str(png)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| impl | pass | n | batch | tokens run | tokens/s |" in text
+    assert "n=3 batch=4: qlam-" in text
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "sim"
+    assert {"date", "cores", "torch", "command", "loadavg_1min_start", "loadavg_1min_end",
+            "threads"} <= set(data["meta"])
+    assert data["meta"]["command"].startswith("qlam bench sim ")
+    records = data["records"]
+    available = [n for n in sim_impls.IMPLS if sim_impls.IMPLS[n].available()]
+    assert len(records) == 2 * 2 * len(available)
+    for r in records:
+        assert {"impl", "n_qubits", "batch", "seq_len", "tokens_per_s", "mode"} <= set(r)
+        assert r["tokens_per_s"] > 0 and r["batch"] in (1, 4) and r["n_qubits"] in (2, 3)
+    assert png.read_bytes()[:8] == PNG
+
+
+def test_cli_rejects_bad_sizes(capsys):
+    assert main(["bench", "sim", "--batch", "0"]) == 2
+    assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_token_budgets():
+    dense, gates = sim_impls.IMPLS["qlam-compiled"], sim_impls.IMPLS["qlam-reference"]
+    assert sim.tokens_for(dense, 6, 128, 784, quick=False) == 784
+    assert sim.tokens_for(dense, 12, 128, 784, quick=False) == sim.MIN_TOKENS
+    assert sim.tokens_for(gates, 6, 128, 784, quick=True) == 16  # the cap
+    assert sim.tokens_for(gates, 12, 128, 784, quick=True) == sim.MIN_TOKENS
+    assert sim.tokens_for(gates, 4, 1, 3, quick=True) == 3  # never more than asked
+
+
+def test_memory_measurement_is_sane():
+    """Each measurement in a fresh process: the recurrence's own memory (peak - floor) of the
+    kernel's reversible backward stays flat; the PyTorch reversible grows far less than
+    autograd, which stores every token."""
+    from qlam.sim.scan import cpp
+
+    backs = ["reversible", "autograd"] + (["kernel"] if cpp.available() else [])
+    recs = rss.run_benchmark([128, 1024], backs, batch=2, n_qubits=4, heads=2, d_model=16)
+    assert len(recs) == 2 * len(backs)
+    by = {(r["backward"], r["seq_len"]): r for r in recs}
+    for r in recs:
+        assert {"backward", "seq_len", "peak_bytes", "batch", "n_qubits", "heads", "floor_bytes",
+                "recurrence_bytes", "method"} <= set(r)
+        assert 0 < r["peak_bytes"] < 2**30
+    mib = 2**20
+
+    def growth(b, key="peak_bytes"):
+        return by[b, 1024][key] - by[b, 128][key]
+
+    assert growth("autograd") > 10 * mib  # ~26 KiB per token here
+    assert growth("reversible") < 0.5 * growth("autograd")
+    if "kernel" in backs:
+        assert abs(growth("kernel", "recurrence_bytes")) < 1 * mib
+        assert growth("kernel") < 0.25 * growth("autograd")
+    assert rss.slope(recs, "autograd") > rss.slope(recs, "reversible") > 0
+
+
+def test_roofline_flop_convention():
+    assert roofline.flops_per_token(6, "forward") == 8 * 64**2
+    assert roofline.flops_per_token(6, "train") == 32 * 64**2
+    u = roofline.random_product_unitary(3, torch.Generator().manual_seed(1))
+    assert torch.allclose(u @ u.conj().T, torch.eye(8, dtype=u.dtype), atol=1e-12)
+    assert (u.abs() > 0).all()  # dense
+
+
+def test_roofline_speedups_and_verdicts():
+    def rec(impl, n, b, rate, pct=100.0):
+        return {"impl": impl, "mode": "train", "n_qubits": n, "batch": b,
+                "tokens_per_s": rate, "pct_of_gemm": pct}
+
+    recs = [rec("kernel", 4, 64, 600.0), rec("pytorch", 4, 64, 100.0),
+            rec("kernel", 6, 128, 450.0), rec("pytorch", 6, 128, 100.0),
+            rec("kernel", 8, 64, 300.0, pct=69.0), rec("pytorch", 8, 64, 100.0, pct=20.0)]
+    assert roofline.speedups(recs) == {(4, 64): 6.0, (6, 128): 4.5, (8, 64): 3.0}
+    lines = roofline.summary(recs)
+    assert lines[1].endswith("(target 70%: missed: lowest 69% (1 points short))")
+    assert lines[-1] == ("kernel / pytorch at n = 4..6 (measured here: n=4 B=64, n=6 B=128): "
+                         "target 5x: missed: lowest 4.5x")
+    recs[2]["tokens_per_s"] = 500.0
+    assert roofline.summary(recs)[-1].endswith("target 5x: met")
+
+
+def test_models_have_equal_parameter_counts():
+    recs = models.run_benchmark([8], batch=2, quick=True, repeats=1, modes=("train",))
+    target = recs[0]["target_params"]
+    assert {r["model"] for r in recs} >= {"qlam-reversible", "lstm", "gru", "transformer", "ssm"}
+    for r in recs:
+        assert abs(r["n_params"] - target) / target < 0.1, r
+        assert r["tokens_per_s"] > 0 and r["mode"] == "train"
+
+
+def test_bench_all_writes_every_result_and_the_readme(tmp_path, capsys):
+    """`qlam bench all` on tiny sizes: four JSON files with metadata, four PNGs, README."""
+    from qlam.bench.cli import run_all
+
+    tiny = {
+        "sim": ["--n", "2", "--batch", "2", "--seq-len", "4", "--repeats", "1",
+                "--impl", "qlam-compiled", "qlam-reference"],
+        "memory": ["--lengths", "64", "--backward", "reversible", "--batch", "1",
+                   "--n-qubits", "2", "--heads", "1", "--d-model", "4"],
+        "roofline": ["--n", "3", "--batch", "2", "--gemm-sizes", "64", "--repeats", "1",
+                     "--impl", "pytorch"],
+        "models": ["--lengths", "6", "--batch", "2", "--repeats", "1",
+                   "--models", "qlam-reversible", "lstm"],
+    }
+    args = build_parser().parse_args(["bench", "all", "--out", str(tmp_path), "--threads", "1"])
+    assert run_all(args, extra=tiny) == 0
+    keys = {"sim": {"impl", "n_qubits", "batch", "seq_len", "tokens_per_s"},
+            "memory": {"backward", "seq_len", "peak_bytes", "batch", "n_qubits", "heads"},
+            "roofline": {"impl", "mode", "n_qubits", "flops_per_s", "pct_of_gemm"},
+            "models": {"model", "mode", "seq_len", "tokens_per_s", "n_params"}}
+    for name, want in keys.items():
+        data = json.loads((tmp_path / f"{name}.json").read_text())
+        assert data["benchmark"] == name and data["records"]
+        assert data["meta"]["command"].startswith("qlam bench all ")
+        assert data["meta"]["equivalent_command"].startswith(f"qlam bench {name} ")
+        assert {"date", "cores", "torch", "loadavg_1min_start"} <= set(data["meta"])
+        for r in data["records"]:
+            assert want <= set(r), (name, r)
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG
+    readme = (tmp_path / "README.md").read_text()
+    for title in ("Simulator", "Memory", "Roofline", "Models"):
+        assert f"## {title}" in readme
+    assert "![roofline](roofline.png)" in readme and "| lstm |" in readme
+    (tmp_path / "README.md").unlink()
+    assert write_report(tmp_path).exists()
+
+
+def test_bad_options_are_rejected(capsys):
+    assert main(["bench", "memory", "--lengths", "0"]) == 2
+    assert main(["bench", "roofline", "--n", "13"]) == 2
+    assert main(["bench", "models", "--models", "nope", "--lengths", "4", "--batch", "1"]) == 2
+    assert main(["bench", "report", "/nonexistent-dir"]) == 2
+    err = capsys.readouterr().err
+    assert "must be >= 1" in err and "unknown model row" in err

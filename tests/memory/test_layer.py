@@ -1,0 +1,167 @@
+"""The QLAM layer against gate-by-gate simulation, its reversible backward against autograd,
+streaming, norms, shots and bad input."""
+
+import math
+
+import pytest
+import torch
+
+import qlam
+from qlam.memory import QLAM, sample_probs, walsh_matrix
+from qlam.models.qlam import QLAMClassifier
+from qlam.sim.scan import cpp, random_unitaries, scan
+
+
+def _layer(**kw):
+    torch.manual_seed(0)
+    opts = dict(d_model=8, n_heads=3, n_qubits=3, depth=2)
+    opts.update(kw)
+    return QLAM(**opts).double()
+
+
+@pytest.mark.parametrize("query_basis", [True, False])
+def test_head_states_match_gate_by_gate_simulation(query_basis):
+    m = _layer(query_basis=query_basis)
+    x = torch.randn(2, 12, 8, dtype=torch.float64)
+    probs, final = m.probabilities(x)
+    angles = m.in_proj(x).view(2, 12, 3, -1)
+    for h in range(3):
+        dt = m.dt()[h]
+        psi = qlam.statevector(m.prep, params=m.prep_theta[h].double()).expand(2, -1)
+        for t in range(12):
+            psi = qlam.statevector(m.circuit, angles[:, t, h] * dt, params=m.theta[h] * dt,
+                                   state=psi, method="reference")
+            if query_basis:
+                q = m.q_basis(x[:, t]).view(2, 3, -1)[:, h]
+                v = qlam.statevector(m.read, q, params=m.read_theta[h].double(), state=psi,
+                                     method="reference")
+            else:
+                v = psi
+            torch.testing.assert_close(probs[:, t, h], v.abs() ** 2, atol=1e-12, rtol=0)
+        torch.testing.assert_close(final[:, h], psi, atol=1e-12, rtol=0)
+
+
+def test_walsh_matrix_gives_pauli_z_expectations():
+    # <Z_0 Z_2> on 3 qubits: sign of bit0 xor bit2 (wire 0 = most significant bit)
+    w = walsh_matrix(3)
+    s = 0b101
+    for z in range(8):
+        b0, b2 = (z >> 2) & 1, z & 1
+        assert w[z, s - 1] == (-1) ** (b0 ^ b2)
+    psi = torch.randn(4, 8, dtype=torch.complex128)
+    psi = psi / psi.norm(dim=-1, keepdim=True)
+    z_exp = (psi.abs() ** 2) @ w
+    assert torch.allclose(z_exp[:, s - 1], qlam.expval(psi, "ZIZ"), atol=1e-12)
+
+
+@pytest.mark.parametrize("query_basis", [True, False])
+def test_reversible_gradients_equal_autograd(query_basis):
+    torch.manual_seed(1)
+    model = QLAMClassifier(1, 4, d_model=8, n_layers=2, n_heads=2, n_qubits=3,
+                           query_basis=query_basis).double()
+    x = torch.randn(3, 800, 1, dtype=torch.float64)
+    y = torch.tensor([0, 1, 3])
+    grads = {}
+    modes = ("autograd", "reversible", "kernel") if cpp.available() else ("autograd", "reversible")
+    for mode in modes:
+        for mem in model.memories():
+            mem.backward_mode = mode
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads[mode] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for mode in modes[1:]:
+        for name, g in grads["autograd"].items():
+            torch.testing.assert_close(grads[mode][name], g, atol=1e-9, rtol=1e-7,
+                                       msg=lambda m, n=name, k=mode: f"{k} {n}: {m}")
+
+
+def test_layer_gradcheck_float64():
+    m = _layer(n_heads=2, n_qubits=2, depth=1)
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda inp: m(inp)[0], (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backward", ["reversible", "auto"])
+def test_norm_preserved_over_1e5_tokens_float32(backward):
+    torch.manual_seed(0)
+    h, n, length = 2, 16, 100_000
+    w = random_unitaries(h, 1, n=n, dtype=torch.float32)
+    psi0 = torch.zeros(1, h, 2, n)
+    psi0[..., 0, 0] = 1
+    phases = torch.rand(1, length, h, 1, n) * 2 * math.pi
+    probs, last = scan(psi0, phases, w, backward=backward)
+    norms = probs.sum(-1)
+    assert (norms - 1).abs().max() < 1e-5
+    assert ((last ** 2).sum((-1, -2)) - 1).abs().max() < 1e-5
+
+
+def test_streaming_step_matches_full_sequence():
+    m = _layer()
+    x = torch.randn(2, 9, 8, dtype=torch.float64)
+    y, state = m(x)
+    st, ys = None, []
+    for t in range(9):
+        yt, st = m.step(x[:, t], st)
+        ys.append(yt)
+    torch.testing.assert_close(torch.stack(ys, 1), y)
+    torch.testing.assert_close(st, state)
+
+
+def test_initial_state_is_used_and_validated():
+    m = _layer()
+    x = torch.randn(2, 4, 8, dtype=torch.float64)
+    state = torch.zeros(2, 3, 8, dtype=torch.complex128)
+    state[..., 3] = 1
+    y0, _ = m(x)
+    y1, _ = m(x, state)
+    assert not torch.allclose(y0, y1)
+    with pytest.raises(ValueError, match="not normalised"):
+        m(x, 2 * state)
+    with pytest.raises(ValueError, match="state must have shape"):
+        m(x, state[:, :2])
+    with pytest.raises(TypeError, match="complex"):
+        m(x, state.real)
+
+
+def test_bad_inputs_are_named():
+    m = _layer()
+    with pytest.raises(ValueError, match=r"shape \(batch, length, 8\)"):
+        m(torch.randn(2, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"shape \(batch, length, 8\)"):
+        m(torch.randn(2, 3, 5, dtype=torch.float64))
+    bad = torch.randn(2, 3, 8, dtype=torch.float64)
+    bad[0, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        m(bad)
+    with pytest.raises(TypeError, match="floating-point"):
+        m(torch.ones(2, 3, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="qubits per head"):
+        QLAM(8, n_qubits=20)
+    with pytest.raises(ValueError, match="shots"):
+        sample_probs(torch.ones(2, 4) / 4, 0)
+
+
+def test_shot_estimates_are_unbiased_with_binomial_spread():
+    torch.manual_seed(0)
+    p = torch.tensor([0.1, 0.2, 0.3, 0.4]).expand(20000, 4)
+    gen = torch.Generator().manual_seed(3)
+    est = sample_probs(p, 50, gen)
+    mean, var = est.mean(0), est.var(0)
+    assert torch.allclose(mean, p[0], atol=4 * (0.25 / 50 / 20000) ** 0.5)
+    expected_var = p[0] * (1 - p[0]) / 50
+    assert torch.allclose(var, expected_var, rtol=0.1)
+
+
+def test_shots_change_outputs_but_converge_to_exact():
+    m = _layer()
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    exact, _ = m(x)
+    m.generator = torch.Generator().manual_seed(0)
+    m.shots = 10
+    rough, _ = m(x)
+    m.shots = 200_000
+    fine, _ = m(x)
+    err_rough = (rough - exact).abs().max()
+    err_fine = (fine - exact).abs().max()
+    assert err_fine < err_rough / 10
+    assert err_fine < 0.05

@@ -1,0 +1,170 @@
+"""qlam sweep (skip finished runs, resume interrupted ones) and qlam report (the table)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import qlam.train as T
+from qlam import sweep as S
+from qlam.cli import main
+from qlam.data.tasks import Split, Task
+
+
+def fake_summary(path, task="smnist", model="qlam", seed=0, acc=0.9, params=1000, wall=60.0,
+                 fields=None, **config):
+    path.mkdir(parents=True, exist_ok=True)
+    s = {"task": task, "model": model, "seed": seed, "test_acc": acc, "params": params,
+         "wall_s": wall, "epochs": 3, "n_test": 10000, "threads": 1,
+         "config": {"limit_train": None, **config}, **(fields or {})}
+    (path / "summary.json").write_text(json.dumps(s))
+    return s
+
+
+def test_parse_seeds():
+    assert S.parse_seeds("0-9") == list(range(10))
+    assert S.parse_seeds("0,3, 5") == [0, 3, 5]
+    assert S.parse_seeds("0-2,7,1") == [0, 1, 2, 7]
+    for bad in ("", "a", "3-1", "-1"):
+        with pytest.raises(ValueError):
+            S.parse_seeds(bad)
+
+
+def test_sweep_skips_finished_and_resumes_interrupted(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(cfg, resume=False, command=None):
+        calls.append((cfg.model, cfg.seed, resume))
+        if cfg.model == "gru" and cfg.seed == 1:
+            raise RuntimeError("boom")
+        return fake_summary(Path(cfg.out), cfg.task, cfg.model, cfg.seed, 0.5 + 0.1 * cfg.seed,
+                            epochs_cfg=cfg.epochs)
+
+    monkeypatch.setattr(T, "train", fake_train)
+    root = tmp_path / "results"
+    fake_summary(S.run_dir(root, "smnist", "lstm", 0), model="lstm", acc=0.7)  # finished
+    S.run_dir(root, "smnist", "lstm", 1).mkdir(parents=True)
+    (S.run_dir(root, "smnist", "lstm", 1) / "checkpoint.pt").write_bytes(b"x")  # interrupted
+    statuses = [st for _, st in S.plan(root, ["lstm", "gru"], ["smnist"], [0, 1], {})]
+    assert statuses == ["done", "resume", "new", "new"]
+
+    res = S.sweep(root, ["lstm", "gru"], ["smnist"], [0, 1], {"epochs": 2}, plot=False)
+    assert calls == [("lstm", 1, True), ("gru", 0, False), ("gru", 1, False)]
+    assert res["skipped"] == 1 and res["done"] == 2 and res["resumed"] == 1
+    assert [p for p, _ in res["failed"]] == [str(S.run_dir(root, "smnist", "gru", 1))]
+    assert res["stopped"] == []
+    table = (root / "TABLE.md").read_text()
+    assert "| sMNIST | LSTM | 65.00 ± 7.07 |" in table  # seeds 0 (70 %) and 1 (60 %)
+    assert "| sMNIST | GRU | 50.00 ± – |" in table
+
+    calls.clear()  # rerun: only the failed run is tried again
+    S.sweep(root, ["lstm", "gru"], ["smnist"], [0, 1], {"epochs": 2}, plot=False)
+    assert calls == [("gru", 1, False)]
+
+
+def test_interrupted_run_stops_the_sweep(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(cfg, resume=False, command=None):
+        calls.append((cfg.seed, resume))
+        if cfg.seed == 0 and not resume:  # SIGTERM during the first run
+            (Path(cfg.out) / "checkpoint.pt").parent.mkdir(parents=True, exist_ok=True)
+            (Path(cfg.out) / "checkpoint.pt").write_bytes(b"x")
+            return {"stopped": "interrupted", "global_step": 5}
+        return fake_summary(Path(cfg.out), cfg.task, cfg.model, cfg.seed)
+
+    monkeypatch.setattr(T, "train", fake_train)
+    root = tmp_path / "results"
+    res = S.sweep(root, ["lstm"], ["smnist"], [0, 1, 2], {}, plot=False)
+    assert calls == [(0, False)] and res["done"] == 0  # seeds 1, 2 not started
+    assert res["failed"] == [] and res["stopped"] == [(str(S.run_dir(root, "smnist", "lstm", 0)),
+                                                       "interrupted")]
+    S.sweep(root, ["lstm"], ["smnist"], [0, 1, 2], {}, plot=False)  # the same command resumes
+    assert calls == [(0, False), (0, True), (1, False), (2, False)]
+
+
+def test_sweep_rejects_bad_grids(tmp_path):
+    with pytest.raises(ValueError, match="unknown model"):
+        S.plan(tmp_path, ["nope"], ["smnist"], [0], {})
+    with pytest.raises(ValueError, match="unknown task"):
+        S.plan(tmp_path, ["gru"], ["nope"], [0], {})
+    with pytest.raises(ValueError, match="sets seed"):
+        S.plan(tmp_path, ["gru"], ["smnist"], [0], {"seed": 3})
+    with pytest.raises(ValueError, match="unknown config keys"):
+        S.plan(tmp_path, ["gru"], ["smnist"], [0], {"epoch": 3})
+
+
+def test_report_table_csv_and_plot(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed, acc in enumerate([0.92, 0.93, 0.94]):
+        fake_summary(runs / "smnist" / "qlam" / f"seed{seed}", seed=seed, acc=acc, params=65034)
+    fake_summary(runs / "smnist" / "transformer" / "seed0", model="transformer", acc=0.9,
+                 params=67850, limit_train=1000)
+    fake_summary(runs / "sfashion" / "ssm" / "seed0", task="sfashion", model="ssm", acc=0.8)
+    # stopped by the time budget 3/4 into its third epoch (300 of 400 steps per epoch done)
+    fake_summary(runs / "sfashion" / "gru" / "seed0", task="sfashion", model="gru", acc=0.85,
+                 fields={"stopped": "time budget", "steps": 1100, "steps_per_epoch": 400})
+    (runs / "broken").mkdir()
+    (runs / "broken" / "summary.json").write_text("{not json")
+
+    rows = S.aggregate(S.collect([runs], log=None))
+    assert [(r["task"], r["model"], r["runs"]) for r in rows] == [
+        ("smnist", "qlam", 3), ("smnist", "transformer", 1), ("sfashion", "ssm", 1),
+        ("sfashion", "gru", 1)]
+    assert [r["epochs_mean"] for r in rows] == [3, 3, 3, 2.75]
+    assert [r["time_capped"] for r in rows] == [0, 0, 0, 1]
+    assert rows[0]["test_acc_mean"] == pytest.approx(93.0)
+    assert rows[0]["test_acc_std"] == pytest.approx(1.0)  # sample std
+    assert math.isnan(rows[1]["test_acc_std"])
+    assert [r["paper"] for r in rows] == [92.6, 91.3, 79.6, None]
+
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    table = (out / "TABLE.md").read_text()
+    assert "| sMNIST | QLAM | 93.00 ± 1.00 | 92.6 | 65,034 | 1.0 min | 1 | 3 | 3 |" in table
+    assert "| sMNIST | Transformer* |" in table and "trained on 1000 examples" in table
+    assert "| sFashion-MNIST | SSM (S4D) | 80.00 ± – | 79.6 |" in table
+    assert "| sFashion-MNIST | GRU | 85.00 ± – |  | 1,000 | 1.0 min | 1 | 2.75† | 1 |" in table
+    assert "† the time budget" in table and table.count("†") == 2
+    assert "93.00 ± 1.00" in capsys.readouterr().out
+    with open(out / "table.csv") as f:
+        recs = list(csv.DictReader(f))
+    assert recs[0]["model"] == "qlam" and float(recs[0]["test_acc_mean"]) == pytest.approx(93.0)
+    assert recs[0]["seeds"] == "0 1 2" and recs[1]["test_acc_std"] == ""
+    assert [r["time_capped"] for r in recs] == ["0", "0", "0", "1"]
+    png = (out / "accuracy.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert main(["report", str(tmp_path / "report")]) == 1  # nothing finished there
+
+
+def test_real_tiny_sweep(use_task, tmp_path, monkeypatch, capsys):
+    """Two seeds of a small GRU through the real training loop (a synthetic task), then
+    the dry run sees both finished."""
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        y = torch.arange(n) % 2
+        return Split(torch.randn(n, 6, 1, generator=g) + y[:, None, None], y)
+
+    task = Task(name="smnist", dataset="fake", seq_len=6, n_features=1, n_classes=2,
+                train=split(16), val=split(6), test=split(6))
+    use_task(lambda cfg: task)
+    torch.set_num_threads(1)
+    root = tmp_path / "res"
+    argv = ["sweep", "--models", "gru", "--tasks", "smnist", "--seeds", "0-1", "--root", str(root),
+            "--epochs", "1", "--batch-size", "8", "--params", "300", "--n-layers", "1",
+            "--threads", "1", "--no-plot"]
+    assert main(argv) == 0
+    for seed in (0, 1):
+        s = json.loads((S.run_dir(root, "smnist", "gru", seed) / "summary.json").read_text())
+        assert s["seed"] == seed and abs(s["params"] - 300) < 60 and s["d_model"] is not None
+    assert "| sMNIST | GRU |" in (root / "TABLE.md").read_text()
+    capsys.readouterr()
+    assert main(argv + ["--dry-run"]) == 0
+    assert capsys.readouterr().out.count("done") == 2

@@ -1,0 +1,282 @@
+"""The compiled recurrence kernel against the plain-autograd reference (qlam.sim.scan.torch_engine)."""
+
+import contextlib
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from qlam.sim.scan import cpp, random_unitaries, scan, torch_engine
+
+if not cpp.available():
+    pytest.skip(f"compiled recurrence kernel unavailable: {cpp.error()}",
+                allow_module_level=True)
+
+
+def _isas():
+    """Every instruction-set variant this CPU can run (the best one last)."""
+    best = cpp.set_isa("auto")
+    order = ["base", "avx2", "avx512"]
+    return order[: order.index(best) + 1]
+
+
+ISAS = _isas()
+
+
+@pytest.fixture
+def isa(request):
+    cpp.set_isa(request.param)
+    yield request.param
+    cpp.set_isa("auto")
+
+
+@pytest.fixture(params=[True, False], ids=["gauss", "realform"])
+def gauss(request):
+    """Complex products as three real GEMMs (where N allows) or one real-form GEMM."""
+    cpp.set_gauss(request.param)
+    yield request.param
+    cpp.set_gauss(True)
+
+
+def test_random_unitaries_are_unitary_and_seeded():
+    w = random_unitaries(3, 2, n=8, generator=torch.Generator().manual_seed(1))
+    assert w.shape == (3, 2, 2, 8, 8) and w.dtype == torch.float64
+    u = torch.complex(w[..., 0, :, :], w[..., 1, :, :])
+    eye = torch.eye(8, dtype=torch.complex128)
+    assert (u @ u.mH - eye).abs().max() < 1e-12
+    again = random_unitaries(3, 2, n=8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(w, again) and not torch.equal(w[0, 0], w[0, 1])
+
+
+def problem(b, length, h, r, n, read, dtype=torch.float64, seed=0, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    psi = torch.randn(b, h, n, dtype=torch.complex128, generator=gen)
+    psi = psi / psi.abs().pow(2).sum(-1, keepdim=True).sqrt()
+    psi0 = torch.stack([psi.real, psi.imag], -2).to(dtype)
+    phases = scale * torch.randn(b, length, h, r, n, dtype=torch.float64, generator=gen)
+    w = random_unitaries(h, r, n=n, generator=gen, dtype=dtype)
+    rp = wr = None
+    if read:
+        rp = torch.randn(b, length, h, n, dtype=torch.float64, generator=gen).to(dtype)
+        wr = random_unitaries(h, n=n, generator=gen, dtype=dtype)
+    weights = torch.randn(b, length, h, n, dtype=torch.float64, generator=gen).to(dtype)
+    g_last = torch.randn(b, h, 2, n, dtype=torch.float64, generator=gen).to(dtype)
+    return [psi0, phases.to(dtype), w, rp, wr], weights, g_last
+
+
+@contextlib.contextmanager
+def exact_reference():
+    """The forward may rescale the state to norm 1 every RENORM_EVERY tokens (a no-op up to
+    rounding for a normalised state) and the reversible backward treats that as the identity;
+    the reference gradients are those of the recurrence without it."""
+    old = getattr(torch_engine, "RENORM_EVERY", None)
+    if old is not None:
+        torch_engine.RENORM_EVERY = 1 << 62
+    try:
+        yield
+    finally:
+        if old is not None:
+            torch_engine.RENORM_EVERY = old
+
+
+def scan_autograd(*args):
+    with exact_reference():
+        return torch_engine.scan_autograd(*args)
+
+
+def run(fn, inputs, weights, g_last, use_probs=True, use_last=True):
+    leaves = [x.detach().clone().requires_grad_() if x is not None else None for x in inputs]
+    probs, last = fn(*leaves)
+    loss = 0
+    if use_probs:
+        loss = loss + (probs * weights).sum()
+    if use_last:
+        loss = loss + (last * g_last).sum()
+    grads = torch.autograd.grad(loss, [x for x in leaves if x is not None], allow_unused=True,
+                                materialize_grads=True)
+    return [probs.detach(), last.detach(), *grads]
+
+
+_REFERENCE: dict = {}
+
+
+def reference(shape):
+    """The problem of a shape and its plain-autograd outputs and gradients (computed once)."""
+    if shape not in _REFERENCE:
+        b, length, h, r, n, read = shape
+        inputs, weights, g_last = problem(b, length, h, r, 2**n, read)
+        _REFERENCE[shape] = inputs, weights, g_last, run(scan_autograd, inputs, weights, g_last)
+    return _REFERENCE[shape]
+
+
+def assert_close(got, want, tol):
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert a.shape == b.shape, (i, a.shape, b.shape)
+        err = (a - b).abs().max().item() if a.numel() else 0.0
+        scale = max(1.0, b.abs().max().item() if b.numel() else 0.0)
+        assert err <= tol * scale, f"output {i}: max error {err:.3g} > {tol:.1g} * {scale:.3g}"
+
+
+SHAPES = [  # (B, L, H, R, n qubits, readout basis)
+    (1, 1, 1, 1, 1, False),
+    (3, 1, 2, 2, 3, True),
+    (2, 7, 3, 1, 2, False),
+    (5, 7, 2, 2, 4, True),
+    (13, 7, 4, 1, 5, False),
+    (9, 7, 2, 1, 6, True),
+    (4, 300, 2, 2, 3, True),
+    (3, 300, 3, 1, 4, False),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-L{}-H{}-R{}-n{}-{}".format(
+    *s[:5], "read" if s[5] else "plain"))
+def test_matches_autograd_float64(isa, gauss, shape):
+    inputs, weights, g_last, want = reference(shape)
+    got = run(cpp.scan_kernel, inputs, weights, g_last)
+    assert_close(got, want, 1e-10)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("shape", [(13, 7, 4, 1, 5, False), (9, 7, 2, 2, 6, True)],
+                         ids=["n5-plain", "n6-read"])
+def test_threads_sum_their_gradients(gauss, threads, shape):
+    """With several threads each one accumulates the W gradients of its own tasks; the
+    kernel sums them (the reduction untested at one thread)."""
+    inputs, weights, g_last, want = reference(shape)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = run(cpp.scan_kernel, inputs, weights, g_last)
+    finally:
+        torch.set_num_threads(old)
+    assert_close(got, want, 1e-10)
+
+
+@pytest.mark.parametrize("isa", ISAS[-1:], indirect=True)
+def test_length_2000_and_norms(isa):
+    inputs, weights, g_last, want = reference((2, 2000, 2, 1, 2, True))
+    got = run(cpp.scan_kernel, inputs, weights, g_last)
+    assert_close(got, want, 1e-10)
+    probs, last = got[0], got[1]
+    assert torch.allclose(last.pow(2).sum((-1, -2)), torch.ones(2, 2, dtype=torch.float64),
+                          atol=1e-12, rtol=0)
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 2000, 2, dtype=torch.float64),
+                          atol=1e-12, rtol=0)
+
+
+def test_float32_long_sequence_keeps_norm():
+    inputs, weights, g_last = problem(3, 2000, 2, 2, 16, True, dtype=torch.float32, seed=4)
+    probs, last = cpp.scan_kernel(*inputs)
+    assert (last.double().pow(2).sum((-1, -2)) - 1).abs().max() < 1e-4
+    assert (probs.double().sum(-1) - 1).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("read", [False, True])
+def test_float32_agrees_with_float64(read):
+    inputs, weights, g_last = problem(6, 50, 3, 2, 16, read, seed=5)
+    ref = run(cpp.scan_kernel, inputs, weights, g_last)
+    low = [x.float() if x is not None else None for x in inputs]
+    got = run(cpp.scan_kernel, low, weights.float(), g_last.float())
+    assert all(x.dtype == torch.float32 for x in got)
+    assert_close([x.double() for x in got], ref, 2e-4)
+
+
+@pytest.mark.parametrize("use_probs,use_last", [(True, False), (False, True)])
+def test_partial_outputs(use_probs, use_last):
+    inputs, weights, g_last = problem(4, 9, 2, 2, 8, True, seed=6)
+    want = run(scan_autograd, inputs, weights, g_last, use_probs, use_last)
+    got = run(cpp.scan_kernel, inputs, weights, g_last, use_probs, use_last)
+    assert_close(got, want, 1e-10)
+
+
+def test_large_phases_use_exact_trig():
+    # |phi| beyond the polynomial range reduction falls back to libm per row
+    inputs, weights, g_last = problem(3, 5, 2, 1, 8, True, seed=7, scale=3e5)
+    assert_close(run(cpp.scan_kernel, inputs, weights, g_last),
+                 run(scan_autograd, inputs, weights, g_last), 1e-9)
+
+
+def test_renormalisation_matches_pytorch_forward():
+    every = getattr(torch_engine, "RENORM_EVERY", 0)
+    if not every:
+        pytest.skip("the PyTorch path does not renormalise")
+    inputs, _, _ = problem(3, 2 * every + 5, 2, 2, 8, True, seed=11)
+    inputs[0] = 1.7 * inputs[0]  # not normalised: the rescaling shows
+    got = cpp.scan_kernel(*inputs)
+    want = torch_engine.scan_autograd(*inputs)
+    assert_close(got, want, 1e-10)
+    assert (got[1].pow(2).sum((-1, -2)) - 1).abs().max() < 1e-12
+
+
+def test_gradcheck():
+    inputs, _, _ = problem(2, 3, 2, 2, 4, True, seed=8)
+    leaves = [x.detach().clone().requires_grad_() for x in inputs]
+    assert torch.autograd.gradcheck(cpp.scan_kernel, leaves, eps=1e-6, atol=1e-7)
+
+
+def test_expanded_and_partial_requires_grad():
+    inputs, weights, g_last = problem(4, 6, 2, 1, 8, False, seed=9)
+    psi0, phases, w, _, _ = inputs
+    psi_b = psi0[:1].expand(4, -1, -1, -1)  # a broadcast initial state, not contiguous
+    phases = phases.clone().requires_grad_()
+    p1, l1 = cpp.scan_kernel(psi_b, phases, w)
+    p2, l2 = scan_autograd(psi_b, phases, w)
+    g1 = torch.autograd.grad((p1 * weights).sum(), phases)[0]
+    g2 = torch.autograd.grad((p2 * weights).sum(), phases)[0]
+    assert_close([p1, l1, g1], [p2, l2, g2], 1e-10)
+
+
+def test_scan_dispatch():
+    inputs, weights, g_last = problem(3, 5, 2, 1, 8, True, seed=10)
+    want = run(scan_autograd, inputs, weights, g_last)
+    for mode in ("auto", "kernel"):
+        got = run(lambda *a, m=mode: scan(*a, backward=m), inputs, weights, g_last)
+        assert_close(got, want, 1e-10)
+    with pytest.raises(ValueError, match="backward must be one of"):
+        scan(*inputs, backward="nope")
+    with pytest.raises(ValueError):
+        cpp.scan_kernel(inputs[0].float(), *inputs[1:])  # mixed dtypes
+
+
+def test_no_compiler_falls_back_with_one_warning(tmp_path):
+    code = (
+        "import warnings, torch\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as ws:\n"
+        "    from qlam.sim.scan import cpp\n"
+        "    from qlam.sim.scan import scan\n"
+        "    ok = cpp.available() or cpp.available()\n"
+        "    psi = torch.zeros(1, 1, 2, 2); psi[..., 0, 0] = 1\n"
+        "    w = torch.zeros(1, 1, 2, 2, 2); w[:, :, 0] = torch.eye(2)\n"
+        "    probs, _ = scan(psi, torch.zeros(1, 3, 1, 1, 2), w)\n"
+        "msgs = [str(w.message) for w in ws]\n"
+        "print(ok, len(msgs), float(probs.sum()))\n"
+        "print(msgs[0])\n"
+    )
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"),
+               QLAM_EXT_DIR=str(tmp_path / "ext"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, message = out.stdout.strip().splitlines()
+    assert first == "False 1 3.0"
+    assert "kernel unavailable" in message and "no C++ compiler" in message
+    assert "\n" not in message
+
+
+@pytest.mark.skipif("avx512" not in ISAS, reason="the breakdown script times the AVX-512 build")
+def test_breakdown_script_times_the_kernel_source():
+    """scripts/kernel_breakdown.sh compiles the kernel's own task loops without torch: it must
+    keep building against the current source and report every part."""
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "kernel_breakdown.sh")
+    out = subprocess.run(["bash", script, "5", "8", "16"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line}
+    for part in ("peak", "cmul", "couter", "fwd", "bwd", "train"):
+        assert part in rows, out.stdout
+    assert "GFLOP/s" in rows["fwd"] and "% of peak" in rows["bwd"]
