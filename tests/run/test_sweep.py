@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import qlam.train as T
+from qlam import report
 from qlam import sweep as S
 from qlam.cli import main
 from qlam.data.tasks import Split, Task
@@ -112,7 +113,7 @@ def test_report_table_csv_and_plot(tmp_path, capsys):
     (runs / "broken").mkdir()
     (runs / "broken" / "summary.json").write_text("{not json")
 
-    rows = S.aggregate(S.collect([runs], log=None))
+    rows = report.aggregate(report.collect([runs], log=None))
     assert [(r["task"], r["model"], r["runs"]) for r in rows] == [
         ("smnist", "qlam", 3), ("smnist", "transformer", 1), ("sfashion", "ssm", 1),
         ("sfashion", "gru", 1)]

@@ -197,7 +197,7 @@ def test_eval_length_errors(tmp_path, capsys):
 
 
 def test_length_plot_and_table_from_fake_summaries(tmp_path):
-    from qlam.sweep import length_curves, length_markdown, write_report
+    from qlam.report import length_curves, length_markdown, write_report
 
     for model, accs in (("qlam", [1.0, 0.99, 0.97]), ("ssm", [1.0, 0.6, 0.5])):
         for seed in (0, 1):
