@@ -63,6 +63,7 @@ class TrainConfig:
     dt_min: float | None = None
     dt_max: float | None = None
     query_basis: bool | None = None
+    memory: str | None = None  # QLAM's memory: "unitary" (the paper's) or "mixed"
     d_state: int | None = None  # SSM state size
     causal: bool | None = None  # transformer: attend to earlier tokens only
     extra: dict = field(default_factory=dict)

@@ -35,6 +35,7 @@ from qlam.circuit import Circuit
 from qlam.config import config_from_dict
 from qlam.evaluate import load_qlam
 from qlam.interop import qiskit_to_qlam_order, to_pennylane, to_qiskit
+from qlam.memory.layer import QLAM
 from qlam.models.qlam import QLAMClassifier
 from qlam.sim.noise import circuit_density_matrix, parse_noise
 
@@ -75,7 +76,11 @@ def export_head(model, x: torch.Tensor, *, layer: int = 0, head: int = 0,
     """The bound circuits of head ``head`` of block ``layer`` for example x (L, n_features),
     over its first ``tokens`` tokens (all by default); see the module docstring."""
     h_in = capture_memory_input(model, x, layer).cpu().double()
-    mem64 = model.blocks[layer].memory.exact_copy()
+    mem = model.blocks[layer].memory
+    if not isinstance(mem, QLAM):
+        raise ValueError(f"export supports memory='unitary' only; layer {layer} is a "
+                         f"{type(mem).__name__} (its channel circuit is not exported yet)")
+    mem64 = mem.exact_copy()
     circuit, readout, tokens = mem64.bound_circuits(h_in, head, tokens)
     with torch.no_grad():
         probs, final = mem64.probabilities(h_in[:, :tokens])

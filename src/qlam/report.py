@@ -33,9 +33,10 @@ TASK_NAMES = {"smnist": "sMNIST", "psmnist": "psMNIST", "sfashion": "sFashion-MN
               "a5": "A5 word problem", "a5-running": "A5 (running product)",
               "adding": "Adding", "copying": "Copying memory",
               "selective-copying": "Selective copying", "mqar": "MQAR", "listops": "ListOps"}
-DEFAULT_MODELS = ("qlam", "transformer", "ssm", "lstm", "gru", "rnn", "qlstm")  # table order
-MODEL_NAMES = {"qlam": "QLAM", "transformer": "Transformer", "ssm": "SSM (S4D)", "lstm": "LSTM",
-               "gru": "GRU", "rnn": "RNN", "qlstm": "QLSTM"}
+# table order
+DEFAULT_MODELS = ("qlam", "qlam-mixed", "transformer", "ssm", "lstm", "gru", "rnn", "qlstm")
+MODEL_NAMES = {"qlam": "QLAM", "qlam-mixed": "QLAM (mixed memory)", "transformer": "Transformer",
+               "ssm": "SSM (S4D)", "lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "qlstm": "QLSTM"}
 
 def _order(key: str, known: tuple[str, ...] | list[str]) -> tuple[int, str]:
     return (known.index(key) if key in known else len(known), key)

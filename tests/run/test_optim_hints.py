@@ -9,8 +9,10 @@ from qlam.models import REGISTRY, build_model
 from qlam.optim_hints import MEMORY, hints
 from qlam.train import TrainConfig, param_groups
 
-# the parameter names the training script used to recognise as memory parameters
-OLD_NAMES = ("theta", "log_dt", "prep_theta", "read_theta", "log_A_real", "A_imag")
+# the parameter names the training script used to recognise as memory parameters (with the
+# mixed memory's damping rates and constant reset logits)
+OLD_NAMES = ("theta", "log_dt", "prep_theta", "read_theta", "log_A_real", "A_imag",
+             "log_gamma", "gate_logit")
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -19,7 +21,7 @@ def test_marked_parameters_are_the_memory_parameters(name):
     marked = {n for n, p in model.named_parameters() if hints(p).get("lr_scale") == MEMORY}
     by_name = {n for n, _ in model.named_parameters() if n.rsplit(".", 1)[-1] in OLD_NAMES}
     assert marked == by_name
-    assert bool(marked) == (name in ("qlam", "ssm", "qlstm"))
+    assert bool(marked) == (name in ("qlam", "qlam-mixed", "ssm", "qlstm"))
 
 
 def test_param_groups_from_the_hints():

@@ -272,3 +272,17 @@ def test_learning_curve_of_a_one_epoch_run_has_a_training_curve(tmp_path):
 def test_bad_log_every(tmp_path):
     with pytest.raises(ValueError, match="log_every"):
         train(_cfg(tmp_path, log_every=0))
+
+
+@pytest.mark.parametrize("kw", [dict(model="qlam-mixed"), dict(model="qlam", memory="mixed")])
+def test_mixed_memory_trains_resumes_and_reevaluates(tmp_path, kw):
+    cfg = _cfg(tmp_path, epochs=2, stop_after_steps=7, **kw)
+    train(cfg)  # preempted inside the second epoch
+    summary = train(_cfg(tmp_path, epochs=2, **kw), resume=True)
+    full = train(_cfg(tmp_path / "full", epochs=2, **kw))
+    assert summary["test_acc"] == pytest.approx(full["test_acc"])
+    assert summary["val_acc"] == pytest.approx(full["val_acc"])
+    res = eval_checkpoint(tmp_path / "run" / "model.pt", device="cpu")
+    assert res["test_acc"] == pytest.approx(summary["test_acc"])
+    ck = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    assert any(k.endswith("memory.log_gamma") for k in ck["model"])  # the mixed memory's

@@ -8,7 +8,8 @@ per token, ten classes; the inputs are random (speed does not depend on the valu
 
 QLAM appears twice, as two implementations of the same model: ``qlam-kernel`` (the compiled
 C++ recurrence, forward and reversible backward, ``backward="kernel"``) and
-``qlam-reversible`` (the pure-PyTorch fast path, ``backward="reversible"``).
+``qlam-reversible`` (the pure-PyTorch fast path, ``backward="reversible"``). ``qlam-mixed``
+is the mixed (density-matrix) memory, sized like the baselines (8 heads x 3 qubits).
 
 - ``train``: one optimiser step: forward, cross-entropy, backward, AdamW update;
   tokens/s = batch * seq_len / seconds;
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from qlam.bench.common import without_kernel
 from qlam.models import build_model, count_params, size_to_budget
 
-ROWS = ("qlam-kernel", "qlam-reversible", "lstm", "gru", "transformer", "ssm")
+ROWS = ("qlam-kernel", "qlam-reversible", "qlam-mixed", "lstm", "gru", "transformer", "ssm")
 QLAM_BACKWARD = {"qlam-kernel": "kernel", "qlam-reversible": "reversible"}
 N_FEATURES, N_CLASSES = 1, 10
 

@@ -14,7 +14,7 @@ import inspect
 from torch import nn
 
 from qlam.models.common import SequenceClassifier
-from qlam.models.qlam import QLAMBlock, QLAMClassifier
+from qlam.models.qlam import MixedQLAMClassifier, QLAMBlock, QLAMClassifier
 from qlam.models.qlstm import QLSTMClassifier
 from qlam.models.rnn import GRUClassifier, LSTMClassifier, RNNClassifier
 from qlam.models.ssm import SSMClassifier
@@ -24,6 +24,7 @@ from qlam.models.transformer import TransformerClassifier
 # keyword parameters (:func:`model_options`)
 REGISTRY: dict[str, type[SequenceClassifier]] = {
     "qlam": QLAMClassifier,
+    "qlam-mixed": MixedQLAMClassifier,
     "rnn": RNNClassifier,
     "lstm": LSTMClassifier,
     "gru": GRUClassifier,
@@ -105,6 +106,6 @@ def size_to_budget(name: str, n_features: int, n_classes: int, target_params: in
 
 
 __all__ = ["REGISTRY", "SequenceClassifier", "model_options", "build_model", "count_params",
-           "size_to_budget", "QLAMClassifier",
+           "size_to_budget", "QLAMClassifier", "MixedQLAMClassifier",
            "QLAMBlock", "RNNClassifier", "LSTMClassifier", "GRUClassifier", "TransformerClassifier",
            "SSMClassifier", "QLSTMClassifier"]

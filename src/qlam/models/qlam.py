@@ -1,7 +1,9 @@
 """QLAMClassifier: embedding, residual QLAM blocks, pooling, logits (per sequence or token).
 
 Block (pre-norm, Mamba-like gating): x + Out(QLAM(LN x) * silu(G LN x)), then x + MLP(LN x).
-The QLAM layer is the only operation that mixes tokens.
+The QLAM layer is the only operation that mixes tokens: ``memory="unitary"`` is the paper's
+pure-state memory (:class:`qlam.memory.QLAM`), ``memory="mixed"`` the density-matrix memory
+that forgets (:class:`qlam.memory.mixed.MixedQLAM`).
 """
 
 from __future__ import annotations
@@ -13,18 +15,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from qlam.memory.layer import QLAM, check_index
+from qlam.memory.mixed import MixedQLAM
 from qlam.models.common import (
     SequenceClassifier,
     pool_tokens,
 )
 
+MEMORIES = ("unitary", "mixed")
+
+
+def build_memory(memory: str, d_model: int, n_heads: int, n_qubits: int, depth: int = 1,
+                 **kwargs) -> nn.Module:
+    """The token-mixing layer of a block: QLAM (``"unitary"``) or MixedQLAM (``"mixed"``)."""
+    if memory == "unitary":
+        return QLAM(d_model, n_heads, n_qubits, depth, **kwargs)
+    if memory == "mixed":
+        if depth != 1:
+            raise ValueError(f"memory='mixed' has one channel per token; depth must be 1, got {depth}")
+        return MixedQLAM(d_model, n_heads, n_qubits, **kwargs)
+    raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, got {memory!r}")
+
 
 class QLAMBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, n_qubits: int, depth: int = 1,
-                 mlp_ratio: float = 2.0, dropout: float = 0.0, **qlam_kwargs):
+                 mlp_ratio: float = 2.0, dropout: float = 0.0, memory: str = "unitary",
+                 **qlam_kwargs):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
-        self.memory = QLAM(d_model, n_heads, n_qubits, depth, **qlam_kwargs)
+        self.memory = build_memory(memory, d_model, n_heads, n_qubits, depth, **qlam_kwargs)
         self.gate = nn.Linear(d_model, d_model)
         self.norm2 = nn.LayerNorm(d_model)
         hidden = int(mlp_ratio * d_model)
@@ -42,24 +60,38 @@ class QLAMBlock(nn.Module):
 class QLAMClassifier(SequenceClassifier):
     """(B, L, n_features) -> (B, n_classes), or (B, L, n_classes) with ``pool="none"``;
     ``discrete``: the input is token ids (B, L) (see :mod:`qlam.models.common`).
-    ``dt_min``, ``dt_max``, ``query_basis`` and ``qlam_kwargs`` go to every
-    :class:`~qlam.memory.QLAM` layer."""
+    ``memory`` picks the layer (``"unitary"``: :class:`~qlam.memory.QLAM`, ``"mixed"``:
+    :class:`~qlam.memory.mixed.MixedQLAM`); ``dt_min``, ``dt_max`` and ``qlam_kwargs`` go to
+    every memory layer, ``query_basis`` to the unitary one, ``selective``, ``dephasing``,
+    ``n_bases``, ``a_min``, ``a_max`` to the mixed one (None: its default)."""
 
     def __init__(self, n_features: int, n_classes: int, d_model: int = 64, n_layers: int = 2,
                  n_heads: int = 4, n_qubits: int = 4, depth: int = 1, mlp_ratio: float = 2.0,
                  dropout: float = 0.0, pool: str = "mean", discrete: bool = False,
                  dt_min: float = 1e-3, dt_max: float = 1e-1, query_basis: bool = True,
-                 **qlam_kwargs):
+                 memory: str = "unitary", selective: bool | None = None,
+                 dephasing: bool | None = None, n_bases: int | None = None,
+                 a_min: float | None = None, a_max: float | None = None, **qlam_kwargs):
         super().__init__()
-        qlam_kwargs.update(dt_min=dt_min, dt_max=dt_max, query_basis=query_basis)
+        qlam_kwargs.update(dt_min=dt_min, dt_max=dt_max)
+        mixed = dict(selective=selective, dephasing=dephasing, n_bases=n_bases, a_min=a_min,
+                     a_max=a_max)
+        if memory == "mixed":
+            qlam_kwargs.update({k: v for k, v in mixed.items() if v is not None})
+        else:
+            given = [k for k, v in mixed.items() if v is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: options of memory='mixed' only")
+            qlam_kwargs.update(query_basis=query_basis)
         self.embed_inputs(n_features, d_model, pool, discrete)
         self.blocks = nn.ModuleList(
-            QLAMBlock(d_model, n_heads, n_qubits, depth, mlp_ratio, dropout, **qlam_kwargs)
+            QLAMBlock(d_model, n_heads, n_qubits, depth, mlp_ratio, dropout, memory,
+                      **qlam_kwargs)
             for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
-    def memories(self) -> list[QLAM]:
+    def memories(self) -> list[nn.Module]:
         return [b.memory for b in self.blocks]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,3 +151,19 @@ class QLAMClassifier(SequenceClassifier):
         h_in = self.memory_input(x, layer).cpu().double()
         mem64 = self.blocks[layer].memory.exact_copy()
         return mem64.bound_circuits(h_in, head, tokens)[0]
+
+
+class MixedQLAMClassifier(QLAMClassifier):
+    """QLAMClassifier with the mixed (density-matrix) memory, ``--model qlam-mixed``: the
+    same as ``QLAMClassifier(..., memory="mixed")``, 8 heads x 3 qubits by default."""
+
+    def __init__(self, n_features: int, n_classes: int, d_model: int = 64, n_layers: int = 2,
+                 n_heads: int = 8, n_qubits: int = 3, mlp_ratio: float = 2.0,
+                 dropout: float = 0.0, pool: str = "mean", discrete: bool = False,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, selective: bool | None = None,
+                 dephasing: bool | None = None, n_bases: int | None = None,
+                 a_min: float | None = None, a_max: float | None = None):
+        super().__init__(n_features, n_classes, d_model, n_layers, n_heads, n_qubits, 1,
+                         mlp_ratio, dropout, pool, discrete, dt_min, dt_max, memory="mixed",
+                         selective=selective, dephasing=dephasing, n_bases=n_bases,
+                         a_min=a_min, a_max=a_max)

@@ -45,20 +45,20 @@ _error: str | None = None
 _tried = False
 
 
-def build_dir() -> Path:
-    """Where the extension is built: $QLAM_EXT_DIR or ~/.cache/qlam/ext, one folder per
+def build_dir(source: Path = SOURCE) -> Path:
+    """Where an extension is built: $QLAM_EXT_DIR or ~/.cache/qlam/ext, one folder per
     (source, flags, torch, Python) combination."""
     root = os.environ.get("QLAM_EXT_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "qlam", "ext")
-    return Path(root) / _tag()
+    return Path(root) / _tag(source)
 
 
-def _tag() -> str:
+def _tag(source: Path) -> str:
     h = hashlib.sha256()
-    h.update(SOURCE.read_bytes())
+    h.update(source.read_bytes())
     h.update(" ".join(CFLAGS + LDFLAGS).encode())
     h.update(f"{torch.__version__} {sys.version_info[:2]} {sys.platform}".encode())
-    return "recurrence_" + h.hexdigest()[:16]
+    return f"{source.stem}_" + h.hexdigest()[:16]
 
 
 def _import(name: str, path: Path):
@@ -85,10 +85,11 @@ def _ensure_ninja_on_path() -> None:
             return
 
 
-def _build(verbose: bool = False):
+def build(source: Path = SOURCE, verbose: bool = False):
+    """Compile ``source`` (a torch C++ extension in qlam/csrc) once and import it."""
     from torch.utils import cpp_extension
 
-    where = build_dir()
+    where = build_dir(source)
     name = where.name
     lib = where / f"{name}.so"
     ok = where / "ok"
@@ -99,7 +100,7 @@ def _build(verbose: bool = False):
         raise RuntimeError(f"no C++ compiler ({cxx!r} not on PATH)")
     _ensure_ninja_on_path()
     where.mkdir(parents=True, exist_ok=True)
-    module = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(CFLAGS),
+    module = cpp_extension.load(name=name, sources=[str(source)], extra_cflags=list(CFLAGS),
                                 extra_ldflags=list(LDFLAGS), build_directory=str(where),
                                 verbose=verbose)
     atomic_write_text(ok, f"{lib}\n")  # a reader never sees a half-built library marked usable
@@ -117,7 +118,7 @@ def load(verbose: bool = False):
             _error = "disabled by QLAM_KERNEL=0"
             return None
         try:
-            _ext = _build(verbose)
+            _ext = build(verbose=verbose)
         except Exception as e:  # noqa: BLE001 - any build failure means: fall back
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
             _error = f"{type(e).__name__}: {first}"

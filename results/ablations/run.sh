@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The memory ablation protocol (issue 17): sCIFAR-10, the first 10,000 training images
+# (9,000 train / 1,000 validation), 3 epochs, 2,000 test images, batch 64, lr 3e-3, one
+# thread, ~87k parameters (--params 87178, QLAM v1's count). Fixed data and steps, so the
+# accuracy does not depend on what else the machine runs; tokens/s does.
+# Usage: results/ablations/run.sh NAME SEED   (runs into runs/abl/NAME_sSEED, resumable)
+set -euo pipefail
+name=$1; seed=$2
+P="--task scifar10 --limit-train 10000 --limit-test 2000 --epochs 3 --batch-size 64 --lr 3e-3 --threads 1 --checkpoint-minutes 3 --seed $seed"
+C=results/ablations/configs
+case $name in
+  v1)            A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4" ;;
+  mixed_n3h8)    A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3" ;;
+  mixed_n3h8k2)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --config $C/bases2.toml" ;;
+  mixed_n3h4k4)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 4 --n-qubits 3 --config $C/bases4.toml" ;;
+  mixed_n2h16)   A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 16 --n-qubits 2" ;;
+  mixed_n4h8)    A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 4" ;;
+  mixed_nonsel)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --config $C/nonselective.toml" ;;
+  mixed_nodeph)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --config $C/nodephasing.toml" ;;
+  s4d64)         A="--model ssm --params 87178 --n-layers 2 --d-state 64" ;;
+  s4d4)          A="--model ssm --params 87178 --n-layers 2 --d-state 4" ;;
+  gru)           A="--model gru --params 87178 --n-layers 2" ;;
+  *) echo "unknown ablation $name" >&2; exit 2 ;;
+esac
+out=runs/abl/${name}_s$seed
+[ -f "$out/summary.json" ] && { echo "$out done"; exit 0; }
+resume=""; [ -f "$out/checkpoint.pt" ] && resume="--resume"
+exec python -m qlam train $P $A --out "$out" $resume

@@ -1,0 +1,288 @@
+"""The mixed memory: a density-matrix QLAM whose channel forgets (``memory="mixed"``).
+
+The paper's memory (:mod:`qlam.memory.layer`, ``memory="unitary"``) is a pure state evolved by
+unitaries: nothing is ever forgotten, old inputs only rotate. Here each head is an n-qubit
+density matrix rho evolved by a quantum channel that forgets, selectively. In the frame of a
+learned unitary V (rho = V r V^dagger), per token x_t:
+
+    r_t = (1 - a_t) · Lambda_t ⊙ r_{t-1} + a_t · s_t s_t^dagger
+    Lambda_t[j, k] = exp(i (phi_j(x_t) - phi_k(x_t)) - Gamma_jk)
+
+- the token's unitary V D(x_t) V^dagger, D = diag(exp(i phi(x_t))): a circuit of Z-string
+  rotations (RZ, RZZ, RZZZ, ...) in the frame, angles Delta_h · in_proj(x_t) (Delta_h a
+  learned time scale per head, as in the unitary memory);
+- phase damping on every qubit of the frame at a learned rate gamma_{h,q}:
+  Gamma_jk = sum_q gamma_{h,q} [bit q of j != bit q of k] (on hardware: an ancilla, a
+  controlled RY and a reset per qubit);
+- reset-and-write: with probability a_t = sigmoid(gate(x_t)) the memory is replaced by a
+  freshly prepared product state |s(x_t)> = ⊗_q RZ(beta_q) RY(alpha_q) |0> (an ancilla in
+  RY(2 asin sqrt(a_t)) |0> controls a SWAP of the memory with the fresh register, then both
+  are reset); s_t above is V^dagger |s(x_t)>.
+Each step is a CPTP map, so rho stays a density matrix (Hermitian, positive, trace 1).
+Vectorised, r_t is a diagonal *selective* linear recurrence over the N^2 entries of rho
+(eigenvalues (1 - a_t) e^{i(phi_j - phi_k) - Gamma_jk} inside the unit disk, additive
+input): the LRU / Mamba recipe (decay, a spread of time scales, input-dependent forgetting)
+as a quantum channel. a_t starts log-uniform in [a_min, a_max] across heads (retention
+0.9 .. 0.999 by default), heads that forget slowly also rotate slowly.
+
+Readout as in the unitary memory: Born probabilities of the memory in a learned basis R,
+p_t(z) = <z| R rho_t R^dagger |z> (linear in r_t), the 2^n - 1 Pauli-Z strings' expectations
+from them, weighted by the token's query (q_weight) and mapped to d_model (out_proj). A
+density matrix holds N^2 real numbers and one basis reads N - 1 of them: ``n_bases`` = K
+learned bases (K measurement settings on hardware) read K (N - 1).
+``selective=False`` makes a_t a learned constant per head, ``dephasing=False`` drops Gamma
+(ablations).
+
+Shapes: x (B, L, d_model) -> y (B, L, d_model), state rho (B, H, 2^n, 2^n) complex.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from qlam.circuit import Circuit
+from qlam.memory.circuits import prep_circuit
+from qlam.optim_hints import mark_memory
+from qlam.sim.measure import sample_probs, walsh_matrix
+from qlam.sim.scan.channel import channel_states
+from qlam.sim.statevector import complex_dtype, unitary
+from qlam.templates import ring
+
+MAX_MIXED_QUBITS = 5  # the state is (2^n)^2 per head and token
+
+
+def frame_circuit(n_qubits: int) -> Circuit:
+    """The frame V (and the readout basis R): trainable RY, RZ on every qubit, then RXX and
+    RYY on the ring."""
+    c = Circuit(n_qubits)
+    for q in range(n_qubits):
+        c.ry(q, c.new_param())
+        c.rz(q, c.new_param())
+    for a, b in ring(n_qubits):
+        c.rxx(a, b, c.new_param())
+        c.ryy(a, b, c.new_param())
+    return c
+
+
+def bit_table(n_qubits: int) -> torch.Tensor:
+    """(n, N) bits of every basis index, wire 0 the most significant."""
+    z = torch.arange(2**n_qubits)
+    return torch.stack([(z >> (n_qubits - 1 - q)) & 1 for q in range(n_qubits)])
+
+
+def product_state(alpha: torch.Tensor, beta: torch.Tensor,
+                  scale: torch.Tensor | None = None) -> torch.Tensor:
+    """⊗_q RZ(beta_q) RY(alpha_q) |0> (times ``scale`` (..., 1) if given): angles (..., n)
+    -> amplitudes (..., 2^n) complex, wire 0 the most significant."""
+    half = 0.5 * alpha
+    cos, sin = torch.cos(half), torch.sin(half)
+    if scale is not None:  # fold the scale into the first qubit's (small) factor
+        cos = torch.cat([cos[..., :1] * scale, cos[..., 1:]], -1)
+        sin = torch.cat([sin[..., :1] * scale, sin[..., 1:]], -1)
+    zero = torch.polar(cos, -0.5 * beta)  # (..., n)
+    one = torch.polar(sin, 0.5 * beta)
+    state = zero[..., :1].new_ones(*alpha.shape[:-1], 1)
+    for q in range(alpha.shape[-1]):
+        state = torch.stack([state * zero[..., q, None], state * one[..., q, None]], -1)
+        state = state.flatten(-2)
+    return state
+
+
+class MixedQLAM(nn.Module):
+    """Density-matrix quantum memory over ``n_heads`` registers of ``n_qubits`` each.
+
+    forward(x (B, L, d_model), state=None) -> (y (B, L, d_model), rho (B, H, 2^n, 2^n))
+    """
+
+    def __init__(self, d_model: int, n_heads: int = 8, n_qubits: int = 3,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, a_min: float = 1e-3,
+                 a_max: float = 1e-1, selective: bool = True, dephasing: bool = True,
+                 n_bases: int = 1, shots: int | None = None):
+        super().__init__()
+        if not 1 <= n_qubits <= MAX_MIXED_QUBITS:
+            raise ValueError(f"n_qubits={n_qubits}: the mixed memory supports 1..{MAX_MIXED_QUBITS} "
+                             f"qubits per head (a (2^n)^2 density matrix per token)")
+        if n_heads < 1 or d_model < 1:
+            raise ValueError(f"need n_heads, d_model >= 1, got {n_heads}, {d_model}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        if n_bases < 1:
+            raise ValueError(f"n_bases must be >= 1, got {n_bases}")
+        if not 0 < a_min <= a_max < 1:
+            raise ValueError(f"need 0 < a_min <= a_max < 1, got {a_min}, {a_max}")
+        self.d_model, self.n_heads, self.n_qubits = d_model, n_heads, n_qubits
+        self.selective, self.dephasing, self.shots = selective, dephasing, shots
+        self.n_bases = n_bases
+        self.generator: torch.Generator | None = None
+        self.noise = None  # noisy evaluation is not implemented for the mixed memory
+        h, n_states = n_heads, 2**n_qubits
+
+        # heads ordered slow -> fast, shuffled: slow forgetting goes with slow rotation
+        order = torch.randperm(h)
+        self.log_dt = nn.Parameter(torch.linspace(math.log(dt_min), math.log(dt_max), h)[order])
+        a0 = torch.exp(torch.linspace(math.log(a_min), math.log(a_max), h))[order]
+        logit_a0 = torch.log(a0) - torch.log1p(-a0)
+        self.in_proj = nn.Linear(d_model, h * (n_states - 1))  # Z-string angles per head
+        if selective:
+            self.gate = nn.Linear(d_model, h)
+            nn.init.normal_(self.gate.weight, std=0.02)
+            with torch.no_grad():
+                self.gate.bias.copy_(logit_a0)
+        else:
+            self.gate_logit = nn.Parameter(logit_a0)
+        if dephasing:
+            self.log_gamma = nn.Parameter(torch.log(a0)[:, None].repeat(1, n_qubits))
+        self.write_proj = nn.Linear(d_model, h * 2 * n_qubits)  # alpha, beta per qubit
+        self.frame = frame_circuit(n_qubits)
+        self.theta = nn.Parameter(0.5 * torch.randn(h, self.frame.n_params))
+        # n_bases readout bases per head (measurement settings): R_k = frame_circuit(read_theta[:, k])
+        self.read_theta = nn.Parameter(0.1 * torch.randn(h, n_bases, self.frame.n_params))
+        self.prep = prep_circuit(n_qubits)
+        self.prep_theta = nn.Parameter(self.prep.init_params(torch.float32).repeat(h, 1))
+        n_feats = h * n_bases * (n_states - 1)  # Z-string expectations in every basis
+        self.q_weight = nn.Linear(d_model, n_feats)
+        nn.init.normal_(self.q_weight.weight, std=0.02)
+        nn.init.ones_(self.q_weight.bias)
+        self.out_proj = nn.Linear(n_feats, d_model)
+        # the channel's own parameters: lower lr, no weight decay (qlam.optim_hints)
+        mark_memory(self.theta, self.log_dt, self.prep_theta, self.read_theta,
+                    *([self.log_gamma] if dephasing else []),
+                    *([] if selective else [self.gate_logit]))
+        walsh = walsh_matrix(n_qubits).float()
+        self.register_buffer("walsh", walsh, persistent=False)
+        bits = bit_table(n_qubits)
+        self.register_buffer("flips", (bits[:, :, None] != bits[:, None, :]).float(),
+                             persistent=False)  # (n, N, N)
+
+    def set_readout(self, shots: int | None = None, noise=None,
+                    generator: torch.Generator | None = None) -> None:
+        """Measure with ``shots`` samples (None: exact); noisy evaluation is refused."""
+        if noise is not None:
+            raise NotImplementedError("noisy evaluation is not implemented for memory='mixed' "
+                                      "(its state is already a density matrix; use shots)")
+        self.shots, self.generator = shots, generator
+
+    # ---- the channel's pieces ------------------------------------------------------------
+    def dt(self) -> torch.Tensor:
+        return self.log_dt.exp()
+
+    def _frames(self, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """V (H, N, N) and M_k = R_k V stacked over the bases (H, K N, N), complex."""
+        h, n_states = self.n_heads, 2**self.n_qubits
+        v = unitary(self.frame.ops, self.n_qubits, self.theta.double())
+        r = unitary(self.frame.ops, self.n_qubits, self.read_theta.double().flatten(0, 1))
+        m = (r.view(h, self.n_bases, n_states, n_states) @ v[:, None]).flatten(1, 2)
+        cd = complex_dtype(dtype)
+        return v.to(cd), m.to(cd)
+
+    def _decay(self, dtype) -> torch.Tensor:
+        """exp(-Gamma): (H, N, N) real, 1 on the diagonal."""
+        n_states = 2**self.n_qubits
+        if not self.dephasing:
+            return torch.ones(self.n_heads, n_states, n_states, dtype=dtype,
+                              device=self.log_dt.device)
+        gamma = self.log_gamma.exp().to(dtype)  # (H, n)
+        return torch.exp(-torch.einsum("hq,qjk->hjk", gamma, self.flips.to(dtype)))
+
+    def _phases(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, H, N) phases of the token's diagonal unitary prod_S exp(-i theta_S/2 Z_S),
+        theta = Delta_h in_proj(x): the Walsh map and Delta_h folded into one Linear."""
+        h, n_states = self.n_heads, 2**self.n_qubits
+        scale = -0.5 * self.dt().to(x.dtype)[:, None, None]  # (H, 1, 1)
+        walsh = self.walsh.to(x.dtype)  # (N, N-1)
+        weight = self.in_proj.weight.view(h, n_states - 1, -1) * scale
+        bias = self.in_proj.bias.view(h, n_states - 1, 1) * scale
+        w_eff = torch.einsum("zs,hsd->hzd", walsh, weight).reshape(h * n_states, -1)
+        b_eff = torch.einsum("zs,hsd->hzd", walsh, bias).reshape(-1)
+        return nn.functional.linear(x, w_eff, b_eff).view(*x.shape[:2], h, n_states)
+
+    def _reset_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """a_t (B, L, H)."""
+        if self.selective:
+            return torch.sigmoid(self.gate(x))
+        return torch.sigmoid(self.gate_logit.to(x.dtype)).expand(*x.shape[:2], -1)
+
+    def initial_state(self, batch: int, dtype=torch.float32) -> torch.Tensor:
+        """(B, H, N, N) complex: the learned product state of every head, as a density matrix."""
+        psi = unitary(self.prep.ops, self.n_qubits, self.prep_theta.double())[:, :, 0]
+        rho = psi[:, :, None] * psi.conj()[:, None, :]
+        return rho.to(complex_dtype(dtype)).expand(batch, -1, -1, -1)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError("input must be a floating-point torch.Tensor")
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"input must have shape (batch, length, {self.d_model}), "
+                             f"got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("input contains NaN or inf")
+
+    def _check_state(self, state: torch.Tensor, batch: int) -> torch.Tensor:
+        n_states = 2**self.n_qubits
+        want = (batch, self.n_heads, n_states, n_states)
+        if not isinstance(state, torch.Tensor) or not state.is_complex():
+            raise TypeError(f"state must be a complex density matrix tensor of shape {want}")
+        if tuple(state.shape) != want:
+            raise ValueError(f"state must have shape {want}, got {tuple(state.shape)}")
+        trace = state.diagonal(dim1=-2, dim2=-1).sum(-1)
+        if not torch.allclose(trace, torch.ones_like(trace), atol=1e-4):
+            raise ValueError("state is not a density matrix (trace != 1)")
+        return state
+
+    # ---- forward ------------------------------------------------------------------------
+    def probabilities(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        """Born probabilities (B, L, H, K 2^n) of every token's readout in each of the K bases,
+        and the final density matrix (B, H, 2^n, 2^n)."""
+        if self.noise is not None:
+            raise NotImplementedError("noisy evaluation is not implemented for memory='mixed' "
+                                      "(its state is already a density matrix; use shots)")
+        self._check_input(x)
+        b, length, _ = x.shape
+        h, n_states = self.n_heads, 2**self.n_qubits
+        cd = complex_dtype(x.dtype)
+        v, m = self._frames(x.dtype)
+        rho0 = self.initial_state(b, x.dtype) if state is None else self._check_state(state, b)
+        r0 = v.conj().transpose(-1, -2) @ rho0.to(cd) @ v  # into the frame
+
+        phi = self._phases(x)  # (B, L, H, N)
+        a = self._reset_prob(x)[..., None]  # (B, L, H, 1)
+        d = torch.polar(torch.sqrt(1 - a).expand_as(phi), phi)
+        alpha, beta = self.write_proj(x).view(b, length, h, 2, self.n_qubits).unbind(-2)
+        head_major = (2, 0, 1, 3)  # (B, L, H, .) -> (H, B, L, .): one sequence per (h, b)
+        w = product_state(alpha.permute(head_major), beta.permute(head_major),
+                          torch.sqrt(a).permute(head_major))  # sqrt(a_t) |s(x_t)>
+        w = (w.view(h, b * length, n_states) @ v.conj()).view(h, b, length, n_states)  # V^dag
+        rs = channel_states(d.permute(head_major), w, self._decay(x.dtype),
+                            r0.transpose(0, 1))  # (H, B, L, N, N)
+        # p_z = sum_jk M_zj conj(M_zk) r_jk: one real GEMM per head over [Re r, Im r]
+        k = m[:, :, :, None] * m.conj()[:, :, None, :]  # (H, K z, j, k)
+        readout = torch.view_as_real(k.conj().resolve_conj().flatten(2)).flatten(2).transpose(1, 2)
+        probs = torch.bmm(torch.view_as_real(rs).reshape(h, b * length, -1), readout)
+        probs = probs.view(h, b, length, -1).permute(1, 2, 0, 3)  # (B, L, H, K N)
+        final = v @ rs[:, :, -1].transpose(0, 1) @ v.conj().transpose(-1, -2)
+        return probs, final
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        probs, final = self.probabilities(x, state)
+        if self.shots is not None:
+            probs = sample_probs(probs.detach().clamp_min(0), self.shots, self.generator)
+        n_states = 2**self.n_qubits
+        z = probs.unflatten(-1, (self.n_bases, n_states)) @ self.walsh.to(probs.dtype)  # Z-strings
+        feats = z.flatten(2) * self.q_weight(x)
+        return self.out_proj(feats), final
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
+        """One token: x_t (B, d_model) -> (y_t (B, d_model), rho)."""
+        if x_t.dim() != 2:
+            raise ValueError(f"step expects x_t of shape (batch, {self.d_model}), "
+                             f"got {tuple(x_t.shape)}")
+        y, state = self(x_t.unsqueeze(1), state)
+        return y[:, 0], state
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, heads={self.n_heads}, qubits={self.n_qubits}, "
+                f"selective={self.selective}, dephasing={self.dephasing}, bases={self.n_bases}, "
+                f"shots={self.shots}")

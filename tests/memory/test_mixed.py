@@ -1,0 +1,228 @@
+"""The mixed (density-matrix) memory against a direct density-matrix simulation of its channel,
+its compiled recurrence against the PyTorch loop and finite differences, the density matrix's
+validity, streaming, shots and bad options."""
+
+import pytest
+import torch
+
+from qlam.memory.mixed import MixedQLAM, product_state
+from qlam.models.qlam import QLAMClassifier
+from qlam.sim.scan import channel as channel_scan
+from qlam.sim.scan.channel import channel_states, channel_states_ref
+from qlam.sim.statevector import unitary
+
+Z = torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=torch.complex128)
+I2 = torch.eye(2, dtype=torch.complex128)
+
+
+def _on_qubit(op, q, n):
+    """op on wire q of n (wire 0 the most significant)."""
+    out = torch.ones(1, 1, dtype=torch.complex128)
+    for w in range(n):
+        out = torch.kron(out, op if w == q else I2)
+    return out
+
+
+def _layer(**kw):
+    torch.manual_seed(0)
+    opts = dict(d_model=6, n_heads=2, n_qubits=2)
+    opts.update(kw)
+    m = MixedQLAM(**opts).double()
+    if m.dephasing:
+        with torch.no_grad():
+            m.log_gamma.copy_(-3 * torch.rand(m.n_heads, m.n_qubits))
+            m.log_dt.fill_(0.3)
+    return m
+
+
+def _direct(m: MixedQLAM, x: torch.Tensor):
+    """Probabilities (L, H, N) and final rho (H, N, N) of one example x (L, d), simulated as
+    the channel is defined: the token unitary V D V^dag, phase damping on every qubit of the
+    frame (Kraus form: keep with prob 1-p, Z with prob p, p = (1 - e^-gamma)/2), then reset
+    to |s(x)> with probability a; read in the basis R."""
+    n, h_count = m.n_qubits, m.n_heads
+    big_n = 2**n
+    v = unitary(m.frame.ops, n, m.theta.double())
+    r = unitary(m.frame.ops, n, m.read_theta.double().flatten(0, 1))
+    r = r.view(h_count, m.n_bases, big_n, big_n)
+    psi = unitary(m.prep.ops, n, m.prep_theta.double())[:, :, 0]
+    rho = torch.stack([torch.outer(p, p.conj()) for p in psi])
+    probs = []
+    for xt in x:
+        theta = (m.in_proj(xt).view(h_count, big_n - 1) * m.dt()[:, None]).double()
+        a = torch.sigmoid(m.gate(xt)) if m.selective else torch.sigmoid(m.gate_logit)
+        alpha, beta = m.write_proj(xt).view(h_count, 2, n).unbind(1)
+        out, p_t = [], []
+        for h in range(h_count):
+            # the diagonal unitary prod_S exp(-i theta_S / 2 Z_S), Z_S from single-qubit Zs
+            # (bit k of the mask S is bit k of the basis index: wire n - 1 - k)
+            diag = torch.eye(big_n, dtype=torch.complex128)
+            for s in range(1, big_n):
+                zs = torch.eye(big_n, dtype=torch.complex128)
+                for k in range(n):
+                    if (s >> k) & 1:
+                        zs = zs @ _on_qubit(Z, n - 1 - k, n)
+                diag = diag @ torch.linalg.matrix_exp(-0.5j * theta[h, s - 1] * zs)
+            u = v[h] @ diag @ v[h].conj().T
+            rh = u @ rho[h] @ u.conj().T
+            if m.dephasing:
+                rh = v[h].conj().T @ rh @ v[h]
+                for q in range(n):
+                    p = (1 - torch.exp(-m.log_gamma.exp()[h, q])) / 2
+                    zq = _on_qubit(Z, q, n)
+                    rh = (1 - p) * rh + p * zq @ rh @ zq
+                rh = v[h] @ rh @ v[h].conj().T
+            s_state = torch.ones(1, dtype=torch.complex128)
+            for q in range(n):
+                ry = torch.stack([torch.cos(alpha[h, q] / 2), torch.sin(alpha[h, q] / 2)])
+                phase = torch.exp(torch.tensor([-0.5j, 0.5j], dtype=torch.complex128) * beta[h, q])
+                s_state = torch.kron(s_state, ry * phase)
+            rh = (1 - a[h]) * rh + a[h] * torch.outer(s_state, s_state.conj())
+            out.append(rh)
+            p_t.append(torch.cat([torch.diagonal(rk @ rh @ rk.conj().T).real for rk in r[h]]))
+        rho = torch.stack(out)
+        probs.append(torch.stack(p_t))
+    return torch.stack(probs), rho
+
+
+@pytest.mark.parametrize("kw", [{}, {"selective": False}, {"dephasing": False},
+                                {"n_qubits": 3, "n_heads": 1}, {"n_bases": 3}])
+def test_layer_matches_direct_density_matrix_simulation(kw):
+    m = _layer(**kw)
+    x = torch.randn(2, 9, 6, dtype=torch.float64)
+    probs, final = m.probabilities(x)
+    for b in range(2):
+        want_p, want_rho = _direct(m, x[b])
+        torch.testing.assert_close(probs[b], want_p, atol=1e-10, rtol=0)
+        torch.testing.assert_close(final[b], want_rho, atol=1e-10, rtol=0)
+
+
+def test_product_state_is_the_rotated_zero_state():
+    alpha, beta = torch.tensor([0.3, 1.1]), torch.tensor([-0.7, 2.0])
+    got = product_state(alpha.double(), beta.double())
+    q0 = torch.tensor([torch.cos(alpha[0] / 2) * torch.exp(-0.5j * beta[0]),
+                       torch.sin(alpha[0] / 2) * torch.exp(0.5j * beta[0])])
+    q1 = torch.tensor([torch.cos(alpha[1] / 2) * torch.exp(-0.5j * beta[1]),
+                       torch.sin(alpha[1] / 2) * torch.exp(0.5j * beta[1])])
+    torch.testing.assert_close(got, torch.kron(q0, q1).to(got.dtype))
+    scaled = product_state(alpha.double(), beta.double(), torch.tensor([0.5], dtype=torch.float64))
+    torch.testing.assert_close(scaled, 0.5 * got)
+
+
+def _random_inputs(h=2, b=3, length=6, n=4, requires_grad=True):
+    g = torch.Generator().manual_seed(1)
+    d = 0.9 * torch.randn(h, b, length, n, dtype=torch.complex128, generator=g)
+    w = torch.randn(h, b, length, n, dtype=torch.complex128, generator=g)
+    decay = torch.rand(h, n, n, dtype=torch.float64, generator=g)
+    r0 = torch.randn(h, b, n, n, dtype=torch.complex128, generator=g)
+    return [t.requires_grad_(requires_grad) for t in (d, w, decay, r0)]
+
+
+@pytest.mark.skipif(channel_scan._extension() is None, reason="no C++ compiler")
+def test_channel_kernel_matches_loop_and_finite_differences():
+    inputs = _random_inputs()
+    got = channel_states(*inputs)
+    want = channel_states_ref(*inputs)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    g = torch.randn_like(got)
+    grads = torch.autograd.grad((got * g.conj()).real.sum(), inputs)
+    grads_ref = torch.autograd.grad((want * g.conj()).real.sum(), inputs)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=0)
+    assert torch.autograd.gradcheck(channel_states, _random_inputs(length=4, n=2))
+
+
+def test_channel_loop_gradcheck():
+    assert torch.autograd.gradcheck(channel_states_ref, _random_inputs(length=3, n=2))
+
+
+def test_density_matrix_stays_valid_over_a_long_sequence():
+    torch.manual_seed(0)
+    m = MixedQLAM(8, n_heads=3, n_qubits=3)
+    x = torch.randn(2, 600, 8)
+    _, rho = m.probabilities(x)
+    torch.testing.assert_close(rho, rho.conj().transpose(-1, -2), atol=1e-5, rtol=0)
+    trace = rho.diagonal(dim1=-2, dim2=-1).sum(-1)
+    torch.testing.assert_close(trace, torch.ones_like(trace), atol=1e-4, rtol=0)
+    assert torch.linalg.eigvalsh(rho.to(torch.complex128)).min() > -1e-5
+
+
+def test_step_streams_the_full_sequence():
+    m = _layer()
+    x = torch.randn(2, 7, 6, dtype=torch.float64)
+    y, rho = m(x)
+    state, ys = None, []
+    for t in range(7):
+        y_t, state = m.step(x[:, t], state)
+        ys.append(y_t)
+    torch.testing.assert_close(torch.stack(ys, 1), y)
+    torch.testing.assert_close(state, rho)
+    y_a, s_a = m(x[:, :3])  # a carried state continues the sequence
+    y_b, _ = m(x[:, 3:], s_a)
+    torch.testing.assert_close(torch.cat([y_a, y_b], 1), y)
+
+
+def test_shots_sample_the_born_distribution():
+    m = _layer()
+    x = torch.randn(1, 4, 6, dtype=torch.float64)
+    probs, _ = m.probabilities(x)
+    m.shots, m.generator = 20000, torch.Generator().manual_seed(0)
+    z = probs.unflatten(-1, (m.n_bases, 2**m.n_qubits)) @ m.walsh
+    y_exact = m.out_proj(z.flatten(2) * m.q_weight(x))
+    y_shots, _ = m(x)
+    assert 0 < (y_shots - y_exact).abs().max() < 0.2
+
+
+def test_gradients_reach_every_parameter():
+    m = _layer()
+    y, _ = m(torch.randn(2, 5, 6, dtype=torch.float64))
+    y.square().sum().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_classifier_with_mixed_memory_learns_a_toy_task():
+    torch.manual_seed(0)
+    model = QLAMClassifier(1, 2, d_model=16, n_layers=1, n_heads=2, n_qubits=2, memory="mixed")
+    x = torch.randn(64, 20, 1)
+    y = (x[:, 0, 0] > 0).long()  # the first token decides: the memory must keep it
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_bad_options_are_refused_clearly():
+    with pytest.raises(ValueError, match="memory must be one of"):
+        QLAMClassifier(1, 2, memory="bogus")
+    with pytest.raises(ValueError, match="options of memory='mixed' only"):
+        QLAMClassifier(1, 2, n_bases=2)
+    with pytest.raises(ValueError, match="depth must be 1"):
+        QLAMClassifier(1, 2, memory="mixed", depth=2)
+    with pytest.raises(ValueError, match="1..5 qubits"):
+        MixedQLAM(4, n_qubits=6)
+    with pytest.raises(ValueError, match="n_bases"):
+        MixedQLAM(4, n_bases=0)
+    with pytest.raises(ValueError, match="a_min"):
+        MixedQLAM(4, a_min=0.5, a_max=0.1)
+    m = MixedQLAM(4, n_heads=1, n_qubits=1)
+    with pytest.raises(ValueError, match="shape"):
+        m(torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match="density matrix"):
+        m(torch.randn(2, 3, 4), torch.zeros(2, 1, 2, 2, dtype=torch.complex64))
+    m.noise = "depolarizing:0.01"
+    with pytest.raises(NotImplementedError, match="mixed"):
+        m(torch.randn(2, 3, 4))
+
+
+def test_export_refuses_the_mixed_memory_clearly():
+    from qlam.export import export_head
+
+    model = QLAMClassifier(1, 2, d_model=8, n_layers=1, n_heads=2, n_qubits=2, memory="mixed")
+    with pytest.raises(ValueError, match="memory='unitary' only"):
+        export_head(model, torch.randn(5, 1))
