@@ -17,6 +17,10 @@ Along with them come the model's own |psi_K>, its probabilities and the readout
 probabilities, computed by the layer itself (the fused recurrence, in float64), so anyone can
 check the circuit against the model with another simulator.
 
+A mixed-memory head (``memory="mixed"``) is a channel, not a unitary: :mod:`qlam.export_mixed`
+exports it (its circuit has ancillas and resets); :func:`export_example` (`qlam export`) writes
+either kind.
+
 The converters to Qiskit and PennyLane (and the wire-order notes) are in :mod:`qlam.interop`;
 ``to_qiskit``, ``to_pennylane`` and ``qiskit_to_qlam_order`` are importable from here too.
 """
@@ -34,8 +38,10 @@ from qlam.atomic import atomic_write_text
 from qlam.circuit import Circuit
 from qlam.config import config_from_dict
 from qlam.evaluate import load_qlam
+from qlam.export_mixed import MixedHeadExport, export_mixed_head
 from qlam.interop import qiskit_to_qlam_order, to_pennylane, to_qiskit
 from qlam.memory.layer import QLAM
+from qlam.memory.mixed import MixedQLAM
 from qlam.models.qlam import QLAMClassifier
 from qlam.sim.noise import circuit_density_matrix, parse_noise
 
@@ -78,8 +84,8 @@ def export_head(model, x: torch.Tensor, *, layer: int = 0, head: int = 0,
     h_in = capture_memory_input(model, x, layer).cpu().double()
     mem = model.blocks[layer].memory
     if not isinstance(mem, QLAM):
-        raise ValueError(f"export supports memory='unitary' only; layer {layer} is a "
-                         f"{type(mem).__name__} (its channel circuit is not exported yet)")
+        raise ValueError(f"export_head exports memory='unitary'; layer {layer} is a "
+                         f"{type(mem).__name__}: use qlam.export_mixed.export_mixed_head")
     mem64 = mem.exact_copy()
     circuit, readout, tokens = mem64.bound_circuits(h_in, head, tokens)
     with torch.no_grad():
@@ -113,14 +119,16 @@ def _int_in(name: str, value: int, size: int, what: str) -> int:
 
 def export_example(checkpoint, out, *, index: int, task: str | None = None, layer: int = 0,
                    head: int = 0, tokens: int | None = None, split: str = "test",
-                   noise=None, backend: str | None = None) -> dict:
+                   noise=None, backend: str | None = None, basis: int | None = None) -> dict:
     """Write ``out`` (OpenQASM 2.0) and ``out`` with .json (probabilities, readout, metadata)
     for example ``index`` of ``split``; returns the JSON record. ``noise`` (e.g.
     "depolarizing:0.001") adds the exact density-matrix probabilities of the same circuits
     with that channel after every gate on each wire it touches (key ``noisy``). ``backend``
     (a fake IBM backend, see :mod:`qlam.hardware`) adds the measured circuit transpiled for
     it: depth, two-qubit gates, estimated success probability (key ``hardware``), and writes
-    that circuit to ``out`` with suffix .BACKEND.qasm."""
+    that circuit to ``out`` with suffix .BACKEND.qasm. ``noise`` and ``backend`` are for
+    memory='unitary'; a memory='mixed' head is exported as its channel (ancillas, resets; see
+    :mod:`qlam.export_mixed`), read in its readout basis ``basis`` (default 0)."""
     channel = parse_noise(noise)
     if backend is not None:
         from qlam.hardware import get_backend
@@ -133,6 +141,16 @@ def export_example(checkpoint, out, *, index: int, task: str | None = None, laye
     _int_in("head", head, mem.n_heads, f"block {layer}'s QLAM layer")
     if tokens is not None and tokens < 1:
         raise ValueError(f"tokens must be >= 1, got {tokens}")
+    mixed = isinstance(mem, MixedQLAM)
+    if mixed and (channel is not None or backend is not None):
+        raise ValueError("--noise and --backend are for memory='unitary' exports; a "
+                         "memory='mixed' head is exported as its channel, without them")
+    if mixed:
+        basis = _int_in("basis", 0 if basis is None else basis, mem.n_bases,
+                        f"block {layer}'s readout basis list")
+    elif basis is not None:
+        raise ValueError("--basis picks one of a memory='mixed' head's readout bases; this "
+                         "model's memory is unitary (its readout is the query-chosen basis)")
     cfg = config_from_dict(ck["config"])
     if task is not None:
         cfg.task = task
@@ -141,11 +159,40 @@ def export_example(checkpoint, out, *, index: int, task: str | None = None, laye
     x, y = data[index]
     if tokens is not None and tokens > x.shape[0]:
         raise ValueError(f"tokens must lie in 1..{x.shape[0]} (the sequence length), got {tokens}")
-    ex = export_head(model, x, layer=layer, head=head, tokens=tokens)
     with torch.no_grad():
         pred = int(model(x[None].float()).argmax(-1))
+    info = {"checkpoint": str(checkpoint), "model": ck.get("model_name"), "task": cfg.task,
+            "split": split, "index": index, "label": int(y), "prediction": pred,
+            "layer": layer, "head": head, "sequence_length": int(x.shape[0]),
+            "n_heads": mem.n_heads, "n_layers": len(model.blocks), "qasm": out.name}
+    if mixed:
+        ex = export_mixed_head(model, x, layer=layer, head=head, tokens=tokens, basis=basis)
+        qasm, record = ex.measured.to_qasm(), _mixed_record(ex, mem, info)
+    else:
+        ex = export_head(model, x, layer=layer, head=head, tokens=tokens)
+        qasm, record = ex.circuit.to_qasm(), _unitary_record(ex, mem, info, channel)
+    if backend is not None:
+        from qiskit import qasm2
+
+        from qlam.hardware import device_report
+
+        record["hardware"], tqc = device_report(ex, backend)
+        record["hardware"]["qasm"] = out.with_suffix(f".{backend.name}.qasm").name
+        atomic_write_text(out.with_suffix(f".{backend.name}.qasm"), qasm2.dumps(tqc))
+    atomic_write_text(out, qasm)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1))
+    return record
+
+
+def _metadata(info: dict, ex, circuit) -> dict:
+    """The metadata both memories share, in the order users read it."""
     n = ex.n_qubits
-    qasm = ex.circuit.to_qasm()
+    return {**info, "tokens": ex.tokens, "n_qubits": n, "gates": circuit.gate_count(),
+            "n_gates": len(circuit), "circuit_depth": circuit.depth(),
+            "wire_order": WIRE_ORDER.format(n=n)}
+
+
+def _unitary_record(ex: HeadExport, mem: QLAM, info: dict, channel) -> dict:
     record = {
         "probabilities": ex.probabilities.tolist(),
         "amplitudes": {"real": ex.state.real.tolist(), "imag": ex.state.imag.tolist()},
@@ -158,14 +205,8 @@ def export_example(checkpoint, out, *, index: int, task: str | None = None, laye
                     "model's Born probabilities of that measurement",
         },
         "metadata": {
-            "checkpoint": str(checkpoint), "model": ck.get("model_name"), "task": cfg.task,
-            "split": split, "index": index, "label": int(y), "prediction": pred,
-            "layer": layer, "head": head, "tokens": ex.tokens, "sequence_length": int(x.shape[0]),
-            "n_qubits": n, "n_heads": mem.n_heads, "n_layers": len(model.blocks),
+            **_metadata(info, ex, ex.circuit), "memory": "unitary",
             "depth": mem.depth, "query_basis": mem.query_basis,
-            "gates": ex.circuit.gate_count(), "n_gates": len(ex.circuit),
-            "circuit_depth": ex.circuit.depth(), "qasm": out.name,
-            "wire_order": WIRE_ORDER.format(n=n),
             "circuit": "state preparation (RY, RZ per qubit) from |0...0>, then each token's "
                        "circuit (input RZ and ring RZZ, trainable RX, RY and ring RXX, RYY, per "
                        "layer) with the trained and input-derived angles; probabilities are "
@@ -181,18 +222,46 @@ def export_example(checkpoint, out, *, index: int, task: str | None = None, laye
             rho_read = circuit_density_matrix(ex.readout, channel, rho=rho)
             noisy["readout_probabilities"] = torch.diagonal(rho_read).real.tolist()
         record["noisy"] = noisy
-    if backend is not None:
-        from qiskit import qasm2
-
-        from qlam.hardware import device_report
-
-        record["hardware"], tqc = device_report(ex, backend)
-        record["hardware"]["qasm"] = out.with_suffix(f".{backend.name}.qasm").name
-        atomic_write_text(out.with_suffix(f".{backend.name}.qasm"), qasm2.dumps(tqc))
-    atomic_write_text(out, qasm)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1))
     return record
 
 
-__all__ = ["HeadExport", "export_head", "export_example", "head_circuit", "capture_memory_input",
+def _mixed_record(ex: MixedHeadExport, mem: MixedQLAM, info: dict) -> dict:
+    circuit, n = ex.measured, ex.n_qubits
+    return {
+        "probabilities": ex.readout_probabilities.tolist(),
+        "amplitudes": None,
+        "density_matrix": {"real": ex.readout_state.real.tolist(),
+                           "imag": ex.readout_state.imag.tolist()},
+        "readout": {
+            "token": ex.tokens - 1, "basis": ex.basis, "n_bases": mem.n_bases,
+            "probabilities": ex.readout_probabilities.tolist(),
+            "qasm": ex.readout.to_qasm(),
+            "note": "the trained readout basis R (number basis of the head's n_bases, picked "
+                    "by --basis), already the last gates of the exported circuit (on q): "
+                    "measure q after it; probabilities are the model's Born probabilities of "
+                    "that measurement (the memory before R is R^dag rho R)",
+        },
+        "metadata": {
+            **_metadata(info, ex, circuit), "memory": "mixed", "depth": 1,
+            "query_basis": False, "selective": mem.selective, "dephasing": mem.dephasing,
+            "n_qubits_total": circuit.n_qubits, "resets": circuit.gate_count().get("reset", 0),
+            "registers": {
+                "q": f"the memory, {n} qubits: its reduced density matrix is the model's",
+                "fresh": f"{n} ancillas: each token's write prepares RY(alpha), RZ(beta) here, "
+                         "a controlled SWAP moves it into q, then they are reset",
+                "anc": "1 ancilla: the phase damping's controlled-RY target and the write's "
+                       "control (RY(2 asin sqrt(a_t))), reset after each use",
+            },
+            "circuit": "the head's initial state on q (RY, RZ per qubit) from |0...0>, then per "
+                       "token: V^dag, the token's Z-string rotations (RZ, RZZ, CX ladders), "
+                       "phase damping per qubit (CRY onto anc, reset), V, reset-and-write "
+                       "(fresh prepared, anc in RY(2 asin sqrt(a_t)), CSWAP per qubit, resets); "
+                       "then the readout basis R. probabilities and density_matrix are the "
+                       "memory's at its end (ancillas traced out), computed by the model's "
+                       "own recurrence (float64)",
+        },
+    }
+
+
+__all__ = ["HeadExport", "export_head", "MixedHeadExport", "export_mixed_head", "export_example", "head_circuit", "capture_memory_input",
            "to_qiskit", "to_pennylane", "qiskit_to_qlam_order"]

@@ -13,7 +13,7 @@ from qlam.robustness import DEFAULT_NOISE, DEFAULT_SHOTS, parse_shots, robustnes
 def cmd_export(args) -> int:
     rec = export_example(args.checkpoint, args.out, index=args.index, task=args.task,
                          layer=args.layer, head=args.head, tokens=args.tokens, split=args.split,
-                         noise=args.noise, backend=args.backend)
+                         noise=args.noise, backend=args.backend, basis=args.basis)
     md = rec["metadata"]
     print(f"wrote {args.out} ({md['n_gates']} gates on {md['n_qubits']} qubits, {md['tokens']} "
           f"tokens, layer {md['layer']} head {md['head']}) and "
@@ -48,6 +48,9 @@ def register(sub) -> None:
     p.add_argument("--head", type=int, default=0, help="head of that block's layer (default 0)")
     p.add_argument("--tokens", type=int, default=None,
                    help="export the first K tokens (default: all)")
+    p.add_argument("--basis", type=int, default=None,
+                   help="memory='mixed': which of the head's readout bases ends the circuit "
+                        "(default 0)")
     p.add_argument("--noise", default=None, metavar="KIND:P",
                    help="also store the exact noisy probabilities (key 'noisy') with this channel "
                         "after every gate (density matrix: slow for long circuits)")

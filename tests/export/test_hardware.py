@@ -123,3 +123,14 @@ def test_robustness_on_a_fake_backend(ckpt, tmp_path, capsys):
     assert main(["robustness", "--checkpoint", str(ckpt), "--out", str(tmp_path / "r"),
                  "--backend", "manila"]) == 2
     assert "give --limit" in capsys.readouterr().err
+
+
+def test_backend_is_refused_for_a_mixed_memory_head(use_task, tmp_path, capsys):
+    use_task(synthetic_task)
+    model, cfg = _trained(memory="mixed", n_heads=2, n_qubits=2)
+    ckpt = _save(model, cfg, tmp_path / "mixed.pt")
+    out = tmp_path / "m.qasm"
+    assert main(["export", "--checkpoint", str(ckpt), "--index", "0", "--backend", BACKEND,
+                 "--out", str(out)]) == 2
+    assert "--noise and --backend are for memory='unitary'" in capsys.readouterr().err
+    assert not out.exists()

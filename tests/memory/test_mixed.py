@@ -220,9 +220,14 @@ def test_bad_options_are_refused_clearly():
         m(torch.randn(2, 3, 4))
 
 
-def test_export_refuses_the_mixed_memory_clearly():
+def test_export_head_points_to_the_mixed_export():
     from qlam.export import export_head
+    from qlam.export_mixed import export_mixed_head
 
     model = QLAMClassifier(1, 2, d_model=8, n_layers=1, n_heads=2, n_qubits=2, memory="mixed")
-    with pytest.raises(ValueError, match="memory='unitary' only"):
-        export_head(model, torch.randn(5, 1))
+    x = torch.randn(5, 1)
+    with pytest.raises(ValueError, match="use qlam.export_mixed.export_mixed_head"):
+        export_head(model, x)
+    ex = export_mixed_head(model, x, head=1)  # checked against Qiskit in tests/export
+    assert (ex.circuit.n_qubits, ex.tokens) == (5, 5)
+    assert ex.circuit.gate_count()["reset"] == 5 * (2 + 1 + 2)

@@ -59,6 +59,16 @@ def check_index(name: str, value, size: int) -> int:
     return int(value)
 
 
+def check_tokens(tokens, length: int) -> int:
+    """The number of tokens to export: ``length`` when None, else an int in 1..length."""
+    tokens = length if tokens is None else tokens
+    if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)):
+        raise TypeError(f"tokens must be an int, got {type(tokens).__name__}")
+    if not 1 <= tokens <= length:
+        raise ValueError(f"tokens must lie in 1..{length} (the sequence length), got {tokens}")
+    return int(tokens)
+
+
 def _lower_checked(circuit) -> Lowered:
     """The memory's circuits as scan layers whose phases take plain input angles."""
     lowered = lower(circuit)
@@ -233,7 +243,7 @@ class QLAM(nn.Module):
         Channel: trajectories, no gradients), sampled from ``generator``; all None: exact."""
         self.shots, self.noise, self.generator = shots, noise, generator
 
-    def exact_copy(self) -> QLAM:
+    def exact_copy(self) -> nn.Module:
         """A float64 CPU copy with the exact readout (no shots, no noise)."""
         mem64 = copy.deepcopy(self).cpu().double()
         mem64.set_readout()
@@ -246,13 +256,8 @@ class QLAM(nn.Module):
         token ``tokens`` (None without a query basis), tokens). Angles are computed in x's
         precision (:meth:`exact_copy` and a float64 x give the exported ones)."""
         head = check_index("head", head, self.n_heads)
-        length = x.shape[1]
-        tokens = length if tokens is None else tokens
-        if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)):
-            raise TypeError(f"tokens must be an int, got {type(tokens).__name__}")
-        if not 1 <= tokens <= length:
-            raise ValueError(f"tokens must lie in 1..{length} (the sequence length), got {tokens}")
-        tokens, x = int(tokens), x[:, :tokens]
+        tokens = check_tokens(tokens, x.shape[1])
+        x = x[:, :tokens]
         dt = self.dt()[head]
         angles = self.in_proj(x).view(tokens, self.n_heads, self.n_angles)[:, head] * dt
         theta = self.theta[head] * dt

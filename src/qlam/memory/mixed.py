@@ -43,8 +43,10 @@ import math
 import torch
 from torch import nn
 
+from qlam.channel_circuit import ChannelCircuit, inverse, z_string_rotation
 from qlam.circuit import Circuit
 from qlam.memory.circuits import prep_circuit
+from qlam.memory.layer import QLAM, check_index, check_tokens
 from qlam.optim_hints import mark_memory
 from qlam.sim.measure import sample_probs, walsh_matrix
 from qlam.sim.scan.channel import channel_states
@@ -165,6 +167,8 @@ class MixedQLAM(nn.Module):
                                       "(its state is already a density matrix; use shots)")
         self.shots, self.generator = shots, generator
 
+    exact_copy = QLAM.exact_copy  # a float64 CPU copy with the exact readout
+
     # ---- the channel's pieces ------------------------------------------------------------
     def dt(self) -> torch.Tensor:
         return self.log_dt.exp()
@@ -199,8 +203,8 @@ class MixedQLAM(nn.Module):
         b_eff = torch.einsum("zs,hsd->hzd", walsh, bias).reshape(-1)
         return nn.functional.linear(x, w_eff, b_eff).view(*x.shape[:2], h, n_states)
 
-    def _reset_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """a_t (B, L, H)."""
+    def reset_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """a_t (B, L, H): the probability that token t resets and writes the memory."""
         if self.selective:
             return torch.sigmoid(self.gate(x))
         return torch.sigmoid(self.gate_logit.to(x.dtype)).expand(*x.shape[:2], -1)
@@ -248,7 +252,7 @@ class MixedQLAM(nn.Module):
         r0 = v.conj().transpose(-1, -2) @ rho0.to(cd) @ v  # into the frame
 
         phi = self._phases(x)  # (B, L, H, N)
-        a = self._reset_prob(x)[..., None]  # (B, L, H, 1)
+        a = self.reset_prob(x)[..., None]  # (B, L, H, 1)
         d = torch.polar(torch.sqrt(1 - a).expand_as(phi), phi)
         alpha, beta = self.write_proj(x).view(b, length, h, 2, self.n_qubits).unbind(-2)
         head_major = (2, 0, 1, 3)  # (B, L, H, .) -> (H, B, L, .): one sequence per (h, b)
@@ -281,6 +285,48 @@ class MixedQLAM(nn.Module):
                              f"got {tuple(x_t.shape)}")
         y, state = self(x_t.unsqueeze(1), state)
         return y[:, 0], state
+
+    @torch.no_grad()
+    def bound_channel(self, x: torch.Tensor, head: int, tokens: int | None = None,
+                      basis: int = 0) -> tuple[ChannelCircuit, Circuit, int]:
+        """One head's channel for one sequence x (1, L, d_model), every angle a number:
+        (the initial state and the first ``tokens`` tokens' channels as a
+        :class:`~qlam.channel_circuit.ChannelCircuit` on 2n + 1 qubits, the readout basis
+        R_basis (an n-qubit Circuit), tokens). Per token: V^dagger, the Z-string rotations,
+        phase damping per qubit (CRY onto the ancilla by 2 arccos e^-gamma, reset), V, and the
+        reset-and-write (fresh register prepared, ancilla in RY(2 asin sqrt(a_t)), a CSWAP per
+        qubit, resets). Angles in x's precision (:meth:`exact_copy` and a float64 x give the
+        exported ones)."""
+        head = check_index("head", head, self.n_heads)
+        basis = check_index("basis", basis, self.n_bases)
+        tokens = check_tokens(tokens, x.shape[1])
+        x, n = x[:, :tokens], self.n_qubits
+        theta = self.in_proj(x).view(tokens, self.n_heads, -1)[:, head] * self.dt()[head]
+        reset = self.reset_prob(x)[0, :, head]  # (K,)
+        alpha, beta = self.write_proj(x).view(tokens, self.n_heads, 2, n)[:, head].unbind(1)
+        gamma = self.log_gamma.exp()[head] if self.dephasing else None  # (n,)
+        frame = self.frame.bind(self.theta[head])
+        readout = self.frame.bind(self.read_theta[head, basis])
+        frame_inv = inverse(frame)
+        c = ChannelCircuit(n)
+        c.extend(self.prep.bind(self.prep_theta[head]))
+        for t in range(tokens):
+            c.extend(frame_inv)
+            for mask in range(1, 2**n):
+                z_string_rotation(c, mask, float(theta[t, mask - 1]))
+            for q in range(n if gamma is not None else 0):
+                c.append("cry", (q, c.ancilla), [2 * math.acos(math.exp(-float(gamma[q])))])
+                c.append("reset", (c.ancilla,))
+            c.extend(frame)
+            for q, f in enumerate(c.fresh):
+                c.append("ry", (f,), [float(alpha[t, q])])
+                c.append("rz", (f,), [float(beta[t, q])])
+            c.append("ry", (c.ancilla,), [2 * math.asin(math.sqrt(float(reset[t])))])
+            for q, f in enumerate(c.fresh):
+                c.append("cswap", (c.ancilla, q, f))
+            for w in (c.ancilla, *c.fresh):
+                c.append("reset", (w,))
+        return c, readout, tokens
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, heads={self.n_heads}, qubits={self.n_qubits}, "
