@@ -263,5 +263,6 @@ def _mixed_record(ex: MixedHeadExport, mem: MixedQLAM, info: dict) -> dict:
     }
 
 
-__all__ = ["HeadExport", "export_head", "MixedHeadExport", "export_mixed_head", "export_example", "head_circuit", "capture_memory_input",
-           "to_qiskit", "to_pennylane", "qiskit_to_qlam_order"]
+__all__ = ["HeadExport", "export_head", "MixedHeadExport", "export_mixed_head", "export_example",
+           "head_circuit", "capture_memory_input", "to_qiskit", "to_pennylane",
+           "qiskit_to_qlam_order"]

@@ -15,7 +15,8 @@ def cmd_export(args) -> int:
                          layer=args.layer, head=args.head, tokens=args.tokens, split=args.split,
                          noise=args.noise, backend=args.backend, basis=args.basis)
     md = rec["metadata"]
-    print(f"wrote {args.out} ({md['n_gates']} gates on {md['n_qubits']} qubits, {md['tokens']} "
+    qubits = md.get("n_qubits_total", md["n_qubits"])  # a mixed head's circuit has ancillas
+    print(f"wrote {args.out} ({md['n_gates']} gates on {qubits} qubits, {md['tokens']} "
           f"tokens, layer {md['layer']} head {md['head']}) and "
           f"{Path(args.out).with_suffix('.json')} (label {md['label']}, "
           f"prediction {md['prediction']})")
