@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow lint bench mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,15 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/qlam bench sim --quick
+
+# Mutation testing of the core modules (memory.py, sim/, train.py, data/; [tool.mutmut] in
+# pyproject.toml): hours on 2 cores, not part of CI. MUTANTS narrows it, e.g.
+# `make mutation MUTANTS='qlam.memory*'`; `mutmut results` / `mutmut show NAME` afterwards.
+MUTANTS ?=
+mutation: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[mutation]"
+	nice -n 19 $(BIN)/mutmut run $(MUTANTS)
+	$(BIN)/mutmut results
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

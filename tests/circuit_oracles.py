@@ -2,6 +2,9 @@
 
 Peers get the circuit with every angle bound to a number (``Circuit.bind``) and one batch row
 at a time; their states are returned in qlam's ordering (wire 0 the most significant bit).
+The peers' circuits are built here from the gate list with the peers' own gate classes,
+independently of qlam's exporters (qlam.export.to_qiskit / to_pennylane), so one mistake
+made in both an exporter and the simulator cannot hide.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import numpy as np
 import torch
 
 from qlam.circuit import GATES, Angle, Circuit
-from qlam.interop import _pennylane_op, to_qiskit  # noqa: F401  (to_qiskit re-exported)
 
 TWO_QUBIT = [g for g, (nw, _, _) in GATES.items() if nw == 2]
 ONE_QUBIT = [g for g, (nw, _, _) in GATES.items() if nw == 1]
@@ -73,20 +75,44 @@ def qiskit_vector(qc) -> np.ndarray:
     return Statevector(qc).reverse_qargs().data
 
 
+def qiskit_circuit(bound: Circuit):
+    """A Qiskit QuantumCircuit of a bound circuit, qlam wire w on Qiskit qubit w."""
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import library as lib
+
+    gates = {"x": lib.XGate, "y": lib.YGate, "z": lib.ZGate, "h": lib.HGate, "s": lib.SGate,
+             "sdg": lib.SdgGate, "t": lib.TGate, "tdg": lib.TdgGate, "rx": lib.RXGate,
+             "ry": lib.RYGate, "rz": lib.RZGate, "u1": lib.U1Gate, "u2": lib.U2Gate,
+             "u3": lib.U3Gate, "cnot": lib.CXGate, "cz": lib.CZGate, "swap": lib.SwapGate,
+             "rzz": lib.RZZGate, "rxx": lib.RXXGate, "ryy": lib.RYYGate}
+    assert set(gates) == set(GATES), "a qlam gate has no Qiskit oracle"
+    qc = QuantumCircuit(bound.n_qubits)
+    for op in bound.ops:
+        qc.append(gates[op.name](*[a.value for a in op.angles]), list(op.wires))
+    return qc
+
+
 def qiskit_state(bound: Circuit) -> np.ndarray:
-    return qiskit_vector(to_qiskit(bound))
+    return qiskit_vector(qiskit_circuit(bound))
 
 
 # ---- PennyLane ----------------------------------------------------------------------------
 def pennylane_state(bound: Circuit) -> np.ndarray:
     import pennylane as qml
 
+    gates = {"x": qml.PauliX, "y": qml.PauliY, "z": qml.PauliZ, "h": qml.Hadamard, "s": qml.S,
+             "sdg": lambda wires: qml.adjoint(qml.S(wires)), "t": qml.T,
+             "tdg": lambda wires: qml.adjoint(qml.T(wires)), "rx": qml.RX, "ry": qml.RY,
+             "rz": qml.RZ, "u1": qml.PhaseShift, "u2": qml.U2, "u3": qml.U3, "cnot": qml.CNOT,
+             "cz": qml.CZ, "swap": qml.SWAP, "rzz": qml.IsingZZ, "rxx": qml.IsingXX,
+             "ryy": qml.IsingYY}
+    assert set(gates) == set(GATES), "a qlam gate has no PennyLane oracle"
     dev = qml.device("default.qubit", wires=bound.n_qubits)
 
     @qml.qnode(dev)
     def run():
         for op in bound.ops:
-            _pennylane_op(qml, op.name, [x.value for x in op.angles], list(op.wires))
+            gates[op.name](*[a.value for a in op.angles], wires=list(op.wires))
         return qml.state()
 
     return np.asarray(run())

@@ -75,9 +75,14 @@ def test_n_qubits_type():
 
 
 def test_too_many_qubits_for_memory_compiled():
-    c = Circuit(24).h(0)  # allowed, but a dense 2^24 x 2^24 unitary is not
+    """A dense 2^24 x 2^24 unitary does not fit: forced fusing says so (the default compiled
+    path never fuses here, see qlam.sim.compiled.fusing_pays)."""
+    from qlam.sim.compiled import CompiledCircuit, fusing_pays
+
+    c = Circuit(24).h(0)
+    assert not fusing_pays(1, 1, 24)
     with pytest.raises(ValueError, match="too many qubits for memory.*dense unitary.*24 qubits"):
-        qlam.statevector(c, method="compiled")
+        CompiledCircuit(c).run(fuse="all")
 
 
 def test_too_many_qubits_for_memory_batch():

@@ -24,7 +24,10 @@ def statevector(circuit: Circuit, inputs=None, params=None, *, state=None, metho
     """Final state (batch, 2^n) complex of ``circuit`` applied to |0...0> (or ``state``).
 
     inputs: (batch, F) features read by input angles; params: (n_params,) trainable values
-    (the circuit's initial values when None). ``method``: "compiled" or "reference".
+    (the circuit's initial values when None). ``method``: "compiled" (diagonal runs merged
+    into phase vectors, fixed stretches fused into dense unitaries only where that is
+    cheaper for this batch, see :func:`qlam.sim.compiled.fusing_pays`) or "reference" (gate
+    by gate).
     """
     if method == "compiled":
         return CompiledCircuit(circuit).run(inputs, params, state, dtype, device)

@@ -332,9 +332,10 @@ class Circuit:
         return openqasm.dumps(self.bind(params, inputs))
 
     @staticmethod
-    def from_qasm(text: str) -> Circuit:
-        """A circuit with constant angles from OpenQASM 2.0 text (:mod:`qlam.openqasm`)."""
-        n_qubits, gates = openqasm.loads(text)
+    def from_qasm(text: str, max_gates: int = openqasm.MAX_GATES) -> Circuit:
+        """A circuit with constant angles from OpenQASM 2.0 text (:mod:`qlam.openqasm`); a
+        file that expands to more than ``max_gates`` gates is refused."""
+        n_qubits, gates = openqasm.loads(text, max_gates)
         circuit = Circuit(n_qubits)
         for name, wires, angles, line in gates:
             try:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_freed_memory()
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
         if getattr(args, "debug", False):
             raise
         print(f"qlam {args.command}: error: {exc}", file=sys.stderr)

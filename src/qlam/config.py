@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,12 +83,62 @@ RUN_CONTROL = ("out", "device", "threads", "checkpoint_minutes", "max_minutes",
                "stop_after_steps", "eval_batch_size", "log_every", "tensorboard")
 
 
+# settings that must be >= 1 (when set) and those that must be finite and > 0
+_AT_LEAST_ONE = ("epochs", "batch_size", "eval_batch_size", "limit_train", "limit_test",
+                 "patch", "threads", "params", "d_model", "n_layers", "n_heads", "n_qubits",
+                 "depth", "d_state", "log_every")
+_POSITIVE = ("lr", "lr_memory_scale", "checkpoint_minutes", "max_minutes", "mlp_ratio",
+             "dt_min", "dt_max")
+
+
+def _check_type(name: str, value, hint):
+    """``value`` as the config field's type (an int is accepted for a float), or TypeError."""
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if value is None:
+        if type(None) in typing.get_args(hint):
+            return None
+        raise TypeError(f"config {name} must be {kinds[0].__name__}, got None")
+    kind = kinds[0]
+    ok = (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))) or (
+        kind is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        raise TypeError(f"config {name} must be {kind.__name__}, got {value!r} "
+                        f"({type(value).__name__})")
+    return float(value) if kind is float else value
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Types and ranges of every setting, with an error naming the bad one."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, _check_type(f.name, getattr(cfg, f.name), hints[f.name]))
+    for name in _AT_LEAST_ONE:
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    for name in _POSITIVE:
+        v = getattr(cfg, name)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {v}")
+    for name in ("weight_decay", "grad_clip"):
+        v = getattr(cfg, name)
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    if not 0 <= cfg.warmup_frac <= 1:
+        raise ValueError(f"warmup_frac must be in [0, 1], got {cfg.warmup_frac}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.stop_after_steps is not None and cfg.stop_after_steps < 0:
+        raise ValueError(f"stop_after_steps must be >= 0, got {cfg.stop_after_steps}")
+    return cfg
+
+
 def config_from_dict(d: dict) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(d) - known)
     if unknown:
         raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-    return TrainConfig(**d)
+    return check_config(TrainConfig(**d))
 
 
 def read_config_file(path: str | Path) -> dict:

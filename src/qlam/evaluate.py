@@ -43,7 +43,10 @@ def evaluate(model, task, split, batch_size: int, device, limit: int | None = No
         count += w * n
     loss_sum, correct, count = ctx.all_sum([loss_sum, correct, count])
     model.train()
-    return loss_sum / max(count, 1), correct / max(count, 1)
+    if count == 0:
+        name = split if isinstance(split, str) else "given"
+        raise ValueError(f"the {name} split has no examples to evaluate (limit={limit})")
+    return loss_sum / count, correct / count
 
 
 def load_model(path: str | Path, device="cpu"):
@@ -78,6 +81,9 @@ def eval_checkpoint(path, task: str | None = None, shots: int | None = None, see
     a generated task's test set at that length (e.g. longer than the model trained on)."""
     if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
         raise ValueError(f"shots must be an int >= 1, got {shots!r}")
+    for name, v in (("limit", limit), ("batch_size", batch_size)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
     channel = parse_noise(noise)
     dev = resolve_device(device)
     model, ck = load_model(path, dev)

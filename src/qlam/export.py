@@ -135,6 +135,9 @@ def export_example(checkpoint, out, *, index: int, task: str | None = None, laye
 
         backend = get_backend(backend)  # an unknown name fails before any work
     out = Path(out)
+    if out.is_dir() or out.with_suffix(".json").is_dir():
+        raise ValueError(f"--out {out} is a directory; it must name the QASM file to write "
+                         f"(e.g. {out / 'circuit.qasm'})")
     model, ck = load_qlam(checkpoint)
     _int_in("layer", layer, len(model.blocks), "the model's block list")
     mem = model.blocks[layer].memory

@@ -7,28 +7,30 @@ original qelib1.inc, so when a circuit uses them their ``gate`` definitions (exa
 phase) are emitted after the include; any OpenQASM 2 reader, Qiskit's strict
 ``qasm2.loads`` included, can then read the file back.
 
-``loads`` reads x y z h s sdg t tdg id rx ry rz u1 u2 u3 u p cx cz swap rzz rxx ryy, the
-built-ins ``U`` and ``CX``, user ``gate`` definitions (expanded in place; a definition whose
-name is one of the gates above is taken to mean that gate), any number of ``qreg``s (wires
-numbered in declaration order), register broadcasting (``h q;``), and angle expressions with
-numbers, ``pi``, ``+ - * / ^``, parentheses, unary minus and sin cos tan exp ln sqrt. It
-never calls ``eval``. ``barrier``, ``creg`` and ``measure`` are accepted and ignored: the
-circuit describes the pure state before measurement. Anything else (``reset``, ``if``,
-``opaque``, gates outside the set) is a ``ValueError`` naming the gate and the line.
+``loads`` reads the whole qelib1.inc gate set (expanded exactly, global phase included, into
+native gates: :mod:`qlam.qelib1`) plus ``ryy``, ``U``, ``CX``, user ``gate`` definitions
+(expanded in place; one named like a library gate means that gate), several ``qreg``s,
+broadcasting (``h q;``) and angle expressions (numbers, ``pi``, ``+ - * / ^``, sin cos tan exp
+ln sqrt; never ``eval``). Expansion is bounded (``max_gates`` gates, :data:`MAX_NESTING`
+levels). ``measure`` is accepted at the end of a qubit's circuit; a gate after it (mid-circuit
+measurement), a measure into an undeclared or too small creg, ``reset``, ``if``, ``opaque``
+and unknown gates are a ``ValueError`` naming the line.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 from dataclasses import dataclass
 
-# QASM name -> (qlam name, number of angles, number of qubits). "id" maps to None (no-op).
-_QASM_GATES: dict[str, tuple[str | None, int, int]] = {
+from qlam.qelib1 import LIBRARY
+
+# QASM name -> (qlam name, number of angles, number of qubits): qlam's native gates.
+_QASM_GATES: dict[str, tuple[str, int, int]] = {
     "x": ("x", 0, 1), "y": ("y", 0, 1), "z": ("z", 0, 1), "h": ("h", 0, 1),
     "s": ("s", 0, 1), "sdg": ("sdg", 0, 1), "t": ("t", 0, 1), "tdg": ("tdg", 0, 1),
-    "id": (None, 0, 1),
     "rx": ("rx", 1, 1), "ry": ("ry", 1, 1), "rz": ("rz", 1, 1),
     "u1": ("u1", 1, 1), "p": ("u1", 1, 1),
     "u2": ("u2", 2, 1),
@@ -45,6 +47,9 @@ _DEFINITIONS = {
     "ryy": ("gate ryy(theta) a,b { rx(pi/2) a; rx(pi/2) b; cx a,b; rz(theta) b; cx a,b; "
             "rx(-pi/2) a; rx(-pi/2) b; }"),
 }
+
+MAX_GATES = 1_000_000  # default bound on the expanded gate count of one file
+MAX_NESTING = 64  # gate definitions within definitions
 
 _FUNCTIONS = {"sin": math.sin, "cos": math.cos, "tan": math.tan, "exp": math.exp,
               "ln": math.log, "sqrt": math.sqrt}
@@ -148,16 +153,30 @@ def _evaluate(node, env: dict[str, float], line: int) -> float:
         raise ValueError(f"line {line}: {a} {op} {b} is undefined: {exc}") from None
 
 
+@dataclass(frozen=True)
+class _Def:
+    """A gate definition: parameter and qubit names, body [(name, exprs, args, line)], and
+    what it expands to: ``size`` native gates, ``nesting`` levels of definitions."""
+
+    params: list[str]
+    qargs: list[str]
+    body: list
+    size: int
+    nesting: int
+
+
 class _Parser:
-    def __init__(self, text: str):
+    def __init__(self, text: str, max_gates: int = MAX_GATES, library: dict | None = None):
         self.toks = _tokenize(text)
         self.i = 0
+        self.max_gates = max_gates
         self.qregs: dict[str, tuple[int, int]] = {}  # name -> (offset, size)
         self.cregs: dict[str, int] = {}
         self.n_qubits = 0
-        # name -> (param names, qubit arg names, body [(name, exprs, args, line)])
-        self.defs: dict[str, tuple[list[str], list[str], list]] = {}
+        self.library = library or {}  # qelib1.inc gates outside the native set
+        self.defs: dict[str, _Def] = dict(self.library)
         self.ops: list[tuple[str, list[float], list[int], int]] = []  # (qasm name, angles, wires, line)
+        self.measured: dict[int, int] = {}  # wire -> line of its measurement
 
     # -- token helpers
     @property
@@ -267,7 +286,7 @@ class _Parser:
             raise ValueError("no qreg declared")
         gates = []
         for name, angles, wires, line in self.ops:
-            qname, _, _ = _QASM_GATES[name]
+            qname = _QASM_GATES[name][0]
             for a in angles:
                 if not math.isfinite(a):
                     raise ValueError(f"line {line}: gate {name}: angle {a} is not finite")
@@ -309,9 +328,7 @@ class _Parser:
             self.qubit_args()
             self.expect(";")
         elif kw == "measure":
-            self.qubit_args()
-            self.expect("->")
-            self.skip_to_semicolon()
+            self.measure(t.line)
         elif kw in ("opaque", "reset", "if"):
             what = {"opaque": "opaque gate declarations", "reset": "reset (not unitary)",
                     "if": "classically controlled gates (if)"}[kw]
@@ -321,7 +338,28 @@ class _Parser:
             args = self.qubit_args()
             self.expect(";")
             angles = [_evaluate(e, {}, t.line) for e in exprs]
-            self.call(kw, angles, args, t.line, depth=0)
+            self.call(kw, angles, args, t.line)
+
+    def measure(self, line: int):
+        """``measure q[i] -> c[j];`` or equal-size registers: no gate may follow on q."""
+        qubits = self.qubit_arg()
+        self.expect("->")
+        c = self.ident("a classical register")
+        if c.text not in self.cregs:
+            kind = "a qubit register" if c.text in self.qregs else "not declared"
+            raise ValueError(f"line {c.line}: measure into {c.text!r}: classical register {kind}")
+        size = n_bits = self.cregs[c.text]
+        if self.accept("["):
+            k = self.integer()
+            self.expect("]")
+            if k >= size:
+                raise ValueError(f"line {c.line}: {c.text}[{k}] out of range (size {size})")
+            n_bits = 1
+        self.expect(";")
+        if n_bits != len(qubits):
+            raise ValueError(f"line {line}: measure of {len(qubits)} qubit(s) into {n_bits} bit(s)")
+        for w in qubits:
+            self.measured.setdefault(w, line)
 
     def skip_to_semicolon(self):
         while not self.accept(";"):
@@ -363,7 +401,7 @@ class _Parser:
         while self.accept(","):
             qargs.append(self.ident("a qubit argument").text)
         self.expect("{")
-        body = []
+        body, size, nesting = [], 0, 0
         while not self.accept("}"):
             t = self.ident("a gate call in the body")
             if t.text == "barrier":
@@ -377,23 +415,37 @@ class _Parser:
             for b in bargs:
                 if b not in qargs:
                     raise ValueError(f"line {t.line}: {b!r} is not an argument of gate {name}")
+            n_angles, n_wires = self.arity(t.text, t.line, f" (in the definition of {name})")
+            if (len(exprs), len(bargs)) != (n_angles, n_wires):
+                raise ValueError(f"line {t.line}: gate {t.text} takes {n_angles} angle(s) and "
+                                 f"{n_wires} qubit(s), got {len(exprs)} and {len(bargs)}")
+            sub = self.defs.get(t.text)
+            size += sub.size if sub else 1
+            nesting = max(nesting, sub.nesting if sub else 0)
             body.append((t.text, exprs, bargs, t.line))
-        if name in _QASM_GATES:
-            n_angles, n_wires = _QASM_GATES[name][1:]
+        if name in _QASM_GATES or name in self.library:
+            n_angles, n_wires = self.arity(name, line)
             if (len(params), len(qargs)) != (n_angles, n_wires):
                 raise ValueError(
                     f"line {line}: definition of {name} has {len(params)} parameter(s) and "
                     f"{len(qargs)} qubit(s); the standard gate has {n_angles} and {n_wires}")
             return  # the standard gate itself (e.g. our own rzz/rxx/ryy definitions)
-        self.defs[name] = (params, qargs, body)
+        if name in self.defs:
+            raise ValueError(f"line {line}: gate {name} is defined twice")
+        if nesting + 1 > MAX_NESTING:
+            raise ValueError(f"line {line}: gate definitions nested too deeply ({name} sits "
+                             f"{nesting + 1} levels deep; the limit is {MAX_NESTING})")
+        self.defs[name] = _Def(params, qargs, body, size, nesting + 1)
 
-    def call(self, name: str, angles: list[float], args: list[list[int]], line: int, depth: int):
-        if name in _QASM_GATES:
-            n_angles, n_wires = _QASM_GATES[name][1:]
-        elif name in self.defs:
-            n_angles, n_wires = len(self.defs[name][0]), len(self.defs[name][1])
-        else:
-            raise ValueError(f"line {line}: unsupported gate {name!r}")
+    def arity(self, name: str, line: int, where: str = "") -> tuple[int, int]:
+        """(angles, qubits) of a native or defined gate; a ValueError for any other name."""
+        if name not in _QASM_GATES and name not in self.defs:
+            raise ValueError(f"line {line}: unsupported gate {name!r}{where}")
+        d = self.defs.get(name)
+        return _QASM_GATES[name][1:] if d is None else (len(d.params), len(d.qargs))
+
+    def call(self, name: str, angles: list[float], args: list[list[int]], line: int):
+        n_angles, n_wires = self.arity(name, line)
         if len(angles) != n_angles:
             raise ValueError(f"line {line}: gate {name} takes {n_angles} angle(s), got {len(angles)}")
         if len(args) != n_wires:
@@ -402,26 +454,47 @@ class _Parser:
         if len(sizes) > 1:
             raise ValueError(f"line {line}: gate {name}: registers of different sizes")
         width = sizes.pop() if sizes else 1
+        need = width * (self.defs[name].size if name in self.defs else 1)
+        if len(self.ops) + need > self.max_gates:
+            raise ValueError(
+                f"line {line}: gate {name} expands to {need} gates, {len(self.ops) + need} in "
+                f"all: more than the limit of {self.max_gates} (from_qasm's max_gates)")
         for k in range(width):
             wires = [a[k] if len(a) > 1 else a[0] for a in args]
             if len(set(wires)) != len(wires):
                 raise ValueError(f"line {line}: gate {name}: duplicate qubits {wires}")
-            if name in _QASM_GATES:
-                if _QASM_GATES[name][0] is not None:
-                    self.ops.append((name, angles, wires, line))
-                continue
-            if depth > 100:
-                raise ValueError(f"line {line}: gate definitions nested too deeply ({name})")
-            params, qargs, body = self.defs[name]
-            env = dict(zip(params, angles))
-            qmap = dict(zip(qargs, wires))
-            for bname, exprs, bargs, bline in body:
-                vals = [_evaluate(e, env, bline) for e in exprs]
-                self.call(bname, vals, [[qmap[b]] for b in bargs], bline, depth + 1)
+            self.expand(name, angles, wires, line)
+
+    def expand(self, name: str, angles: list[float], wires: list[int], line: int):
+        """Append the native gates of one (checked) gate call."""
+        if name in _QASM_GATES:
+            for w in wires:
+                if w in self.measured:
+                    raise ValueError(
+                        f"line {line}: gate {name} acts on qubit {w} after its measurement on "
+                        f"line {self.measured[w]}: mid-circuit measurement is not supported "
+                        "(measure at the end of the circuit)")
+            self.ops.append((name, angles, wires, line))
+            return
+        d = self.defs[name]
+        env, qmap = dict(zip(d.params, angles)), dict(zip(d.qargs, wires))
+        for bname, exprs, bargs, bline in d.body:
+            vals = [_evaluate(e, env, bline) for e in exprs]
+            self.expand(bname, vals, [qmap[b] for b in bargs], line)
 
 
-def loads(text: str) -> tuple[int, list[tuple[str, list[int], list[float], int]]]:
-    """Parse OpenQASM 2.0 text: (number of qubits, [(qlam gate name, wires, angles, line)])."""
+@functools.cache
+def _library() -> dict[str, _Def]:
+    """The parsed :mod:`qlam.qelib1` definitions (parsed once)."""
+    parser = _Parser(LIBRARY)
+    while parser.tok.kind != "eof":
+        parser.statement()
+    return parser.defs
+
+
+def loads(text: str, max_gates: int = MAX_GATES) -> tuple[int, list[tuple[str, list[int], list[float], int]]]:
+    """Parse OpenQASM 2.0 text: (number of qubits, [(qlam gate name, wires, angles, line)]);
+    a file that expands to more than ``max_gates`` gates is refused."""
     if not isinstance(text, str):
         raise TypeError(f"from_qasm expects the QASM text as a str, got {type(text).__name__}")
-    return _Parser(text).parse()
+    return _Parser(text, max_gates, _library()).parse()

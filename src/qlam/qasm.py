@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from qlam import openqasm
 from qlam.circuit import Circuit
 
 
@@ -11,9 +12,10 @@ def to_qasm(circuit: Circuit, params=None, inputs=None) -> str:
     return circuit.to_qasm(params, inputs)
 
 
-def from_qasm(text: str) -> Circuit:
-    """Parse OpenQASM 2.0 text into a :class:`Circuit` with constant angles."""
-    return Circuit.from_qasm(text)
+def from_qasm(text: str, max_gates: int = openqasm.MAX_GATES) -> Circuit:
+    """Parse OpenQASM 2.0 text into a :class:`Circuit` with constant angles (at most
+    ``max_gates`` gates once expanded)."""
+    return Circuit.from_qasm(text, max_gates)
 
 
 __all__ = ["to_qasm", "from_qasm"]

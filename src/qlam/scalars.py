@@ -41,11 +41,12 @@ def summary_writer(logdir: Path, purge_step: int | None = None):
 
 class ScalarLog:
     """metrics.jsonl (+ TensorBoard) of the run in ``out``; ``resume_step``: the global step
-    of the checkpoint resumed from (None: a fresh run, earlier event files are removed).
+    of the checkpoint resumed from (None: a fresh run, earlier event files are removed), and
+    ``resume_epochs`` the epochs it completed.
     Does nothing where ``enabled`` is False (ranks other than 0)."""
 
     def __init__(self, out, *, tensorboard: bool = False, resume_step: int | None = None,
-                 enabled: bool = True):
+                 resume_epochs: int | None = None, enabled: bool = True):
         self.path = Path(out) / "metrics.jsonl"
         self.enabled = enabled
         self.writer = None
@@ -56,7 +57,10 @@ class ScalarLog:
                 f.unlink()
         elif self.path.is_file():
             recs = read_jsonl(self.path)
-            keep = [r for r in recs if r.get("step", 0) <= resume_step]
+            # a kill after an epoch's record but before its checkpoint repeats the epoch's
+            # end: records of epochs the checkpoint has not completed go too
+            keep = [r for r in recs if r.get("step", 0) <= resume_step
+                    and (resume_epochs is None or r.get("epoch", 0) <= resume_epochs)]
             if len(keep) < len(recs):
                 atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         if tensorboard:

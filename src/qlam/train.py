@@ -30,6 +30,7 @@ from qlam.atomic import atomic_write_text
 from qlam.config import (
     RUN_CONTROL,
     TrainConfig,
+    check_config,
     config_from_dict,
     read_config_file,
     resolve_device,
@@ -125,12 +126,15 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None,
 
 def _train(cfg: TrainConfig, resume: bool, command: str | None,
            ctx: ddp.DistContext, signalled: dict) -> dict:
+    check_config(cfg)
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; it must name a directory for the run")
     ckpt_path = out / "checkpoint.pt"
-    if cfg.log_every < 1:
-        raise ValueError(f"log_every must be >= 1 (steps), got {cfg.log_every}")
     if ckpt_path.exists() and not resume:
         raise ValueError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
+    if resume and not ckpt_path.exists() and ctx.is_main:
+        print(f"--resume: no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -175,7 +179,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
     net = ctx.wrap(model)  # DistributedDataParallel when distributed; saves use `model`
     scalars = ScalarLog(out, tensorboard=cfg.tensorboard, enabled=ctx.is_main,
-                        resume_step=None if ck is None else state["global_step"])
+                        resume_step=None if ck is None else state["global_step"],
+                        resume_epochs=None if ck is None else state["epoch"])
 
     def save_checkpoint():
         if not ctx.is_main:
@@ -273,7 +278,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         st = state["stats"]
         record = {"epoch": epoch + 1, "train_loss": st[0] / max(st[2], 1),
                   "train_acc": st[1] / max(st[2], 1), "val_loss": val_loss, "val_acc": val_acc,
-                  "lr": cfg.lr * factor, "epoch_s": time.time() - t_epoch,
+                  "lr": cfg.lr * lr_factor(state["global_step"] - 1, total_steps, cfg.warmup_frac),
+                  "epoch_s": time.time() - t_epoch,
                   "tokens_per_s": tokens / max(time.time() - t_epoch, 1e-9),
                   "wall_s": state["wall_s"], "partial": stopped is not None,
                   "step": state["global_step"], "epoch_frac": state["global_step"] / steps_per_epoch}
@@ -316,7 +322,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                "seed": cfg.seed, "stopped": stopped, "device": str(device),
                "threads": torch.get_num_threads(), "torch": torch.__version__,
                "command": command or " ".join(sys.argv), "config": dataclasses.asdict(cfg),
-               "n_train": len(task.train), "n_test": cfg.limit_test or len(task.test)}
+               "n_train": len(task.train), "n_test": min(cfg.limit_test or len(task.test), len(task.test))}
     if not ctx.is_main:
         return summary
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

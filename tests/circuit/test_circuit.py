@@ -157,3 +157,33 @@ def test_ring():
     assert templates.ring(1) == []
     assert templates.ring(2) == [(0, 1)]
     assert templates.ring(3) == [(0, 1), (1, 2), (2, 0)]
+
+
+def test_fusing_rule_by_hand():
+    from qlam.sim.compiled import fusing_pays
+
+    # (k + B) 2^n < k B: 491 gates on one 10-qubit state never pay for a 1024 x 1024 matrix
+    assert not fusing_pays(491, 1, 10)
+    assert fusing_pays(50, 1000, 4)  # 16 * 1050 = 16800 < 50000
+    assert not fusing_pays(50, 1000, 6)  # 64 * 1050 = 67200 > 50000
+
+
+def test_default_path_runs_a_general_circuit_gate_by_gate(monkeypatch):
+    """One state through a 491-gate Ising circuit must not build the dense 2^10 unitary (it
+    took seconds where gate by gate takes milliseconds); a large batch still fuses."""
+    import qlam.sim.compiled as compiled
+    from qlam.bench.circuits import ising_circuit
+    from qlam.sim.statevector import run_reference
+
+    c = ising_circuit(10)
+    want = run_reference(c)
+    built = []
+    real_unitary = compiled.unitary
+    monkeypatch.setattr(compiled, "unitary", lambda *a, **k: built.append(a) or real_unitary(*a, **k))
+    torch.testing.assert_close(qlam.statevector(c), want, rtol=0, atol=1e-12)
+    assert built == []
+    small = ising_circuit(3, steps=4)
+    batch = qlam.sim.zero_state(3, 64)
+    torch.testing.assert_close(qlam.statevector(small, state=batch),
+                               run_reference(small, state=batch), rtol=0, atol=1e-12)
+    assert len(built) == 1

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from circuit_oracles import qiskit_vector, random_args, random_circuit, to_qiskit
+from circuit_oracles import qiskit_circuit, qiskit_vector, random_args, random_circuit
 
 import qlam
 from qlam import Circuit
@@ -56,7 +56,7 @@ def test_we_read_qiskit_qasm(seed):
     c = random_circuit(seed)
     params, inputs = random_args(c, seed, batch=1)
     bound = c.bind(params, inputs[0, : c.n_inputs] if c.n_inputs else None)
-    qc = to_qiskit(bound)  # uses p, u, rzz, rxx, ryy: Qiskit writes its own names
+    qc = qiskit_circuit(bound)  # Qiskit writes its own names and definitions
     ours = from_qasm(qasm2.dumps(qc))
     np.testing.assert_allclose(_state(ours).numpy(), qiskit_vector(qc), atol=1e-9, rtol=0)
 
@@ -171,9 +171,19 @@ def test_no_eval():
 
 
 @pytest.mark.parametrize("body,match", [
-    ("ccx q[0],q[1],q[2];", r"line 4: unsupported gate 'ccx'"),
-    ("h q[0];\n\nsx q[1];", r"line 6: unsupported gate 'sx'"),
-    ("cu1(0.1) q[0],q[1];", r"line 4: unsupported gate 'cu1'"),
+    ("ccz q[0],q[1],q[2];", r"line 4: unsupported gate 'ccz'"),
+    ("h q[0];\n\nsy q[1];", r"line 6: unsupported gate 'sy'"),
+    ("ccx q[0],q[1];", r"line 4: gate ccx acts on 3 qubit"),
+    ("cu1 q[0],q[1];", r"line 4: gate cu1 takes 1 angle"),
+    ("measure q[0] -> d[0];", r"line 4: measure into 'd': classical register not declared"),
+    ("creg c[2];\nmeasure q[0] -> c[2];", r"line 5: c\[2\] out of range \(size 2\)"),
+    ("creg c[2];\nmeasure q -> c;", r"line 5: measure of 3 qubit\(s\) into 2 bit"),
+    ("measure q[0] -> q[1];", r"classical register 'q'.*qubit register|'q': classical register a qubit"),
+    ("creg c[3];\nmeasure q[1] -> c[1];\nh q[0];\ncx q[0], q[1];",
+     r"line 7: gate cx acts on qubit 1 after its measurement on line 5: mid-circuit"),
+    ("gate g a { g a; }", r"line 4: unsupported gate 'g' \(in the definition of g\)"),
+    ("gate g a { h a; }\ngate g a { x a; }", r"line 5: gate g is defined twice"),
+    ("gate g a, b { cx a; }", r"line 4: gate cx takes 0 angle\(s\) and 2 qubit\(s\), got 0 and 1"),
     ("reset q[0];", r"line 4: unsupported statement 'reset'"),
     ("creg c[1];\nif (c==1) x q[0];", r"line 5: unsupported statement 'if'"),
     ("opaque g q;", r"line 4: unsupported statement 'opaque'"),
@@ -190,7 +200,7 @@ def test_no_eval():
     ("rx(0.1) q[0]", r"expected ';'"),
     ("rx(0.1 q[0];", r"line 4: expected '\)'"),
     ("h q[0]; $", r"line 4: unexpected character '\$'"),
-    ("gate g a { ccx a; }\ng q[0];", r"line 4: unsupported gate 'ccx'"),
+    ("gate g a { foo a; }\ng q[0];", r"line 4: unsupported gate 'foo'"),
     ("gate g a { h b; }", r"line 4: 'b' is not an argument of gate g"),
     ("gate rx(t, u) a { h a; }", r"line 4: definition of rx has 2 parameter"),
     ("qreg q[2];", r"line 4: register 'q' declared twice"),
@@ -211,3 +221,51 @@ def test_header_errors():
         from_qasm(HEADER + "qreg q[40];\n")
     with pytest.raises(TypeError, match="str"):
         from_qasm(b"OPENQASM 2.0;")
+
+
+def _bomb(levels: int) -> str:
+    """Each definition calls the previous one twice: 2^levels gates from a few hundred bytes."""
+    lines = [HEADER, "qreg q[1];", "gate g0 a { x a; x a; }"]
+    lines += [f"gate g{k} a {{ g{k - 1} a; g{k - 1} a; }}" for k in range(1, levels)]
+    lines.append(f"g{levels - 1} q[0];")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_definition_bomb_is_refused_quickly():
+    """917 bytes of nested definitions expand to 2^30 gates: refused before expanding."""
+    import time
+
+    text = _bomb(30)
+    t0 = time.process_time()
+    with pytest.raises(ValueError, match=r"gate g29 expands to 1073741824 gates.*limit of "
+                                         r"1000000 \(from_qasm's max_gates\)"):
+        from_qasm(text)
+    assert time.process_time() - t0 < 5  # a bound for a hang, not a timing claim
+    assert len(from_qasm(_bomb(10))) == 1024  # within the limit: expanded exactly
+    with pytest.raises(ValueError, match="limit of 1000"):
+        from_qasm(_bomb(10), max_gates=1000)
+
+
+def test_definitions_nested_too_deeply_are_refused():
+    lines = [HEADER, "qreg q[1];", "gate g0 a { x a; }"]
+    lines += [f"gate g{k} a {{ g{k - 1} a; }}" for k in range(1, 70)]
+    with pytest.raises(ValueError, match=r"line 69: gate definitions nested too deeply \(g64 "
+                                         r"sits 65 levels deep; the limit is 64\)"):
+        from_qasm("\n".join(lines) + "\n")
+
+
+def test_measurement_at_the_end_and_on_other_qubits_is_accepted():
+    c = from_qasm(HEADER + "qreg q[2];\ncreg c[2];\nh q[0];\nmeasure q[0] -> c[0];\n"
+                           "barrier q;\nh q[1];\nmeasure q[1] -> c[1];\n")
+    assert [(op.name, op.wires) for op in c.ops] == [("h", (0,)), ("h", (1,))]
+
+
+def test_mid_circuit_measurement_is_refused_not_dropped():
+    """h; measure; h gives P(0) = 1/2 on hardware; dropping the measurement gave P(0) = 1."""
+    with pytest.raises(ValueError, match="gate h acts on qubit 0 after its measurement on "
+                                         "line 6: mid-circuit measurement is not supported"):
+        from_qasm(HEADER + "qreg q[1];\ncreg c[1];\nh q[0];\nmeasure q[0] -> c[0];\nh q[0];\n")
+    # through a user gate too
+    with pytest.raises(ValueError, match="mid-circuit"):
+        from_qasm(HEADER + "gate hh a { h a; }\nqreg q[1];\ncreg c[1];\n"
+                           "measure q -> c;\nhh q[0];\n")

@@ -142,6 +142,20 @@ def test_corrupted_cache_is_detected_and_fetched_again(synth, tmp_path, monkeypa
     assert log.read_text().count("pack mnist") == 3
 
 
+@pytest.mark.parametrize("bad", facts.KEYS)
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_every_corrupted_array_is_caught_whichever_split_is_loaded(synth, bad, split):
+    """Opening the cache verifies the whole entry: a damaged train split stops a test-split
+    load too, and every key's checksum is checked (not only train_*)."""
+    cache.save_cache("mnist", synth["mnist"], {"source": "test"})
+    arrays = {k: v.copy() for k, v in synth["mnist"].items()}
+    flat = arrays[bad].reshape(-1)
+    flat[flat.size // 2] ^= 1  # one bit (labels stay < 10)
+    np.savez(cache.cache_path("mnist"), **arrays)
+    with pytest.raises(DataError, match=f"{bad} fails its checksum"):
+        sources.load("mnist", split, fetch_missing=False)
+
+
 def test_interrupted_cache_write_leaves_no_cache(synth, tmp_path, monkeypatch):
     real_savez = np.savez
 

@@ -41,6 +41,31 @@ def test_head_states_match_gate_by_gate_simulation(query_basis):
         torch.testing.assert_close(final[:, h], psi, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("query_basis", [True, False])
+def test_forward_is_query_weighted_pauli_z_expectations(query_basis):
+    """y = out_proj(concat_h [w_{h,S}(x) <Z_S>_h]) recomputed from probabilities() with an
+    explicit product of Z eigenvalues per string S (S's bit n-1-w selects wire w), each
+    head's 2^n - 1 strings in order S = 1 .. 2^n - 1."""
+    m = _layer(query_basis=query_basis)
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    y, _ = m(x)
+    probs, _ = m.probabilities(x)
+    n, n_str = 3, 7
+    z = torch.arange(8)
+    feats = []
+    qw = m.q_weight(x)
+    for h in range(3):
+        for s in range(1, 8):
+            sign = torch.ones(8, dtype=torch.float64)
+            for w in range(n):
+                if (s >> (n - 1 - w)) & 1:
+                    sign = sign * (1 - 2 * ((z >> (n - 1 - w)) & 1)).double()
+            expval = (probs[:, :, h] * sign).sum(-1)
+            feats.append(expval * qw[..., h * n_str + s - 1])
+    want = m.out_proj(torch.stack(feats, -1))
+    torch.testing.assert_close(y, want, atol=1e-12, rtol=0)
+
+
 def test_walsh_matrix_gives_pauli_z_expectations():
     # <Z_0 Z_2> on 3 qubits: sign of bit0 xor bit2 (wire 0 = most significant bit)
     w = walsh_matrix(3)
@@ -123,6 +148,13 @@ def test_initial_state_is_used_and_validated():
         m(x, state.real)
 
 
+def test_input_dtype_must_match_the_layer():
+    m = QLAM(d_model=4, n_heads=1, n_qubits=2)
+    with pytest.raises(TypeError, match="input is torch.float64 but the layer's parameters are "
+                                        "torch.float32"):
+        m(torch.randn(1, 3, 4, dtype=torch.float64))
+
+
 def test_bad_inputs_are_named():
     m = _layer()
     with pytest.raises(ValueError, match=r"shape \(batch, length, 8\)"):
@@ -165,3 +197,61 @@ def test_shots_change_outputs_but_converge_to_exact():
     err_fine = (fine - exact).abs().max()
     assert err_fine < err_rough / 10
     assert err_fine < 0.05
+
+
+def test_token_circuit_layout():
+    """The documented layout, by hand: per layer RZ(x_j) on every qubit, RZZ(x_j) on the ring,
+    then RX, RY per qubit and RXX, RYY per ring pair; input slots 0, 1, ... in that order."""
+    from qlam.memory import token_circuit
+
+    c = token_circuit(3)  # depth 1 by default; ring (0,1), (1,2), (2,0)
+    names = [op.name for op in c.ops]
+    assert names == ["rz"] * 3 + ["rzz"] * 3 + ["rx", "ry"] * 3 + ["rxx", "ryy"] * 3
+    inputs = [op.angles[0].index for op in c.ops if op.is_input]
+    assert inputs == [0, 1, 2, 3, 4, 5] and c.n_inputs == 6 and c.n_params == 12
+    assert [op.wires for op in c.ops[3:6]] == [(0, 1), (1, 2), (2, 0)]
+    c2 = token_circuit(3, depth=2)
+    assert [op.angles[0].index for op in c2.ops if op.is_input] == list(range(12))
+
+
+def test_initial_state_is_plus_on_every_qubit():
+    m = QLAM(d_model=4, n_heads=2, n_qubits=3)
+    psi = m.initial_state(2, torch.float64)
+    torch.testing.assert_close(psi, torch.full((2, 2, 8), 8 ** -0.5, dtype=torch.complex128),
+                               atol=1e-7, rtol=0)
+
+
+def test_defaults_and_option_bounds():
+    m = QLAM(d_model=8)
+    assert (m.n_heads, m.n_qubits, m.depth, m.query_basis) == (4, 4, 1, True)
+    QLAM(d_model=1, n_heads=1, n_qubits=1, depth=1)  # the smallest layer is valid
+    for bad in (dict(n_qubits=0), dict(n_qubits=13), dict(n_heads=0), dict(depth=0),
+                dict(d_model=0)):
+        with pytest.raises(ValueError, match="n_qubits|n_heads"):
+            QLAM(**{"d_model": 4, **bad})
+
+
+def test_split_refuses_a_circuit_that_does_not_alternate():
+    from qlam import Circuit
+    from qlam.memory import _split
+    from qlam.sim.compiled import CompiledCircuit
+
+    c = Circuit(2)
+    c.h(0)  # a dense block first
+    with pytest.raises(ValueError, match="expected alternating phase/dense blocks, got U"):
+        _split(CompiledCircuit(c))
+    c = Circuit(2)
+    c.rz(0, c.input(0))
+    c.h(0)
+    c.rz(1, c.input(1))  # D U D: an odd count
+    with pytest.raises(ValueError, match="expected alternating"):
+        _split(CompiledCircuit(c))
+
+
+def test_sample_probs_follows_its_generator():
+    p = torch.tensor([[0.2, 0.3, 0.5]])
+    a = sample_probs(p, 50, torch.Generator().manual_seed(4))
+    b = sample_probs(p, 50, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b)
+    assert not all(torch.equal(a, sample_probs(p, 50, torch.Generator().manual_seed(s)))
+                   for s in range(5, 10))

@@ -12,6 +12,7 @@ import qlam.train as T
 from qlam import config
 from qlam.data.tasks import Split, Task
 from qlam.distributed import DistContext, free_port, init, shutdown
+from qlam.store import atomic_save, load_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 
@@ -50,10 +51,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     T.train(_config(out, stop_after_steps=2), distributed=True)
     dist.barrier()
     if rank == 0:  # keep the 2-step weights, then continue as if killed after a checkpoint
-        ck = torch.load(f"{out}/checkpoint.pt", weights_only=False)
+        ck = load_checkpoint(f"{out}/checkpoint.pt")
         torch.save(ck["model"], f"{out}/step2.pt")
         ck["config"]["stop_after_steps"] = None
-        torch.save(ck, f"{out}/checkpoint.pt")
+        atomic_save(ck, f"{out}/checkpoint.pt")  # a new checksum for the edited content
     dist.barrier()
     T.train(_config(out), resume=True, distributed=True)
     shutdown(ctx)

@@ -10,6 +10,7 @@ import torch
 
 import qlam.objectives as objectives
 import qlam.train as train_mod
+from qlam import config
 from qlam.cli import main
 from qlam.data.tasks import Split, Task
 from qlam.train import TrainConfig, eval_checkpoint, read_config_file, train
@@ -286,3 +287,210 @@ def test_mixed_memory_trains_resumes_and_reevaluates(tmp_path, kw):
     assert res["test_acc"] == pytest.approx(summary["test_acc"])
     ck = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
     assert any(k.endswith("memory.log_gamma") for k in ck["model"])  # the mixed memory's
+
+
+def _final_weights(run):
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+
+def _assert_same_run(a, b):
+    """Same weights, same metrics (apart from timings) and same summary numbers."""
+    wa, wb = _final_weights(a), _final_weights(b)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+
+    def metrics(run):
+        return [{k: v for k, v in json.loads(line).items()
+                 if k not in ("epoch_s", "tokens_per_s", "wall_s")}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert metrics(a) == metrics(b)
+    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (a, b))
+    for key in ("test_acc", "test_loss", "val_acc", "best_epoch", "steps", "epochs"):
+        assert sa[key] == sb[key], key
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A 2-epoch run (6 steps each) with dropout, so a broken RNG restore shows."""
+    root = tmp_path_factory.mktemp("full")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(config, "build_task", synthetic_task)
+        train(_cfg(root, dropout=0.2))
+    return root / "run"
+
+
+# first step, mid-epoch, the last step of an epoch, the first of the next, the very last
+@pytest.mark.parametrize("stop", [1, 4, 6, 7, 12])
+def test_resume_from_every_kind_of_stop_point(tmp_path, uninterrupted, stop):
+    stopped = train(_cfg(tmp_path, dropout=0.2, stop_after_steps=stop))
+    assert stopped == {"stopped": "preempted", "global_step": stop}
+    train(_cfg(tmp_path, dropout=0.2), resume=True)
+    _assert_same_run(uninterrupted, tmp_path / "run")
+
+
+def test_a_storm_of_stops_resumes_to_the_same_run(tmp_path, uninterrupted):
+    """Stopped after every single step (each run resuming the previous one's checkpoint),
+    the run still ends with the uninterrupted run's weights and metrics."""
+    for stop in range(1, 12):
+        res = train(_cfg(tmp_path, dropout=0.2, stop_after_steps=stop), resume=stop > 1)
+        assert res == {"stopped": "preempted", "global_step": stop}
+    train(_cfg(tmp_path, dropout=0.2), resume=True)
+    _assert_same_run(uninterrupted, tmp_path / "run")
+
+
+def test_learning_rate_sequence_with_warmup_and_cosine(tmp_path, monkeypatch):
+    """Every optimizer step's lr, hand-derived: 12 steps, warmup int(12 * 0.25) = 3 steps
+    (lr/3, 2lr/3, lr), then lr/2 (1 + cos(pi (s - 3) / 9)); memory parameters at half."""
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append([g["lr"] for g in self.param_groups])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    lr = 0.01
+    train(_cfg(tmp_path, lr=lr, warmup_frac=0.25, lr_memory_scale=0.5))
+    import math
+
+    want = [lr / 3, 2 * lr / 3, lr] + [lr / 2 * (1 + math.cos(math.pi * (s - 3) / 9))
+                                      for s in range(3, 12)]
+    assert len(seen) == 12
+    for s, (groups, w) in enumerate(zip(seen, want)):
+        assert max(groups) == pytest.approx(w, abs=1e-15), s
+        assert min(groups) == pytest.approx(w / 2, abs=1e-15), s  # the memory group
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in recs] == pytest.approx([want[5], want[11]], abs=1e-15)
+
+
+@pytest.mark.parametrize("flag", ["--limit-test", "--limit-train"])
+def test_zero_limits_are_refused_not_reported(tmp_path, capsys, flag):
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--d-model", "8",
+                 "--n-layers", "1", "--n-heads", "1", "--n-qubits", "2", flag, "0"]) == 2
+    assert f"{flag[2:].replace('-', '_')} must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_eval_limit_zero_is_refused(tmp_path, capsys):
+    train(_cfg(tmp_path, epochs=1))
+    out = tmp_path / "e.json"
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "model.pt"), "--device", "cpu",
+                 "--limit", "0", "--json", str(out)]) == 2
+    assert "limit must be an int >= 1, got 0" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_empty_split_is_an_error_not_a_zero_accuracy():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    task = synthetic_task()
+    task.test = task.test.__class__(task.test.x[:0], task.test.y[:0])
+    with pytest.raises(ValueError, match="test split has no examples"):
+        train_mod.evaluate(model, task, "test", 8, "cpu")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
+    (["--epochs", "0"], "epochs must be >= 1, got 0"),
+    (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+    (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
+    (["--eval-batch-size", "-1"], "eval_batch_size must be >= 1, got -1"),
+    (["--warmup-frac", "2"], r"warmup_frac must be in \[0, 1\], got 2.0"),
+])
+def test_bad_train_settings_are_named(tmp_path, capsys, argv, message):
+    code = main(["train", "--out", str(tmp_path / "r"), "--d-model", "8", "--n-layers", "1",
+                 "--n-heads", "1", "--n-qubits", "2", *argv])
+    assert code == 2
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_config_value_of_the_wrong_type_is_named(tmp_path, capsys):
+    toml = tmp_path / "c.toml"
+    toml.write_text('epochs = "abc"\n')
+    assert main(["train", "--config", str(toml), "--out", str(tmp_path / "r")]) == 2
+    assert "config epochs must be int, got 'abc' (str)" in capsys.readouterr().err
+    toml.write_text("lr = 1\nbatch_size = 2.5\n")  # an int is a fine float; 2.5 is no int
+    assert main(["train", "--config", str(toml), "--out", str(tmp_path / "r")]) == 2
+    assert "config batch_size must be int, got 2.5 (float)" in capsys.readouterr().err
+
+
+def test_out_naming_a_file_is_refused(tmp_path, capsys):
+    f = tmp_path / "file.txt"
+    f.write_text("keep me")
+    assert main(["train", "--out", str(f), "--epochs", "1", "--d-model", "8"]) == 2
+    assert "is a file; it must name a directory" in capsys.readouterr().err
+    assert f.read_text() == "keep me"
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path, capsys):
+    train(_cfg(tmp_path, epochs=1), resume=True)
+    assert "no checkpoint at" in capsys.readouterr().err
+    assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_export_out_naming_a_directory_is_refused(tmp_path, capsys):
+    train(_cfg(tmp_path, epochs=1))
+    (tmp_path / "d").mkdir()
+    assert main(["export", "--checkpoint", str(tmp_path / "run" / "model.pt"), "--index", "0",
+                 "--out", str(tmp_path / "d")]) == 2
+    assert "is a directory; it must name the QASM file" in capsys.readouterr().err
+
+
+def test_a_repeated_epoch_end_replaces_its_metrics_record(tmp_path, uninterrupted, monkeypatch):
+    """Killed after the epoch's metrics line but before its checkpoint, the resumed run
+    repeats the epoch's end: one record per epoch, not two."""
+    train(_cfg(tmp_path, dropout=0.2, stop_after_steps=6))
+    real = train_mod.atomic_save
+    calls = []
+
+    def die_at_the_epoch_checkpoint(obj, path):
+        calls.append(path)
+        if str(path).endswith("checkpoint.pt"):
+            raise KeyboardInterrupt("killed")
+        return real(obj, path)
+
+    monkeypatch.setattr(train_mod, "atomic_save", die_at_the_epoch_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tmp_path, dropout=0.2), resume=True)
+    monkeypatch.setattr(train_mod, "atomic_save", real)
+    train(_cfg(tmp_path, dropout=0.2), resume=True)
+    _assert_same_run(uninterrupted, tmp_path / "run")
+
+
+STORM_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import qlam.config
+import qlam.train as t
+from test_train import _cfg, synthetic_task
+from pathlib import Path
+qlam.config.build_task = synthetic_task
+t.train(_cfg(Path({root!r}), dropout=0.2, checkpoint_minutes=0.0005), resume=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_storm_of_sigkills_ends_in_the_uninterrupted_run(tmp_path, uninterrupted):
+    """SIGKILL at random moments (checkpoints every 0.03 s), resume each time: the run ends
+    with the uninterrupted run's weights, metrics and summary."""
+    import random
+    import subprocess
+    import sys
+    import time
+
+    script = STORM_SCRIPT.format(tests=os.path.dirname(__file__), root=str(tmp_path))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    rng = random.Random(0)
+    for _ in range(40):
+        if (tmp_path / "run" / "summary.json").exists():
+            break
+        p = subprocess.Popen([sys.executable, "-c", script], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 8.0))
+        p.kill()
+        p.wait()
+    subprocess.run([sys.executable, "-c", script], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _assert_same_run(uninterrupted, tmp_path / "run")

@@ -142,12 +142,18 @@ def test_noisy_qlam_layer_trajectories_match_density_path(kind):
     torch.testing.assert_close(p0, exact, atol=1e-12, rtol=0)
 
 
-def test_noiseless_training_path_untouched():
+def test_zero_strength_noise_reproduces_the_noiseless_outputs():
+    """The layer's trajectory path with a channel that does nothing gives its exact path's
+    outputs (the test this replaces could not fail)."""
     torch.manual_seed(0)
-    mem = QLAM(4, n_heads=1, n_qubits=2)
-    y, _ = mem(torch.randn(2, 3, 4))
-    y.sum().backward()
-    assert mem.theta.grad is not None and mem.noise is None
+    mem = QLAM(4, n_heads=2, n_qubits=2)
+    x = torch.randn(2, 3, 4)
+    with torch.no_grad():
+        want, want_state = mem(x)
+        mem.noise = Channel("depolarizing", 0.0)
+        got, got_state = mem(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_state, want_state, atol=1e-5, rtol=0)
 
 
 # ---- evaluation and the commands ---------------------------------------------------------------

@@ -15,11 +15,11 @@ from circuit_oracles import (
     GATES,
     bound_rows,
     pennylane_state,
+    qiskit_circuit,
     qiskit_state,
     qiskit_vector,
     random_args,
     random_circuit,
-    to_qiskit,
 )
 
 import qlam
@@ -127,7 +127,7 @@ def test_unitary_is_unitary_and_matches_qiskit_operator(seed):
     u = unitary(bound.ops, bound.n_qubits)
     eye = torch.eye(2**bound.n_qubits, dtype=u.dtype)
     torch.testing.assert_close(u.conj().T @ u, eye, atol=1e-12, rtol=0)
-    want = Operator(to_qiskit(bound)).reverse_qargs().data
+    want = Operator(qiskit_circuit(bound)).reverse_qargs().data
     np.testing.assert_allclose(u.numpy(), want, atol=ATOL, rtol=0)
     # every fused block of the compiled circuit is unitary too
     cc = CompiledCircuit(c)
@@ -153,7 +153,7 @@ def test_unitaries_of_a_batch_of_parameter_vectors_match_qiskit(seed):
         sub = Circuit(c.n_qubits)
         sub.ops, sub.init = list(block.ops), list(c.init)
         for th, m in zip(thetas, u):
-            want = Operator(to_qiskit(sub.bind(th))).reverse_qargs().data
+            want = Operator(qiskit_circuit(sub.bind(th))).reverse_qargs().data
             np.testing.assert_allclose(m.numpy(), want, atol=ATOL, rtol=0)
 
 

@@ -1,4 +1,4 @@
-"""`qlam bench sim | memory | roofline | models | all | report`.
+"""`qlam bench sim | memory | roofline | models | circuits | all | report`.
 
 Every benchmark prints a markdown table and a few summary lines (stdout; progress goes to
 stderr) and takes ``--quick`` (under two minutes on a quiet 2-core machine), ``--json FILE``
@@ -115,6 +115,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_models)
 
     p = sub.add_parser(
+        "circuits", help="seconds per statevector call of a general (Ising-like) circuit",
+        description="One state through an Ising-like circuit (~480 gates at 10 qubits): "
+                    "gate by gate, fully fused, and the default compiled path; see "
+                    "qlam.bench.circuits.")
+    p.add_argument("--json", metavar="FILE", help="write metadata and records as JSON")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--n", type=int, nargs="+", metavar="N", help="qubit counts (default 8 10 11)")
+    p.add_argument("--batch", type=int, default=1, help="states per call (default 1)")
+    p.add_argument("--methods", nargs="+", choices=["reference", "fuse-all", "compiled"],
+                   help="default: all three (fuse-all takes minutes at 11 qubits)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per row (best reported)")
+    p.set_defaults(func=run_circuits, quick=False, plot=None)
+
+    p = sub.add_parser(
         "all", help="run sim, memory, roofline and models; write JSON, PNG and README.md",
         description="Runs the four benchmarks (with --quick, their quick modes) and writes "
                     "OUT/{sim,memory,roofline,models}.json and .png and OUT/README.md.")
@@ -187,6 +202,19 @@ def run_sim(args: argparse.Namespace) -> int:
     lines.append("qiskit-aer-forward is forward only (no gradients): its rate is not a training "
                  "rate, so the ratios against it favour Aer.")
     _emit(args, meta, records, sim.markdown_table(records), lines, sim.plot)
+    return 0
+
+
+# ---- circuits --------------------------------------------------------------------------------
+def run_circuits(args: argparse.Namespace) -> int:
+    from qlam.bench import circuits
+
+    args.n = args.n or [8, 10, 11]
+    _positive(n=args.n, batch=args.batch, repeats=args.repeats)
+    meta = _setup(args, "circuits")
+    records = circuits.run_benchmark(args.n, args.batch, args.methods or circuits.METHODS,
+                                     args.repeats, log=common.stderr_log)
+    _emit(args, meta, records, circuits.markdown_table(records), [], None)
     return 0
 
 

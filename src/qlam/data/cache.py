@@ -140,39 +140,40 @@ def verify(name: str, arrays: dict[str, np.ndarray], keys: Iterable[str] = KEYS)
         raise DataError(f"{name}: checksum mismatch: " + "; ".join(bad))
 
 
-# in-process memo of cache files already verified: path -> (size, mtime_ns, keys)
-_VERIFIED: dict[str, tuple[int, int, frozenset]] = {}
+# in-process memo of cache files already verified whole: path -> (size, mtime_ns)
+_VERIFIED: dict[str, tuple[int, int]] = {}
 
 
 def read_cache(name: str, root=None, keys: Iterable[str] = KEYS, check: bool = True):
-    """Read (and verify) arrays from the cache file. Raises FileNotFoundError if there is no
-    cache and DataError if it is unreadable or fails verification."""
+    """Read arrays from the cache file. With ``check``, the whole entry (every split, not
+    only the requested ``keys``) is verified when the file is first opened in this process
+    (and again whenever it changes). Raises FileNotFoundError if there is no cache and
+    DataError if it is unreadable or any array fails verification."""
     path = cache_path(name, root)
     keys = tuple(keys)
     st = path.stat()  # FileNotFoundError if missing
+    stamp = (st.st_size, st.st_mtime_ns)
+    verify_all = check and _VERIFIED.get(str(path)) != stamp
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in keys}
+            arrays = {k: z[k] for k in (KEYS if verify_all else keys)}
             meta = json.loads(bytes(z["meta"]).decode()) if "meta" in z.files else {}
     except Exception as exc:  # corrupted zip, truncated member, missing key, ...
         raise DataError(f"cache {path} is unreadable ({type(exc).__name__}: {exc})") from exc
-    if check:
-        memo = _VERIFIED.get(str(path))
-        if not (memo and memo[:2] == (st.st_size, st.st_mtime_ns) and set(keys) <= memo[2]):
-            for key in keys:
-                arr = arrays[key]
-                want = SHAPES[name][key]
-                if arr.dtype != np.uint8 or tuple(arr.shape) != want:
-                    raise DataError(
-                        f"cache {path}: {key} is {arr.dtype}{tuple(arr.shape)}, "
-                        f"expected uint8{want}"
-                    )
-                got = digest(name, key, arr)
-                if got != SUMS[name][key]:
-                    raise DataError(
-                        f"cache {path}: {key} fails its checksum (sha256 {got}, expected "
-                        f"{SUMS[name][key]})"
-                    )
-            done = memo[2] if memo and memo[:2] == (st.st_size, st.st_mtime_ns) else frozenset()
-            _VERIFIED[str(path)] = (st.st_size, st.st_mtime_ns, done | set(keys))
-    return arrays, meta
+    if verify_all:
+        for key in KEYS:
+            arr = arrays[key]
+            want = SHAPES[name][key]
+            if arr.dtype != np.uint8 or tuple(arr.shape) != want:
+                raise DataError(
+                    f"cache {path}: {key} is {arr.dtype}{tuple(arr.shape)}, "
+                    f"expected uint8{want}"
+                )
+            got = digest(name, key, arr)
+            if got != SUMS[name][key]:
+                raise DataError(
+                    f"cache {path}: {key} fails its checksum (sha256 {got}, expected "
+                    f"{SUMS[name][key]})"
+                )
+        _VERIFIED[str(path)] = stamp
+    return {k: arrays[k] for k in keys}, meta

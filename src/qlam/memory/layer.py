@@ -190,6 +190,10 @@ class QLAM(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"input must have shape (batch, length, {self.d_model}), "
                              f"got {tuple(x.shape)}")
+        if x.dtype != self.in_proj.weight.dtype:
+            raise TypeError(f"input is {x.dtype} but the layer's parameters are "
+                            f"{self.in_proj.weight.dtype}: convert one to the other "
+                            "(x.to(layer.in_proj.weight.dtype), or layer.to(x.dtype))")
         if not torch.isfinite(x).all():
             raise ValueError("input contains NaN or inf")
 

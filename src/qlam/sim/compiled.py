@@ -6,6 +6,12 @@ once per call from the trainable parameters. Input-dependent gates are made diag
 fixed basis changes folded into the neighbouring dense blocks; a run of commuting diagonal
 gates becomes one phase vector ``exp(i * angles @ coeffs)``. Per example the circuit is then
 ``... U_2 · diag(e^{iφ_1(x)}) · U_1 ...``: a few GEMMs and elementwise products.
+
+Fusing pays only when the batch is large: building a block's unitary costs about
+(gates + batch) · 4^n operations, applying its gates one by one gates · batch · 2^n. By
+default :meth:`CompiledCircuit.run` fuses a block only when that is cheaper
+(:func:`fusing_pays`), so a general circuit (hundreds of gates, one state) runs gate by gate
+in milliseconds instead of building a 2^n x 2^n matrix for seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch
 from qlam.circuit import Angle, Circuit, Op, const
 from qlam.sim import gates
 from qlam.sim.statevector import (
+    apply_ops,
     batch_size,
     check_inputs,
     check_params,
@@ -124,6 +131,12 @@ def _diagonalise(op: Op) -> list[Op]:
     return [op]
 
 
+def fusing_pays(n_gates: int, batch: int, n_qubits: int) -> bool:
+    """Whether one dense unitary beats applying ``n_gates`` gates to ``batch`` states:
+    (n_gates + batch) 4^n < n_gates · batch · 2^n."""
+    return 2**n_qubits * (n_gates + batch) < n_gates * batch
+
+
 class CompiledCircuit:
     """A circuit compiled into alternating FixedBlock / PhaseBlock items."""
 
@@ -163,20 +176,28 @@ class CompiledCircuit:
         return [unitary(b.ops, self.n_qubits, theta, dtype, device)
                 if isinstance(b, FixedBlock) else None for b in self.blocks]
 
-    def run(self, inputs=None, params=None, state=None, dtype=torch.float64, device=None):
-        """Same contract as :func:`qlam.sim.statevector.run_reference`."""
+    def run(self, inputs=None, params=None, state=None, dtype=torch.float64, device=None,
+            fuse: str = "auto"):
+        """Same contract as :func:`qlam.sim.statevector.run_reference`. ``fuse``: "auto"
+        (a dense unitary per block where :func:`fusing_pays`, else its gates one by one),
+        "all" or "none"."""
+        if fuse not in ("auto", "all", "none"):
+            raise ValueError(f"fuse must be 'auto', 'all' or 'none', got {fuse!r}")
         theta = check_params(self.circuit, params, dtype, device)
         x = check_inputs(self.circuit, inputs)
         if x is not None:
             x = x.to(dtype=dtype, device=device)
         psi = initial_state(self.circuit, state, batch_size(x, state), dtype, device)
         like = theta if theta.numel() else torch.zeros((), dtype=dtype, device=device)
-        for block, u in zip(self.blocks, self.unitaries(theta, dtype, device)):
-            if u is not None:
-                psi = psi @ u.transpose(0, 1)
-            else:
+        for block in self.blocks:
+            if isinstance(block, PhaseBlock):
                 phi = block.phases(theta, x, like)
                 psi = psi * torch.polar(torch.ones_like(phi), phi)
+            elif fuse == "all" or (fuse == "auto" and fusing_pays(
+                    len(block.ops), psi.shape[0], self.n_qubits)):
+                psi = psi @ unitary(block.ops, self.n_qubits, theta, dtype, device).transpose(0, 1)
+            else:
+                psi = apply_ops(psi, block.ops, self.n_qubits, theta, None)
         return psi
 
     def describe(self) -> str:
