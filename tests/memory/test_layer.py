@@ -231,23 +231,6 @@ def test_defaults_and_option_bounds():
             QLAM(**{"d_model": 4, **bad})
 
 
-def test_split_refuses_a_circuit_that_does_not_alternate():
-    from qlam import Circuit
-    from qlam.memory import _split
-    from qlam.sim.compiled import CompiledCircuit
-
-    c = Circuit(2)
-    c.h(0)  # a dense block first
-    with pytest.raises(ValueError, match="expected alternating phase/dense blocks, got U"):
-        _split(CompiledCircuit(c))
-    c = Circuit(2)
-    c.rz(0, c.input(0))
-    c.h(0)
-    c.rz(1, c.input(1))  # D U D: an odd count
-    with pytest.raises(ValueError, match="expected alternating"):
-        _split(CompiledCircuit(c))
-
-
 def test_sample_probs_follows_its_generator():
     p = torch.tensor([[0.2, 0.3, 0.5]])
     a = sample_probs(p, 50, torch.Generator().manual_seed(4))
