@@ -68,6 +68,6 @@ def test_load_checkpoint_errors(tmp_path):
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="corrupt or not a torch checkpoint"):
         load_checkpoint(bad)
-    atomic_save([1, 2], tmp_path / "list.pt")
+    torch.save([1, 2], tmp_path / "list.pt")  # atomic_save takes checkpoint dicts only
     with pytest.raises(ValueError, match="not a qlam checkpoint"):
         load_checkpoint(tmp_path / "list.pt")

@@ -78,8 +78,8 @@ def test_ray_executor_logic_inline(tmp_path, monkeypatch):
     fake = InlineRay()
     monkeypatch.setattr(cluster, "ray_module", lambda: fake)
     root = tmp_path / "res"
-    # lstm seed 1 gets an impossible size: it fails; gru seed 0 is preempted after 1 step
-    per_model = {"lstm": {"n_layers": 0}}
+    # lstm gets an impossible dropout: its runs fail; gru seed 0 is preempted after 1 step
+    per_model = {"lstm": {"dropout": 2.0}}  # passes the config checks, fails in the model
     first = S.sweep(root, **GRID, shared={**SHARED, "stop_after_steps": 1}, per_model=per_model,
                     executor="ray", gpus=0.5, plot=False)
     assert [o["num_cpus"] for o in fake.submitted] == [1, 1, 1, 1]
