@@ -1,17 +1,18 @@
-# Two entry points: `make demo` (set up, train and evaluate QLAM on sMNIST) and `make test`.
+# Entry points: `make demo` (set up, train and evaluate QLAM on sMNIST), `make test` and
+# `make docs` (the API reference site, built strictly into site/).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint bench mutation clean
+.PHONY: setup demo test test-slow lint bench docs mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[dev,peers,plot,cluster,tensorboard,hardware]" "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q -e ".[dev,peers,plot,cluster,tensorboard,hardware,docs]" "$(TORCH_PIN)"
 	$(BIN)/python -m qlam.sim.scan.cpp || echo "qlam: C++ kernel not built; the PyTorch path will be used"
 	touch $(STAMP)
 
@@ -29,6 +30,9 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict -d site
+
 bench: $(STAMP)
 	$(BIN)/qlam bench sim --quick
 
@@ -42,4 +46,4 @@ mutation: $(STAMP)
 	$(BIN)/mutmut results
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build site src/*.egg-info

@@ -15,6 +15,7 @@ from qlam.sim.statevector import run_reference
 
 __version__ = "0.1.0"
 
+from qlam.circuit_layer import CircuitLayer  # noqa: E402
 from qlam.memory import QLAM  # noqa: E402  (the layer builds on the simulator above)
 from qlam.models.qlam import QLAMClassifier  # noqa: E402
 
@@ -28,6 +29,12 @@ def statevector(circuit: Circuit, inputs=None, params=None, *, state=None, metho
     into phase vectors, fixed stretches fused into dense unitaries only where that is
     cheaper for this batch, see :func:`qlam.sim.compiled.fusing_pays`) or "reference" (gate
     by gate).
+
+    Example:
+        >>> c = Circuit(2)
+        >>> _ = c.h(0).cnot(0, 1)
+        >>> statevector(c).abs().square()  # a Bell state
+        tensor([[0.5000, 0.0000, 0.0000, 0.5000]], dtype=torch.float64)
     """
     if method == "compiled":
         return CompiledCircuit(circuit).run(inputs, params, state, dtype, device)
@@ -37,4 +44,5 @@ def statevector(circuit: Circuit, inputs=None, params=None, *, state=None, metho
 
 
 __all__ = ["Angle", "Circuit", "Op", "const", "statevector", "CompiledCircuit", "__version__",
-           "probabilities", "expval", "sample", "counts", "estimate_expval", "QLAM", "QLAMClassifier"]
+           "probabilities", "expval", "sample", "counts", "estimate_expval", "QLAM", "QLAMClassifier",
+           "CircuitLayer"]

@@ -115,7 +115,19 @@ class Op:
 
 @dataclass
 class Circuit:
-    """An n-qubit circuit of real gates with trainable and input-driven angles."""
+    """An n-qubit circuit of real gates with trainable and input-driven angles.
+
+    Gates chain (each method returns the circuit); angles are numbers, trainable parameters
+    (:meth:`new_param`) or affine input features (:meth:`input`). Simulate with
+    :func:`qlam.statevector`; train with :class:`qlam.CircuitLayer`.
+
+    Example:
+        >>> c = Circuit(2)
+        >>> c.h(0).cnot(0, 1).ry(1, c.new_param(0.3)).rz(0, c.input(0, a=0.5))  # doctest: +ELLIPSIS
+        Circuit(...)
+        >>> c.n_params, c.n_inputs
+        (1, 1)
+    """
 
     n_qubits: int
     ops: list[Op] = field(default_factory=list)
@@ -171,6 +183,12 @@ class Circuit:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return const(value)
+        if isinstance(value, torch.Tensor) and value.requires_grad:
+            raise TypeError(
+                "a tensor that requires grad cannot be a circuit angle: it would be frozen into "
+                "a constant. Declare a trainable angle with c.new_param(init) and pass its values "
+                "as params=... to qlam.statevector, or wrap the circuit in qlam.CircuitLayer "
+                "(an nn.Module that registers them as parameters)")
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             return const(float(value))
         raise TypeError(f"angle must be a number or an Angle, got {type(value).__name__}")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,14 @@ from qlam.models import REGISTRY, model_options, size_to_budget
 
 @dataclass
 class TrainConfig:
+    """Settings of one training run (``qlam train`` flags: ``--batch-size`` is batch_size).
+
+    Example:
+        >>> cfg = TrainConfig(task="smnist", model="qlam", epochs=1, d_model=32, out="runs/x")
+        >>> cfg.model_options()["d_model"]
+        32
+    """
+
     task: str = "smnist"
     model: str = "qlam"
     epochs: int = 10
@@ -134,11 +144,40 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
 
 
 def config_from_dict(d: dict) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(d) - known)
+    """A TrainConfig from a flat dict; unknown keys are named, with the key meant where
+    one is close (``batch-size`` -> ``batch_size``)."""
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(d) - set(known))
     if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k).replace("-", "_"), known, n=1, cutoff=0.75)
+            hints.append(f"{k} (did you mean {close[0]}?)" if close else str(k))
+        raise ValueError(f"unknown config keys: {', '.join(hints)}; keys are TrainConfig "
+                         f"fields, written with underscores")
     return check_config(TrainConfig(**d))
+
+
+def unused_model_options(cfg: TrainConfig) -> list[str]:
+    """The model options set in ``cfg`` that its model does not take."""
+    if cfg.model not in REGISTRY:
+        raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(sorted(REGISTRY))}")
+    takes = model_options(cfg.model)
+    return [k for k, v in cfg.model_options().items() if v is not None and k not in takes]
+
+
+def drop_unused_model_options(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` without the model options its model does not take (e.g. --n-qubits for an
+    LSTM), with a warning naming them, so a run records only the settings that applied."""
+    unused = unused_model_options(cfg)
+    if not unused:
+        return cfg
+    flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+    warnings.warn(f"model {cfg.model!r} does not use {flags}; ignored and not recorded",
+                  UserWarning, stacklevel=3)
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    return dataclasses.replace(cfg, **{k: None for k in unused if k in fields},
+                               extra={k: v for k, v in cfg.extra.items() if k not in unused})
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -212,9 +251,60 @@ def resolved_model_options(cfg: TrainConfig, n_features: int, n_classes: int,
     return opts
 
 
+# the help text of every `qlam train` / `qlam sweep` flag
+HELP = {
+    "task": "smnist, psmnist, sfashion, scifar10, a generated task (qlam data tasks), or a .npz "
+            "file of your own sequences (arrays x (N, L, F), y (N,); see qlam.data.npz_task)",
+    "model": f"one of {', '.join(sorted(REGISTRY))}",
+    "epochs": "passes over the training set",
+    "batch_size": "examples per optimizer step (the global batch when distributed)",
+    "eval_batch_size": "examples per batch when validating and testing",
+    "lr": "peak learning rate of AdamW (warmup, then cosine decay to 0)",
+    "lr_memory_scale": "learning-rate factor of the quantum-memory (and SSM kernel) parameters, "
+                       "which get no weight decay",
+    "weight_decay": "AdamW weight decay of the weight matrices",
+    "warmup_frac": "fraction of all steps spent in linear warmup",
+    "grad_clip": "clip the gradient norm to this (0: no clipping)",
+    "seed": "seed of initialisation, validation split and batch order",
+    "limit_train": "train on the first N training examples only",
+    "limit_test": "test on the first N test examples only",
+    "val_fraction": "fraction of the training set held out for validation",
+    "tokenize": "image tasks: pixel, patch or row tokens",
+    "patch": "image tasks: patch size with --tokenize patch",
+    "grayscale": "scifar10: one grey channel instead of RGB",
+    "length": "generated tasks: training sequence length (default: the task's)",
+    "test_lengths": "generated tasks: test lengths, e.g. 256,1024",
+    "vocab": "generated tasks: vocabulary size",
+    "device": "cpu, cuda, cuda:N or auto (cuda when available)",
+    "out": "run directory: metrics, checkpoints, summary, train.log, learning_curve.png",
+    "threads": "PyTorch CPU threads (default: torch's choice)",
+    "checkpoint_minutes": "also write checkpoint.pt every this many minutes",
+    "max_minutes": "stop training after this wall time, then evaluate",
+    "stop_after_steps": "write a checkpoint and exit after this many steps (a simulated "
+                        "preemption; --resume goes on)",
+    "log_every": "steps per training-loss record (metrics.jsonl, TensorBoard)",
+    "tensorboard": "also write TensorBoard scalars into the run directory (tensorboard extra)",
+    "params": "parameter budget: choose d_model to land near it (instead of --d-model)",
+    "d_model": "token width (default: the model's own)",
+    "n_layers": "stacked layers or blocks",
+    "n_heads": "qlam: quantum registers per layer; transformer: attention heads",
+    "n_qubits": "qlam: qubits per register; qlstm: qubits per circuit",
+    "depth": "qlam: Trotter layers per token; qlstm: circuit layers",
+    "mlp_ratio": "qlam, transformer: MLP width / d_model",
+    "dropout": "dropout probability",
+    "pool": "mean (over tokens), last (the last token) or none (one output per token)",
+    "dt_min": "qlam, ssm: smallest initial time scale",
+    "dt_max": "qlam, ssm: largest initial time scale",
+    "query_basis": "qlam: read each token in a query-chosen basis",
+    "memory": "qlam: unitary (the paper's memory) or mixed (a density-matrix channel)",
+    "d_state": "ssm: state size per channel",
+    "causal": "transformer: attend to earlier tokens only",
+}
+
+
 def add_config_args(parser: argparse.ArgumentParser, skip=()) -> None:
     """One flag per TrainConfig field (``--d-model``; booleans ``--x/--no-x``), default
-    None (unset), except ``extra`` and the names in ``skip``."""
+    None (unset), with its help text (:data:`HELP`), except ``extra`` and ``skip``."""
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name == "extra" or f.name in skip:
@@ -222,12 +312,15 @@ def add_config_args(parser: argparse.ArgumentParser, skip=()) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind = ([a for a in typing.get_args(hints[f.name]) if a is not type(None)]
                 or [hints[f.name]])[0]
+        text = HELP.get(f.name, f.name.replace("_", " "))
+        if f.default is not None and f.default is not dataclasses.MISSING:
+            text += f" (default {f.default})"
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=None)
+                                default=None, help=text)
         else:
             parser.add_argument(flag, dest=f.name, type=kind, default=None,
-                                metavar=f.name.upper())
+                                metavar=f.name.upper(), help=text)
 
 
 def args_to_dict(args, skip=()) -> dict:

@@ -50,7 +50,13 @@ def evaluate(model, task, split, batch_size: int, device, limit: int | None = No
 
 
 def load_model(path: str | Path, device="cpu"):
-    """(model, checkpoint dict) from a ``model.pt`` written by :func:`train`."""
+    """(model, checkpoint dict) from a ``model.pt`` written by :func:`train`; the model is
+    in eval mode on ``device``.
+
+    Example:
+        >>> model, ck = load_model("runs/smnist/model.pt")  # doctest: +SKIP
+        >>> logits = model(x)  # x (B, L, n_features) -> (B, n_classes)  # doctest: +SKIP
+    """
     ck = load_checkpoint(path, device)
     for key in ("model_name", "config", "model", "n_features", "n_classes"):
         if key not in ck:
@@ -78,7 +84,12 @@ def eval_checkpoint(path, task: str | None = None, shots: int | None = None, see
     """Test accuracy of a saved model: exact, with ``shots`` measurement samples, and/or
     under ``noise`` ("depolarizing:0.01", see :mod:`qlam.sim.noise`: the channel on every
     qubit after every token, one trajectory per example); ``seed`` seeds both. ``length``:
-    a generated task's test set at that length (e.g. longer than the model trained on)."""
+    a generated task's test set at that length (e.g. longer than the model trained on).
+
+    Example:
+        >>> eval_checkpoint("runs/smnist/model.pt", shots=100)["test_acc"]  # doctest: +SKIP
+        0.976
+    """
     if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
         raise ValueError(f"shots must be an int >= 1, got {shots!r}")
     for name, v in (("limit", limit), ("batch_size", batch_size)):

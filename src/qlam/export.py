@@ -1,8 +1,10 @@
 """Export a trained QLAM head's circuit for one input sequence, and hand it to other tools.
 
-For a :class:`~qlam.models.qlam.QLAMClassifier`, example ``x`` (L, n_features), block
-``layer`` and head ``head``, :func:`export_head` runs the model once to capture the input of
-that block's QLAM layer (a forward hook), then writes out, with every angle a number:
+For a model containing QLAM layers (a :class:`~qlam.models.qlam.QLAMClassifier` and one
+example ``x`` (L, n_features), any module of yours and its input, or a
+:class:`~qlam.memory.QLAM` layer itself and its input (L, d_model)), QLAM layer ``layer``
+(counted in module order) and head ``head``, :func:`export_head` runs the model once to
+capture the input of that layer (a forward hook), then writes out, with every angle a number:
 
 * the **state circuit**: the head's state preparation from |0...0> (RY, RZ per qubit with the
   trained ``prep_theta[head]``), then, for each of the first K tokens, the token circuit
@@ -40,7 +42,7 @@ from qlam.config import config_from_dict
 from qlam.evaluate import load_qlam
 from qlam.export_mixed import MixedHeadExport, export_mixed_head
 from qlam.interop import qiskit_to_qlam_order, to_pennylane, to_qiskit
-from qlam.memory.layer import QLAM
+from qlam.memory.layer import QLAM, check_index
 from qlam.memory.mixed import MixedQLAM
 from qlam.models.qlam import QLAMClassifier
 from qlam.sim.noise import circuit_density_matrix, parse_noise
@@ -70,24 +72,105 @@ class HeadExport:
         return c
 
 
-def capture_memory_input(model, x: torch.Tensor, layer: int = 0) -> torch.Tensor:
-    """The input (1, L, d_model) that block ``layer``'s QLAM layer receives for example x."""
-    if not isinstance(model, QLAMClassifier):
-        raise TypeError(f"export needs a QLAMClassifier, got {type(model).__name__}")
-    return model.memory_input(x, layer)
+def qlam_layers(model: torch.nn.Module) -> list[QLAM]:
+    """The QLAM layers of ``model`` in module order (``[model]`` for a layer itself)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"export needs a QLAM layer or a model containing one, got "
+                        f"{type(model).__name__}")
+    layers = [m for m in model.modules() if isinstance(m, QLAM)]
+    if not layers and isinstance(model, QLAMClassifier):
+        raise ValueError(f"export_head exports memory='unitary'; this model's layers are "
+                         f"{type(model.memories()[0]).__name__}: use "
+                         f"qlam.export_mixed.export_mixed_head")
+    if not layers:
+        raise TypeError(f"export needs a QLAM layer or a model containing one; "
+                        f"{type(model).__name__} contains no QLAM layer")
+    return layers
 
 
-def export_head(model, x: torch.Tensor, *, layer: int = 0, head: int = 0,
-                tokens: int | None = None) -> HeadExport:
-    """The bound circuits of head ``head`` of block ``layer`` for example x (L, n_features),
-    over its first ``tokens`` tokens (all by default); see the module docstring."""
-    h_in = capture_memory_input(model, x, layer).cpu().double()
-    mem = model.blocks[layer].memory
-    if not isinstance(mem, QLAM):
-        raise ValueError(f"export_head exports memory='unitary'; layer {layer} is a "
-                         f"{type(mem).__name__}: use qlam.export_mixed.export_mixed_head")
+def _shape(x) -> object:
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def capture_memory_input(model, x, layer: int = 0, example: int = 0):
+    """The input (1, L, d_model) that QLAM layer number ``layer`` (in module order) of
+    ``model`` receives, and that layer.
+
+    ``model`` is a :class:`~qlam.models.qlam.QLAMClassifier` (x: one example (L,
+    n_features), or (L,) token ids for a ``discrete`` model), a :class:`~qlam.memory.QLAM`
+    layer (x: (L, d_model) or a batch (B, L, d_model)) or any module containing QLAM layers
+    (x: what the module takes; it is called as ``model(x)``). ``example`` picks the batch row
+    the layer sees. The pass is exact (no shots, no noise) and in eval mode.
+    """
+    layers = qlam_layers(model)
+    mem = layers[check_index("layer", layer, len(layers))]
+    if isinstance(model, QLAMClassifier):
+        return model.memory_input(x, model.memories().index(mem)), mem
+    if model is mem:
+        if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3) or x.shape[-1] != mem.d_model:
+            raise ValueError(f"x must have shape (length, {mem.d_model}) or (batch, length, "
+                             f"{mem.d_model}) for this QLAM layer, got {_shape(x)}")
+        x = x[None] if x.dim() == 2 else x
+    captured = []
+
+    def hook(_module, args, kwargs):
+        if not captured:  # the first call (a layer used twice is exported at its first use)
+            state = args[1] if len(args) > 1 else kwargs.get("state")
+            captured.append(((args[0] if args else kwargs["x"]).detach(), state))
+
+    handle = mem.register_forward_pre_hook(hook, with_kwargs=True)
+    param = next(model.parameters())
+    was_training = model.training
+    saved = [(m, m.shots, m.noise, m.generator) for m in layers]
+    try:
+        model.eval()
+        for m in layers:
+            m.set_readout()
+        with torch.no_grad():
+            if isinstance(x, torch.Tensor):  # features in the model's dtype; ids as they are
+                x = (x.to(device=param.device, dtype=param.dtype) if x.is_floating_point()
+                     else x.to(param.device))
+            model(x)
+    finally:
+        handle.remove()
+        for m, shots, noise, gen in saved:
+            m.set_readout(shots, noise, gen)
+        model.train(was_training)
+    if not captured:
+        raise ValueError(f"QLAM layer {layer} was not called by {type(model).__name__}(x)")
+    h_in, state = captured[0]
+    if state is not None:
+        raise ValueError("the QLAM layer was called with a carried state, but an export starts "
+                         "from the learned initial state: export from the start of the stream")
+    example = check_index("example", example, h_in.shape[0])
+    return h_in[example:example + 1], mem
+
+
+def export_head(model, x, *, layer: int = 0, head: int = 0, tokens: int | None = None,
+                example: int = 0) -> HeadExport:
+    """The bound circuits of head ``head`` of QLAM layer ``layer`` (in module order) of
+    ``model`` for input x, over its first ``tokens`` tokens (all by default); ``model``
+    and ``x`` as in :func:`capture_memory_input`. See the module docstring.
+
+    Example:
+        >>> layer = QLAM(d_model=4, n_heads=2, n_qubits=2)
+        >>> ex = export_head(layer, torch.randn(6, 4), head=1)
+        >>> ex.tokens, ex.circuit.n_qubits
+        (6, 2)
+    """
+    h_in, mem = capture_memory_input(model, x, layer, example)
+    layer = qlam_layers(model).index(mem)
     mem64 = mem.exact_copy()
-    circuit, readout, tokens = mem64.bound_circuits(h_in, head, tokens)
+    circuit, readout, tokens = mem64.bound_circuits(h_in.cpu().double(), head, tokens)
+    with torch.no_grad():
+        probs, final = mem64.probabilities(h_in.cpu().double()[:, :tokens])
+    state = final[0, head].to(torch.complex128)
+    return HeadExport(circuit=circuit, readout=readout, state=state,
+                      probabilities=(state.real.square() + state.imag.square()),
+                      readout_probabilities=probs[0, -1, head].double(), layer=layer, head=head,
+                      tokens=tokens, n_qubits=mem64.n_qubits)
+
+
     with torch.no_grad():
         probs, final = mem64.probabilities(h_in[:, :tokens])
     state = final[0, head].to(torch.complex128)
@@ -97,7 +180,7 @@ def export_head(model, x: torch.Tensor, *, layer: int = 0, head: int = 0,
                       tokens=tokens, n_qubits=mem64.n_qubits)
 
 
-def head_circuit(model, x: torch.Tensor, *, layer: int = 0, head: int = 0,
+def head_circuit(model, x, *, layer: int = 0, head: int = 0,
                  tokens: int | None = None) -> Circuit:
     """The bound state circuit (preparation + first ``tokens`` tokens) of one head for one
     example; :func:`export_head` also gives the readout circuit and the model's state."""
@@ -267,5 +350,5 @@ def _mixed_record(ex: MixedHeadExport, mem: MixedQLAM, info: dict) -> dict:
 
 
 __all__ = ["HeadExport", "export_head", "MixedHeadExport", "export_mixed_head", "export_example",
-           "head_circuit", "capture_memory_input", "to_qiskit", "to_pennylane",
+           "head_circuit", "capture_memory_input", "qlam_layers", "to_qiskit", "to_pennylane",
            "qiskit_to_qlam_order"]

@@ -61,7 +61,7 @@ def collect(dirs, log=sys.stderr) -> list[dict]:
                 if log:
                     print(f"skipping {p}: not a qlam run summary", file=log)
                 continue
-            s["_dir"] = str(p.parent)
+            s["_dir"], s["_mtime"] = str(p.parent), p.stat().st_mtime
             found[p.resolve()] = s
     return list(found.values())
 
@@ -83,13 +83,18 @@ def epochs_trained(s: dict) -> float:
 
 def aggregate(summaries: list[dict]) -> list[dict]:
     """One row per (task, model): accuracy mean/std (%), params, wall time, epochs trained,
-    whether the time budget stopped any run before its schedule ended, runs."""
+    whether the time budget stopped any run before its schedule ended, runs (distinct seeds:
+    of several runs of one seed the newest summary counts; the others are listed in
+    ``duplicates``)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for s in summaries:
         groups.setdefault((s["task"], s["model"]), []).append(s)
     rows = []
-    for (task, model), runs in groups.items():
-        runs.sort(key=lambda s: s.get("seed", 0))
+    for (task, model), found in groups.items():
+        newest: dict = {}  # one run per seed: two runs of a seed are one sample, not two
+        for s in sorted(found, key=lambda s: s.get("_mtime", 0)):
+            newest[s.get("seed")] = s
+        runs = sorted(newest.values(), key=lambda s: s.get("seed") or 0)
         mean, std = _mean_std([100 * s["test_acc"] for s in runs])
         params = sorted({s.get("params") for s in runs if s.get("params") is not None})
         cfgs = [s.get("config") or {} for s in runs]
@@ -106,6 +111,7 @@ def aggregate(summaries: list[dict]) -> list[dict]:
             "seeds": " ".join(str(s.get("seed")) for s in runs),
             "limit_train": sorted({c.get("limit_train") for c in cfgs}, key=str),
             "n_test": sorted({s.get("n_test") for s in runs}, key=str),
+            "duplicates": [s["_dir"] for s in found if s not in runs and "_dir" in s],
         })
     rows.sort(key=lambda r: (_order(r["task"], TASKS), _order(r["model"], DEFAULT_MODELS)))
     return rows
@@ -145,6 +151,11 @@ def markdown(rows: list[dict]) -> str:
                      f"{'/'.join('?' if t is None else str(t) for t in r['threads'])} | "
                      f"{epochs} | {r['runs']} |")
     text = "\n".join(lines) + "\n"
+    for r in rows:
+        if r.get("duplicates"):
+            notes.append(f"‡ {TASK_NAMES.get(r['task'], r['task'])} "
+                         f"{MODEL_NAMES.get(r['model'], r['model'])}: runs of a seed already "
+                         f"counted were left out (the newest kept): {', '.join(r['duplicates'])}")
     if any(r["time_capped"] for r in rows):
         notes.append("† the time budget (`--max-minutes`) stopped training before the end of "
                      "its learning-rate schedule")

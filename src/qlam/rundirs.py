@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qlam.data.npz_task import is_file_task
+
 
 def run_dir(root: str | Path, task: str, model: str, seed: int) -> Path:
-    return Path(root) / task / model / f"seed{seed}"
+    """ROOT/TASK/MODEL/seedS (TASK: the file name without .npz for a task file)."""
+    return Path(root) / (Path(task).stem if is_file_task(task) else task) / model / f"seed{seed}"
 
 
 def run_status(path: Path) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from qlam import train as training
 from qlam.config import add_config_args, args_to_dict, config_from_dict, read_config_file
 from qlam.data.facts import TASKS
+from qlam.data.npz_task import is_file_task
 from qlam.models import REGISTRY
 from qlam.report import DEFAULT_MODELS, markdown, write_report
 from qlam.rundirs import run_dir, run_status
@@ -67,8 +68,11 @@ def plan(root, models, tasks, seeds, shared: dict, per_model: dict | None = None
         if m not in REGISTRY:
             raise ValueError(f"unknown model {m!r}; choose from {', '.join(sorted(REGISTRY))}")
     for t in tasks:
-        if t not in TASKS:
-            raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
+        if t not in TASKS and not is_file_task(t):
+            raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)} or give a "
+                             f".npz file of your own sequences")
+        if is_file_task(t) and not Path(t).is_file():
+            raise FileNotFoundError(f"task file not found: {t}")
     for m in per_model:
         if m not in REGISTRY:
             raise ValueError(f"[models.{m}] in the config: unknown model")
@@ -211,7 +215,9 @@ def register(sub) -> None:
     p = sub.add_parser("sweep", help="train a grid of models x tasks x seeds and tabulate it",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
-    p.add_argument("--tasks", default="smnist", help="comma-separated task names")
+    p.add_argument("--tasks", default="smnist",
+                   help="comma-separated task names (smnist, psmnist, sfashion, scifar10) or "
+                        ".npz files of your own sequences (format: qlam.data.npz_task)")
     p.add_argument("--seeds", default="0-9", help="seeds: a range 0-9 and/or a list 0,1,5")
     p.add_argument("--root", default="results", help="runs go to ROOT/TASK/MODEL/seedS")
     p.add_argument("--config", help="TOML/YAML of shared settings; [models.NAME] tables per model")

@@ -1,8 +1,10 @@
 """Training: one readable loop, atomic checkpoints, exact resume.
 
 ``qlam train`` builds a task (qlam.data) and a model (qlam.models), trains with AdamW and a
-warmup + cosine schedule, validates every epoch, keeps the best-on-validation weights in
-``DIR/model.pt`` and evaluates them on the test set at the end. ``DIR/checkpoint.pt`` holds
+warmup + cosine schedule, validates every epoch (``DIR/metrics.jsonl``), keeps the
+best-on-validation weights in ``DIR/model.pt`` and evaluates them on the test set at the end
+(``DIR/summary.json``); ``DIR/train.log`` holds the messages printed to stderr and
+``DIR/learning_curve.png`` the per-epoch curves (with matplotlib). ``DIR/checkpoint.pt`` holds
 everything needed to resume (model, optimizer, RNG states, position in the epoch); it is
 written atomically every epoch and every ``checkpoint_minutes``, so a killed run resumed
 with ``--resume`` reaches the same result as an uninterrupted one. SIGTERM or SIGINT (a
@@ -32,6 +34,7 @@ from qlam.config import (
     TrainConfig,
     check_config,
     config_from_dict,
+    drop_unused_model_options,
     read_config_file,
     resolve_device,
     resolved_model_options,
@@ -115,7 +118,14 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None,
 
     ``distributed``: True = DistributedDataParallel over the process group that torchrun
     (or :func:`qlam.distributed.launch_local`) describes in the environment, None = so when
-    WORLD_SIZE > 1, False = one process (see :mod:`qlam.distributed`)."""
+    WORLD_SIZE > 1, False = one process (see :mod:`qlam.distributed`).
+
+    Example:
+        >>> summary = train(TrainConfig(task="data.npz", epochs=2, out="runs/mine"))  # doctest: +SKIP
+        >>> summary["test_acc"]  # doctest: +SKIP
+        0.91
+    """
+    cfg = drop_unused_model_options(cfg)
     ctx = ddp.init(distributed, resolve_device(cfg.device))
     try:
         with _stop_on_signals() as signalled:
@@ -137,6 +147,12 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         print(f"--resume: no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:  # stderr and DIR/train.log, on rank 0
+        if ctx.is_main:
+            print(msg, file=sys.stderr)
+            with open(out / "train.log", "a") as f:
+                f.write(msg + "\n")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = ctx.device if ctx.enabled else resolve_device(cfg.device)
@@ -169,14 +185,14 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         state = ck["state"]
         state.setdefault("window", [0.0, 0, 0, 0, state["wall_s"]])  # older checkpoints
         _set_rng_state(ck["rng"])
-        if ctx.is_main:
-            print(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}",
-                  file=sys.stderr)
+        log(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
     elif not resume and ctx.is_main:
-        for f in ("metrics.jsonl", "summary.json", "model.pt"):
+        for f in ("metrics.jsonl", "summary.json", "model.pt", "train.log", "learning_curve.png"):
             (out / f).unlink(missing_ok=True)
     if ctx.is_main:
         atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+    log(f"{command or ' '.join(sys.argv)}: {cfg.model} ({n_params} parameters) on {cfg.task}, "
+        f"{n_train} training examples, device {device}")
     net = ctx.wrap(model)  # DistributedDataParallel when distributed; saves use `model`
     scalars = ScalarLog(out, tensorboard=cfg.tensorboard, enabled=ctx.is_main,
                         resume_step=None if ck is None else state["global_step"],
@@ -269,9 +285,10 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                 break
         bar.close()
         if stopped in ("preempted", "interrupted"):
-            if ctx.is_main and stopped == "interrupted":
-                print(f"interrupted: checkpoint written to {ckpt_path}; the same command with "
-                      "--resume continues the run", file=sys.stderr)
+            why = ("interrupted" if stopped == "interrupted" else
+                   f"stopped after {state['global_step']} steps (--stop-after-steps)")
+            log(f"{why}: checkpoint written to {ckpt_path}; the same command with --resume "
+                "continues the run")
             scalars.close()
             return {"stopped": stopped, "global_step": state["global_step"]}
         val_loss, val_acc = evaluate(model, task, "val", cfg.eval_batch_size, device, ctx=ctx)
@@ -284,9 +301,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                   "wall_s": state["wall_s"], "partial": stopped is not None,
                   "step": state["global_step"], "epoch_frac": state["global_step"] / steps_per_epoch}
         scalars.epoch(record)
-        if ctx.is_main:
-            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                              for k, v in record.items()}), file=sys.stderr)
+        log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
         # the best epoch: highest accuracy; lowest MSE for regression (best_val keeps its acc)
         score = -val_loss if task.target == "regression" else val_acc
         if state["best_epoch"] < 0 or score > state.get("best_score", state["best_val"]):
@@ -309,8 +324,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                              ctx=ctx)
         by_length[str(length)] = {"test_acc": acc, "test_loss": loss,
                                   "n_test": min(len(split), cfg.limit_test or len(split))}
-        if ctx.is_main:
-            print(f"test length {length}: accuracy {acc:.4f}, loss {loss:.4f}", file=sys.stderr)
+        log(f"test length {length}: accuracy {acc:.4f}, loss {loss:.4f}")
     summary = {"task": cfg.task, "model": cfg.model, "test_acc": test_acc, "test_loss": test_loss,
                "target": task.target, "metric": METRICS[task.target], "chance": task.chance,
                "length": task.seq_len, "test_lengths": by_length,
@@ -326,10 +340,21 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     if not ctx.is_main:
         return summary
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    print(f"test accuracy {test_acc:.4f} (best val {state['best_val']:.4f} at epoch "
-          f"{state['best_epoch']}), {n_params} parameters, {state['wall_s'] / 60:.1f} min",
-          file=sys.stderr)
+    log(f"test accuracy {test_acc:.4f} (best val {state['best_val']:.4f} at epoch "
+        f"{state['best_epoch']}), {n_params} parameters, {state['wall_s'] / 60:.1f} min")
+    _plot_learning_curve(out, log)
     return summary
+
+
+def _plot_learning_curve(out: Path, log) -> None:
+    """DIR/learning_curve.png from DIR/metrics.jsonl (skipped, with a line in the log,
+    without matplotlib)."""
+    from qlam.plots import learning_curve
+
+    try:
+        learning_curve([out], out / "learning_curve.png", title=out.name)
+    except RuntimeError as exc:
+        log(f"no learning_curve.png: {exc}")
 
 
 # the configuration and evaluation live in qlam.config and qlam.evaluate; these names stay

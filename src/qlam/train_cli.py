@@ -87,14 +87,16 @@ def register(sub) -> None:
 
     p = sub.add_parser("eval", help="test accuracy of a saved model")
     p.add_argument("--checkpoint", required=True, help="model.pt written by qlam train")
-    p.add_argument("--task", default=None, help="task to evaluate on (default: the training task)")
+    p.add_argument("--task", default=None,
+                   help="task (or .npz file) to evaluate on (default: the training task)")
     p.add_argument("--shots", type=int, default=None, help="finite measurement shots per token")
     p.add_argument("--noise", default=None, metavar="KIND:P",
                    help="evaluate under noise: depolarizing:P, amplitude_damping:G or bitflip:P "
                         "on every qubit after every token (quantum trajectories)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shot and noise sampler")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="examples per evaluation batch (default 256)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test examples")
     p.add_argument("--length", type=int, default=None,
                    help="generated tasks: evaluate on a test set of this length (e.g. longer "
@@ -103,5 +105,5 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="train and evaluate a small QLAM on sMNIST (~15 min)")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p.set_defaults(func=cmd_demo)

@@ -4,6 +4,7 @@ dataset download. The noise channels themselves: tests/sim/test_noise.py."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -292,7 +293,7 @@ def test_bad_eval_and_export_inputs(ckpt, tmp_path, capsys):
         export_head(model, _example(0), tokens=11)
     with pytest.raises(ValueError, match="x must be one example"):
         export_head(model, torch.zeros(1, SEQ, FEAT))
-    with pytest.raises(TypeError, match="needs a QLAMClassifier"):
+    with pytest.raises(TypeError, match="contains no QLAM layer"):
         export_head(torch.nn.Linear(2, 2), _example(0))
 
 
@@ -312,3 +313,53 @@ def test_non_qlam_checkpoint_is_refused(use_task, tmp_path, monkeypatch, capsys)
     assert main(["export", "--checkpoint", str(junk), "--index", "0",
                  "--out", str(tmp_path / "c.qasm")]) == 2
     assert "not a qlam model checkpoint" in capsys.readouterr().err
+
+
+# ---- export from a QLAM layer, or from any model that contains one ---------------------------
+class _MyModel(torch.nn.Module):
+    """A user's own model: a QLAM layer between two maps of theirs, called with a batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = torch.nn.Linear(3, 6)
+        self.mem = QLAM(6, n_heads=2, n_qubits=3, dt_min=0.1, dt_max=1.0)
+        self.out = torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        y, _ = self.mem(torch.tanh(self.inp(x)))
+        return self.out(y).mean(1)
+
+
+def _check_export(ex, layer, h_in):
+    psi = qlam.statevector(ex.circuit)[0]
+    layer64 = copy.deepcopy(layer).double()
+    with torch.no_grad():
+        probs, final = layer64.probabilities(h_in.double()[None])
+    torch.testing.assert_close(psi, final[0, ex.head], atol=1e-10, rtol=0)
+    got = qlam.probabilities(qlam.statevector(ex.measured))[0]
+    torch.testing.assert_close(got, probs[0, -1, ex.head], atol=1e-10, rtol=0)
+
+
+def test_export_from_a_qlam_layer_and_its_input():
+    torch.manual_seed(0)
+    layer = QLAM(6, n_heads=2, n_qubits=3, dt_min=0.1, dt_max=1.0)
+    x = torch.randn(8, 6)
+    for head in range(2):
+        _check_export(export_head(layer, x, head=head), layer, x)
+    batch = torch.randn(4, 8, 6)
+    ex = export_head(layer, batch, head=1, example=2, tokens=5)
+    _check_export(ex, layer, batch[2, :5])
+    with pytest.raises(ValueError, match=r"shape \(length, 6\)"):
+        export_head(layer, torch.randn(8, 5))
+
+
+def test_export_from_a_users_model_containing_qlam():
+    torch.manual_seed(1)
+    model = _MyModel()
+    x = torch.randn(3, 7, 3)
+    ex = export_head(model, x, head=0, example=1)
+    with torch.no_grad():
+        h_in = torch.tanh(model.inp(x))[1]
+    _check_export(ex, model.mem, h_in)
+    with pytest.raises(ValueError, match="layer 1 out of range"):
+        export_head(model, x, layer=1)

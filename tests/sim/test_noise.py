@@ -128,6 +128,7 @@ def test_noisy_qlam_layer_trajectories_match_density_path(kind):
     torch.testing.assert_close(zero, exact, atol=1e-12, rtol=0)
     assert (probs_dm - exact).abs().max() > 0.01  # the noise shows
     mem.noise, mem.generator = ch, torch.Generator().manual_seed(0)
+    mem.eval()  # trajectories carry no gradient: a training-mode forward is refused
     reps = 3000
     probs, final = mem.probabilities(x.expand(reps, -1, -1))
     assert not probs.requires_grad

@@ -1,4 +1,4 @@
-"""`qlam bench sim | memory | roofline | models | circuits | all | report`.
+"""`qlam bench sim | memory | roofline | models | circuits | stream | all | report`.
 
 Every benchmark prints a markdown table and a few summary lines (stdout; progress goes to
 stderr) and takes ``--quick`` (under two minutes on a quiet 2-core machine), ``--json FILE``
@@ -128,6 +128,20 @@ def register(subparsers) -> None:
                    help="default: all three (fuse-all takes minutes at 11 qubits)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per row (best reported)")
     p.set_defaults(func=run_circuits, quick=False, plot=None)
+
+    p = sub.add_parser(
+        "stream", help="streaming cost: QLAM.step() per token against forward and an LSTMCell",
+        description="Microseconds per token of QLAM.step() under torch.no_grad(), against a "
+                    "token inside forward, step() rebuilding its unitaries every call, and an "
+                    "nn.LSTMCell of the same width; see qlam.bench.stream.")
+    _common_args(p)
+    p.add_argument("--tokens", type=int, default=300, help="tokens streamed (default 300)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--d-model", type=int, default=64, help="width (default 64)")
+    p.add_argument("--heads", type=int, default=8, help="QLAM heads (default 8)")
+    p.add_argument("--qubits", type=int, default=4, help="qubits per head (default 4)")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes, best kept (default 5)")
+    p.set_defaults(func=run_stream)
 
     p = sub.add_parser(
         "all", help="run sim, memory, roofline and models; write JSON, PNG and README.md",
@@ -282,6 +296,22 @@ def run_models(args: argparse.Namespace) -> int:
                                    modes=args.modes, log=common.stderr_log)
     _emit(args, meta, records, models.markdown_table(records), models.summary(records),
           models.plot)
+    return 0
+
+
+# ---- stream ----------------------------------------------------------------------------------
+def run_stream(args: argparse.Namespace) -> int:
+    from qlam.bench import stream
+
+    if args.quick:
+        args.tokens, args.repeats = min(args.tokens, 100), min(args.repeats, 3)
+    _positive(tokens=args.tokens, batch=args.batch, d_model=args.d_model, heads=args.heads,
+              qubits=args.qubits, repeats=args.repeats)
+    meta = _setup(args, "stream")
+    records = stream.run_benchmark(args.tokens, args.batch, args.d_model, args.heads,
+                                   args.qubits, args.repeats, log=common.stderr_log)
+    _emit(args, meta, records, stream.markdown_table(records), stream.summary(records),
+          stream.plot)
     return 0
 
 

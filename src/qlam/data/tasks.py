@@ -51,6 +51,7 @@ import torch
 
 from qlam.data import generated
 from qlam.data.facts import N_CLASSES, TASK_DATASET, TASKS
+from qlam.data.npz_task import is_file_task, load_npz_splits
 from qlam.data.sources import load
 
 __all__ = [
@@ -247,6 +248,19 @@ def _stats_float(x: torch.Tensor, chunk: int = 10000) -> tuple[np.ndarray, np.nd
     return m.numpy(), var.sqrt().numpy()
 
 
+def npz_task(path, *, val_fraction: float = 0.1, seed: int = 0,
+             limit_train: int | None = None) -> Task:
+    """Your own sequences from an .npz file as a Task (format: :mod:`qlam.data.npz_task`)."""
+    splits = load_npz_splits(path, val_fraction=val_fraction, seed=seed, limit_train=limit_train)
+    labels = [y for _, y in splits.values() if len(y)]
+    x = splits["train"][0]
+    return Task(name=str(path), dataset="npz", seq_len=int(x.shape[1]),
+                n_features=int(x.shape[2]), n_classes=int(max(y.max() for y in labels)) + 1,
+                train=Split(*splits["train"]), val=Split(*splits["val"]),
+                test=Split(*splits["test"]), tokenize="file", seed=seed,
+                val_fraction=val_fraction, limit_train=limit_train)
+
+
 def get_task(
     name: str,
     *,
@@ -264,13 +278,24 @@ def get_task(
     splits=("train", "val", "test"),
 ) -> Task:
     """Build a sequence task (see the module docstring). ``root`` is the cache directory
-    (default ``$QLAM_DATA`` or ``~/.cache/qlam``); missing datasets are fetched.
+    (default ``$QLAM_DATA`` or ``~/.cache/qlam``); missing datasets are fetched. A name
+    ending in ``.npz`` is your own data (:mod:`qlam.data.npz_task`; the image and generator
+    options do not apply).
 
     Generated tasks only: ``length`` (training length, default the task's), ``test_lengths``
     (ints, or a string "256,1024"), ``vocab``, ``limit_train`` / ``limit_test`` (examples
-    generated) and ``splits`` (which splits to generate now; the others are empty)."""
+    generated) and ``splits`` (which splits to generate now; the others are empty).
+
+    Example:
+        >>> task = get_task("smnist", limit_train=1000)  # doctest: +SKIP
+        >>> task.train.x.shape, task.n_classes  # doctest: +SKIP
+        (torch.Size([1000, 784, 1]), 10)
+    """
+    if is_file_task(name):
+        return npz_task(name, val_fraction=val_fraction, seed=seed, limit_train=limit_train)
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}, or give "
+                         f"a .npz file of your own sequences (see qlam.data.npz_task)")
     if name in generated.SPECS:
         return generated_task(name, length=length, test_lengths=test_lengths, vocab=vocab,
                               val_fraction=val_fraction, seed=seed, limit_train=limit_train,

@@ -17,10 +17,14 @@ basis (RZ(q_t) then a trained unitary V, :func:`~qlam.memory.circuits.readout_ci
 by the Born rule,
 the probabilities give the expectations of all 2^n - 1 Pauli-Z strings in that basis; the
 query also weights them, so each output channel reads <psi_t| O(q_t) |psi_t> with
-O(q) = sum_k w_k(q) P_k. Expectations are exact, or estimated from ``shots`` samples.
+O(q) = sum_k w_k(q) P_k. Expectations are exact, or estimated from ``shots`` samples (the
+forward uses the samples, the backward the exact expectation's gradient: straight-through).
 Setting ``noise`` (a :class:`qlam.sim.noise.Channel` or "depolarizing:0.01") evaluates under
 that channel on every qubit after every token, one quantum trajectory per example (seeded by
-``generator``; no gradients, see :mod:`qlam.sim.noise`).
+``generator``; trajectories have no gradient, so a training-mode forward recording one is
+refused).
+
+Padded batches: ``lengths`` (B,) leaves each example's state unchanged after its last token.
 
 The circuits are lowered once to scan layers (:mod:`qlam.sim.lowering`) and run by the scan
 (:mod:`qlam.sim.scan`); :mod:`qlam.memory.reference` is the same layer in plain complex
@@ -33,6 +37,8 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,11 +47,15 @@ from torch import nn
 from qlam.circuit import MAX_QUBITS, Circuit
 from qlam.memory.circuits import prep_circuit, readout_circuit, token_circuit
 from qlam.optim_hints import mark_memory
+from qlam.padding import check_lengths, token_mask
 from qlam.sim.lowering import Lowered, lower
 from qlam.sim.measure import sample_probs, walsh_matrix
-from qlam.sim.scan import scan
+from qlam.sim.scan import BACKWARDS, scan
 from qlam.sim.scan.noisy import noisy_scan
 from qlam.sim.statevector import complex_dtype, unitary
+
+if TYPE_CHECKING:
+    from qlam.sim.noise import Channel
 
 MAX_MEMORY_QUBITS = 12  # one dense 2^n x 2^n unitary per head and layer
 
@@ -81,12 +91,40 @@ def _lower_checked(circuit) -> Lowered:
 class QLAM(nn.Module):
     """Quantum long-attention memory over ``n_heads`` registers of ``n_qubits`` each.
 
-    forward(x (B, L, d_model), state=None) -> (y (B, L, d_model), state (B, H, 2^n) complex)
+    Args:
+        d_model: width of the input and output tokens.
+        n_heads: independent quantum registers (heads).
+        n_qubits: qubits per head (1..12; the state of a head has 2^n amplitudes).
+        depth: Trotter layers per token circuit.
+        query_basis: read each token in a query-chosen basis (else the Z basis).
+        dt_min: smallest initial time scale Delta_h (the heads' are log-spaced).
+        dt_max: largest initial time scale Delta_h.
+        backward: ``"auto"`` (compiled kernel where it applies), ``"kernel"``,
+            ``"reversible"`` or ``"autograd"`` (see :func:`qlam.sim.recurrence.scan`).
+        shots: estimate every readout from this many samples (None: exact). In the
+            forward pass the layer uses the sampled frequencies; the gradient is the exact
+            gradient of the expectation (a straight-through estimator:
+            ``probs + (sampled - probs).detach()``), unbiased for losses linear in the
+            readout. Draws use :attr:`generator` (None: torch's global generator).
+        noise: a :class:`qlam.sim.noise.Channel` or spec such as ``"depolarizing:0.01"``:
+            the channel on every qubit after every token, one quantum trajectory per example.
+            Trajectories carry no gradient, so a training-mode forward that records
+            gradients is refused; evaluate in ``eval()`` mode or under ``torch.no_grad()``.
+
+    Shapes: ``forward(x (B, L, d_model), state=None, lengths=None)`` returns
+    ``(y (B, L, d_model), state (B, n_heads, 2^n_qubits) complex)``.
+
+    Example:
+        >>> layer = QLAM(d_model=16, n_heads=2, n_qubits=3)
+        >>> y, state = layer(torch.randn(4, 10, 16))
+        >>> y.shape, state.shape
+        (torch.Size([4, 10, 16]), torch.Size([4, 2, 8]))
     """
 
     def __init__(self, d_model: int, n_heads: int = 4, n_qubits: int = 4, depth: int = 1,
                  query_basis: bool = True, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 backward: str = "auto", shots: int | None = None):
+                 backward: str = "auto", shots: int | None = None,
+                 noise: str | Channel | None = None):
         super().__init__()
         if not 1 <= n_qubits <= min(MAX_MEMORY_QUBITS, MAX_QUBITS):
             raise ValueError(f"n_qubits={n_qubits}: the memory supports 1..{MAX_MEMORY_QUBITS} "
@@ -95,11 +133,15 @@ class QLAM(nn.Module):
             raise ValueError(f"need n_heads, depth, d_model >= 1, got {n_heads}, {depth}, {d_model}")
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        if backward not in BACKWARDS:
+            raise ValueError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")
         self.d_model, self.n_heads, self.n_qubits, self.depth = d_model, n_heads, n_qubits, depth
         self.backward_mode = backward
         self.shots = shots
         self.generator: torch.Generator | None = None
-        self.noise = None  # a qlam.sim.noise.Channel: noisy evaluation (trajectories)
+        self.noise = noise
+        self._cache = None  # (key, constants) of the last forward without gradients
+        self._last_state = None  # weak reference to the last state returned (already checked)
         n_states = 2**n_qubits
 
         self.circuit = token_circuit(n_qubits, depth)
@@ -134,27 +176,60 @@ class QLAM(nn.Module):
         mark_memory(self.theta, self.log_dt, self.prep_theta,
                     *((self.read_theta,) if query_basis else ()))
 
+    def __getstate__(self):  # pickling (torch.save of the module): no weak reference, no cache
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {**state, "_last_state": None, "_cache": None}
+
+    # ---- options ------------------------------------------------------------------------
+    @property
+    def shots(self) -> int | None:
+        """Samples per readout (None: exact expectations)."""
+        return self._shots
+
+    @shots.setter
+    def shots(self, value) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"shots must be an int >= 1 or None, got {value!r}")
+        self._shots = value
+
+    @property
+    def noise(self):
+        """The per-token noise channel (a :class:`qlam.sim.noise.Channel`) or None."""
+        return self._noise
+
+    @noise.setter
+    def noise(self, value) -> None:
+        from qlam.sim.noise import parse_noise
+
+        self._noise = parse_noise(value)
+
     # ---- circuits -> tensors -----------------------------------------------------------
     def _register_phase_map(self, name: str, lowered: Lowered) -> None:
         self.register_buffer(f"{name}_map", lowered.input_map.float(), persistent=False)
         self.register_buffer(f"{name}_offset", lowered.offset.float(), persistent=False)
 
-    def _phases(self, x: torch.Tensor, proj: nn.Linear, scale: torch.Tensor | None,
-                name: str) -> torch.Tensor:
-        """(B, L, H, R, N) phases of x (B, L, d): ``proj`` gives each head's input angles
-        (times ``scale`` (H,)), mapped to phases by the buffers ``name``_map / _offset. One
-        Linear layer with the maps folded into its weights (a GEMM over d, not a tiny one
-        over the angles)."""
-        a_map = getattr(self, f"{name}_map").to(x.dtype)  # (R, F, N)
-        offset = getattr(self, f"{name}_offset").to(x.dtype)  # (R, N)
+    def _phase_linear(self, proj: nn.Linear, scale: torch.Tensor | None, name: str, dtype):
+        """Weight (H*R*N, d) and bias (H*R*N,) of one Linear map from x to every head's
+        phases: ``proj`` gives each head's input angles (times ``scale`` (H,)), mapped to
+        phases by the buffers ``name``_map / _offset, folded into one GEMM over d."""
+        a_map = getattr(self, f"{name}_map").to(dtype)  # (R, F, N)
+        offset = getattr(self, f"{name}_offset").to(dtype)  # (R, N)
         h, (r, f, n) = self.n_heads, a_map.shape
-        weight = proj.weight.view(h, f, -1).to(x.dtype)
-        bias = proj.bias.view(h, f).to(x.dtype)
+        weight = proj.weight.view(h, f, -1).to(dtype)
+        bias = proj.bias.view(h, f).to(dtype)
         if scale is not None:
             weight, bias = weight * scale[:, None, None], bias * scale[:, None]
         w_eff = torch.einsum("hfd,rfn->hrnd", weight, a_map).reshape(h * r * n, -1)
         b_eff = (torch.einsum("hf,rfn->hrn", bias, a_map) + offset).reshape(-1)
-        return nn.functional.linear(x, w_eff, b_eff).view(*x.shape[:2], h, r, n)
+        return w_eff, b_eff
+
+    def _phases(self, x: torch.Tensor, proj: nn.Linear, scale: torch.Tensor | None,
+                name: str) -> torch.Tensor:
+        """(B, L, H, R, N) phases of x (B, L, d) through :meth:`_phase_linear`."""
+        w_eff, b_eff = self._phase_linear(proj, scale, name, x.dtype)
+        n = getattr(self, f"{name}_map").shape[-1]
+        return nn.functional.linear(x, w_eff, b_eff).view(*x.shape[:2], self.n_heads, -1, n)
 
     @staticmethod
     def _dense(lowered: Lowered, thetas: torch.Tensor) -> torch.Tensor:
@@ -162,7 +237,36 @@ class QLAM(nn.Module):
         u = lowered.unitaries(thetas.double())
         return torch.stack([u.real, u.imag], -3)
 
+    def _build(self, dtype) -> dict:
+        """Everything a forward pass derives from the parameters alone: the phase maps, the
+        heads' unitaries (H, R, 2, N, N) and readout unitaries, the initial state (H, N)."""
+        dt = self.dt()
+        out = {"phase": self._phase_linear(self.in_proj, dt.to(dtype), "phase", dtype),
+               "w": self._dense(self._token,
+                                self.theta.double() * dt.double()[:, None]).to(dtype),
+               "psi0": unitary(self.prep.ops, self.n_qubits, self.prep_theta.double())[:, :, 0]}
+        if self.query_basis:
+            out["read"] = self._phase_linear(self.q_basis, None, "read", dtype)
+            out["w_read"] = self._dense(self._read, self.read_theta)[:, 0].to(dtype)
+        return out
+
+    def _constants(self, dtype) -> dict:
+        """:meth:`_build`, reused while no parameter has changed and no gradient is recorded
+        (streaming with :meth:`step` under ``torch.no_grad()``): keyed on every parameter's
+        storage and version counter, which an optimizer step or ``load_state_dict`` bumps."""
+        if torch.compiler.is_compiling():
+            return self._build(dtype)
+        params = list(self.parameters())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            self._cache = None
+            return self._build(dtype)
+        key = (dtype, tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._build(dtype))
+        return self._cache[1]
+
     def dt(self) -> torch.Tensor:
+        """(H,) the heads' time scales Delta_h = exp(log_dt)."""
         return self.log_dt.exp()
 
     def initial_state(self, batch: int, dtype=torch.float32) -> torch.Tensor:
@@ -176,6 +280,8 @@ class QLAM(nn.Module):
             raise TypeError(f"state must be a complex tensor of shape {want}")
         if tuple(state.shape) != want:
             raise ValueError(f"state must have shape {want}, got {tuple(state.shape)}")
+        if torch.compiler.is_compiling():  # no data-dependent branch inside a compiled graph
+            return state
         norms = state.abs().pow(2).sum(-1)
         if not torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
             bad = (norms - 1).abs().max().item()
@@ -190,53 +296,127 @@ class QLAM(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"input must have shape (batch, length, {self.d_model}), "
                              f"got {tuple(x.shape)}")
-        if x.dtype != self.in_proj.weight.dtype:
+        if (x.dtype != self.in_proj.weight.dtype
+                and not torch.is_autocast_enabled(x.device.type)):  # autocast: see below
             raise TypeError(f"input is {x.dtype} but the layer's parameters are "
                             f"{self.in_proj.weight.dtype}: convert one to the other "
                             "(x.to(layer.in_proj.weight.dtype), or layer.to(x.dtype))")
-        if not torch.isfinite(x).all():
+        if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
             raise ValueError("input contains NaN or inf")
 
     # ---- forward ------------------------------------------------------------------------
-    def probabilities(self, x: torch.Tensor, state: torch.Tensor | None = None):
+    def _scan(self, psi0, phases, w, read_phases, w_read):
+        if self.noise is None:
+            return scan(psi0, phases, w, read_phases, w_read, backward=self.backward_mode)
+        if self.training and torch.is_grad_enabled():
+            raise RuntimeError(
+                "QLAM.noise: noisy trajectories carry no gradient, so training under noise "
+                "would silently freeze the quantum memory; evaluate with layer.eval() or under "
+                "torch.no_grad() (as qlam eval --noise does), or set layer.noise = None to train")
+        return noisy_scan(psi0, phases, w, read_phases, w_read, self.noise, self.generator)
+
+    def _scan_padded(self, psi0, phases, w, read_phases, w_read, lengths):
+        """The scan of a right-padded batch: each stretch of tokens between two distinct
+        lengths runs on the examples still inside their sequence, so every example's final
+        state is the one after its last real token; padded readouts are zero."""
+        b, length, h, _, n = phases.shape
+        probs = phases.new_zeros(b, length, h, n)
+        state = psi0
+        bounds = sorted({0, *lengths.tolist()})
+        for lo, hi in zip(bounds, bounds[1:]):
+            idx = (lengths >= hi).nonzero().squeeze(1).to(phases.device)
+            rp = None if read_phases is None else read_phases[idx, lo:hi]
+            p, last = self._scan(state[idx], phases[idx, lo:hi], w, rp, w_read)
+            state = state.index_copy(0, idx, last)
+            span = torch.arange(lo, hi, device=phases.device)
+            probs = probs.index_put((idx[:, None], span[None, :]), p)
+        return probs, state
+
+    def probabilities(self, x: torch.Tensor, state: torch.Tensor | None = None,
+                      lengths: torch.Tensor | None = None):
         """Born-rule probabilities (B, L, H, 2^n) of every token's readout, and the final
-        state (B, H, 2^n) complex."""
+        state (B, H, 2^n) complex (after each example's last real token when ``lengths``
+        (B,) is given; padded readouts are zero)."""
         self._check_input(x)
+        if torch.is_autocast_enabled(x.device.type):  # the simulation stays in float32/64
+            with torch.autocast(x.device.type, enabled=False):
+                low = x.dtype in (torch.float16, torch.bfloat16)
+                return self.probabilities(x.float() if low else x, state, lengths)
         b, length, _ = x.shape
         h, n_states = self.n_heads, 2**self.n_qubits
-        state = self.initial_state(b, x.dtype) if state is None else self._check_state(state, b)
+        if lengths is not None:
+            lengths = check_lengths(lengths, b, length)
+            if bool((lengths == length).all()):
+                lengths = None
+        k = self._constants(x.dtype)
+        if state is None:
+            state = k["psi0"].to(complex_dtype(x.dtype)).expand(b, -1, -1)
+        else:
+            last_out = self._last_state() if self._last_state is not None else None
+            if state is not last_out:  # the state this layer just returned needs no check
+                state = self._check_state(state, b)
         psi0 = torch.stack([state.real, state.imag], -2).to(x.dtype)
-        dt = self.dt().to(x.dtype)
         # one phase vector per (token, head, layer): (B, L, H, R, N) from Delta_h in_proj(x)
-        phases = self._phases(x, self.in_proj, dt, "phase")
-        w = self._dense(self._token, self.theta.double() * self.dt().double()[:, None])
+        phases = nn.functional.linear(x, *k["phase"]).view(b, length, h, -1, n_states)
         read_phases = w_read = None
         if self.query_basis:
-            read_phases = self._phases(x, self.q_basis, None, "read")[:, :, :, 0]
-            w_read = self._dense(self._read, self.read_theta)[:, 0].to(x.dtype)
-        if self.noise is not None:  # evaluation under noise: trajectories, no gradients
-            probs, last = noisy_scan(psi0, phases, w.to(x.dtype), read_phases, w_read,
-                                     self.noise, self.generator)
+            read_phases = nn.functional.linear(x, *k["read"]).view(b, length, h, n_states)
+            w_read = k["w_read"]
+        if lengths is None:
+            probs, last = self._scan(psi0, phases, k["w"], read_phases, w_read)
         else:
-            probs, last = scan(psi0, phases, w.to(x.dtype), read_phases, w_read,
-                               backward=self.backward_mode)
+            probs, last = self._scan_padded(psi0, phases, k["w"], read_phases, w_read, lengths)
         final = torch.complex(last[..., 0, :], last[..., 1, :])
-        assert probs.shape == (b, length, h, n_states)
+        if not torch.compiler.is_compiling():
+            self._last_state = weakref.ref(final)
         return probs, final
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
-        probs, final = self.probabilities(x, state)
-        if self.shots is not None:
-            probs = sample_probs(probs.detach(), self.shots, self.generator)
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None):
+        """Run the memory over a sequence.
+
+        Args:
+            x: (B, L, d_model) tokens.
+            state: (B, H, 2^n) complex state to continue from (None: the learned initial
+                state), e.g. the state returned by the previous chunk.
+            lengths: (B,) ints in 1..L for a right-padded batch: example b is tokens
+                0..lengths[b]-1; the state is carried over its real tokens only and the
+                outputs at padded positions are zero.
+
+        The result is ``(y (B, L, d_model), final state (B, H, 2^n) complex)``.
+        """
+        # (probabilities(x, state) when unpadded: qlam.hardware swaps in a two-argument one)
+        probs, final = (self.probabilities(x, state) if lengths is None
+                        else self.probabilities(x, state, lengths=lengths))
+        if self.shots is not None:  # sampled values, the exact expectation's gradient
+            sampled = sample_probs(probs.detach(), self.shots, self.generator)
+            probs = probs + (sampled - probs).detach()
         z = probs @ self.walsh.to(probs.dtype)  # (B, L, H, N-1) Pauli-Z expectations
         feats = z.flatten(2) * self.q_weight(x)
-        return self.out_proj(feats), final
+        y = self.out_proj(feats)
+        if lengths is not None:
+            mask = token_mask(check_lengths(lengths, *x.shape[:2]), x.shape[1], x.device)
+            y = y * mask[..., None].to(y.dtype)
+        return y, final
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
-        """One token: x_t (B, d_model) -> (y_t (B, d_model), state)."""
-        if x_t.dim() != 2:
-            raise ValueError(f"step expects x_t of shape (batch, {self.d_model}), "
-                             f"got {tuple(x_t.shape)}")
+        """One token: x_t (B, d_model) -> (y_t (B, d_model), state (B, H, 2^n) complex).
+
+        Streaming token by token gives the same outputs as :meth:`forward` on the whole
+        sequence. Under ``torch.no_grad()`` the heads' unitaries are built once and reused
+        until a parameter changes, so a step costs about what a token costs in forward.
+
+        Example:
+            >>> layer = QLAM(d_model=8, n_heads=2, n_qubits=2)
+            >>> with torch.no_grad():
+            ...     y_t, state = layer.step(torch.randn(3, 8))
+            ...     y_t, state = layer.step(torch.randn(3, 8), state)
+            >>> y_t.shape
+            torch.Size([3, 8])
+        """
+        if not isinstance(x_t, torch.Tensor) or x_t.dim() != 2:
+            shape = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
+            raise ValueError(f"step expects x_t of shape (batch, {self.d_model}), got {shape}")
         y, state = self(x_t.unsqueeze(1), state)
         return y[:, 0], state
 

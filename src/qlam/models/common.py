@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qlam.padding import pool_tokens
+
 POOLS = ("mean", "last", "none")
 
 
@@ -38,13 +40,6 @@ def check_input(x: torch.Tensor, n_features: int, discrete: bool = False) -> Non
         raise ValueError(f"input must have shape (batch, length, {n_features}), got {tuple(x.shape)}")
 
 
-def pool_tokens(h: torch.Tensor, pool: str) -> torch.Tensor:
-    """(B, L, D) -> (B, D): the mean over tokens or the last token; (B, L, D) for 'none'."""
-    if pool == "none":
-        return h
-    return h.mean(1) if pool == "mean" else h[:, -1]
-
-
 class SequenceClassifier(nn.Module):
     """(B, L, n_features) -> (B, n_classes): ``head(features(x))``. Subclasses build
     ``self.head`` and define ``features``; :meth:`set_readout` is how evaluation asks for
@@ -59,8 +54,10 @@ class SequenceClassifier(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         check_input(x, self.n_features, self.discrete)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def forward(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+        """(B, L, n_features) -> (B, n_classes); ``lengths`` (B,) for a right-padded batch
+        (padding ignored: the output equals each example's run alone)."""
+        return self.head(self.features(x, lengths))
 
     def set_readout(self, shots: int | None = None, noise=None,
                     generator: torch.Generator | None = None) -> None:
@@ -70,3 +67,7 @@ class SequenceClassifier(nn.Module):
         if shots is not None or noise is not None:
             raise ValueError(f"shots and noise apply to quantum-memory models only "
                              f"({type(self).__name__} has no quantum readout)")
+
+
+__all__ = ["POOLS", "SequenceClassifier", "check_input", "check_pool", "pool_tokens",
+           "token_embedding"]

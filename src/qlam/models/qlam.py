@@ -49,9 +49,12 @@ class QLAMBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, lengths=None):
+        """x (B, L, d_model) -> (x', state (B, H, 2^n) complex); ``lengths`` as in QLAM."""
         h = self.norm1(x)
-        y, state = self.memory(h, state)
+        # (lengths only when given: the mixed memory takes none)
+        y, state = (self.memory(h, state) if lengths is None
+                    else self.memory(h, state, lengths=lengths))
         x = x + self.drop(y * F.silu(self.gate(h)))
         x = x + self.drop(self.mlp(self.norm2(x)))
         return x, state
@@ -63,7 +66,19 @@ class QLAMClassifier(SequenceClassifier):
     ``memory`` picks the layer (``"unitary"``: :class:`~qlam.memory.QLAM`, ``"mixed"``:
     :class:`~qlam.memory.mixed.MixedQLAM`); ``dt_min``, ``dt_max`` and ``qlam_kwargs`` go to
     every memory layer, ``query_basis`` to the unitary one, ``selective``, ``dephasing``,
-    ``n_bases``, ``a_min``, ``a_max`` to the mixed one (None: its default)."""
+    ``n_bases``, ``a_min``, ``a_max`` to the mixed one (None: its default).
+
+    ``forward(x, lengths=None)``: with ``lengths`` (B,) for a right-padded batch, every
+    layer's memory ignores the padding and pooling covers each example's real tokens only,
+    so the logits equal those of each example run alone.
+
+    Example:
+        >>> model = QLAMClassifier(n_features=3, n_classes=5, d_model=16, n_layers=1,
+        ...                        n_heads=2, n_qubits=2)
+        >>> x = torch.randn(2, 12, 3)
+        >>> model(x, lengths=torch.tensor([12, 7])).shape
+        torch.Size([2, 5])
+    """
 
     def __init__(self, n_features: int, n_classes: int, d_model: int = 64, n_layers: int = 2,
                  n_heads: int = 4, n_qubits: int = 4, depth: int = 1, mlp_ratio: float = 2.0,
@@ -94,12 +109,13 @@ class QLAMClassifier(SequenceClassifier):
     def memories(self) -> list[nn.Module]:
         return [b.memory for b in self.blocks]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+        """(B, L, n_features) -> pooled features (B, d_model)."""
         self.check_input(x)
         h = self.embed(x)
         for block in self.blocks:
-            h, _ = block(h)
-        return pool_tokens(self.norm(h), self.pool)
+            h, _ = block(h, lengths=lengths)
+        return pool_tokens(self.norm(h), self.pool, lengths)
 
     def set_readout(self, shots: int | None = None, noise=None,
                     generator: torch.Generator | None = None) -> None:

@@ -157,10 +157,11 @@ class QLSTMClassifier(SequenceClassifier):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+        """(B, L, n_features) -> pooled (B, d_model); ``lengths`` (B,): right padding."""
         self.check_input(x)
         h = self.embed(x)
         for layer in self.layers:
             h, _ = layer(h)
             h = self.drop(h)
-        return pool_tokens(self.norm(h), self.pool)
+        return pool_tokens(self.norm(h), self.pool, lengths)

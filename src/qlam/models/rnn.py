@@ -35,10 +35,11 @@ class RNNClassifier(SequenceClassifier):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+        """(B, L, n_features) -> pooled (B, d_model); ``lengths`` (B,): right padding."""
         self.check_input(x)
         h, _ = self.rnn(self.embed(x))
-        return pool_tokens(self.norm(self.drop(h)), self.pool)
+        return pool_tokens(self.norm(self.drop(h)), self.pool, lengths)
 
 
 class LSTMClassifier(RNNClassifier):

@@ -147,12 +147,13 @@ class SSMClassifier(SequenceClassifier):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+        """(B, L, n_features) -> pooled (B, d_model); ``lengths`` (B,): right padding."""
         self.check_input(x)
         h = self.embed(x)
         for block in self.blocks:
             h = block(h)
-        return pool_tokens(self.norm(h), self.pool)
+        return pool_tokens(self.norm(h), self.pool, lengths)
 
     @torch.no_grad()
     def forward_recurrent(self, x: torch.Tensor) -> torch.Tensor:

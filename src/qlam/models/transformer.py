@@ -5,8 +5,9 @@ per-token targets and length generalisation in the causal setting.
 
 Linear token embedding + fixed sinusoidal positional encoding, ``n_layers`` pre-norm blocks
 x + Attn(LN x), x + MLP(LN x) (bidirectional multi-head self-attention through
-``F.scaled_dot_product_attention``), a final LayerNorm, mean (or last-token) pooling and a
-Linear head. Attention costs O(L^2) per layer: fine for the 784 tokens of sMNIST.
+``F.scaled_dot_product_attention``; padding, given ``lengths``, is never attended), a final
+LayerNorm, mean (or last-token) pooling and a Linear head. Attention costs O(L^2) per layer:
+fine for the 784 tokens of sMNIST.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from qlam.models.common import (
     SequenceClassifier,
     pool_tokens,
 )
+from qlam.padding import check_lengths, token_mask
 
 
 def sinusoidal_positions(length: int, d_model: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -43,11 +45,18 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, d) -> (B, L, d); ``keys`` (B, L) bool: the tokens that may be attended
+        (None: all)."""
         b, length, d = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=self.causal)
+        # padding (keys False) is never attended; causal: only earlier tokens
+        mask = None if keys is None else keys[:, None, None, :]
+        if mask is not None and self.causal:
+            mask = mask & torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=self.causal and mask is None)
         return self.out(y.transpose(1, 2).reshape(b, length, d))
 
 
@@ -62,8 +71,8 @@ class TransformerBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), keys))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -86,11 +95,16 @@ class TransformerClassifier(SequenceClassifier):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+        """(B, L, n_features) -> pooled (B, d_model); ``lengths`` (B,): right padding."""
         self.check_input(x)
         h = self.embed(x)
         h = h + sinusoidal_positions(x.shape[1], self.d_model, h.device, h.dtype)
         h = self.drop(h)
+        keys = None
+        if lengths is not None:  # padding is never attended
+            lengths = check_lengths(lengths, *x.shape[:2])
+            keys = token_mask(lengths, x.shape[1], x.device)
         for block in self.blocks:
-            h = block(h)
-        return pool_tokens(self.norm(h), self.pool)
+            h = block(h, keys)
+        return pool_tokens(self.norm(h), self.pool, lengths)

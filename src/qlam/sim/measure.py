@@ -82,6 +82,11 @@ def expval(state: torch.Tensor, pauli) -> torch.Tensor:
     state (..., 2^n) complex; returns real (...) for one string, (..., K) for a list.
     Differentiable with respect to the state.
 
+    Example:
+        >>> psi = torch.tensor([[1, 0, 0, 1]], dtype=torch.complex128) / 2 ** 0.5
+        >>> expval(psi, ["ZZ", "XX", "ZI"]).round(decimals=6)
+        tensor([[1., 1., 0.]], dtype=torch.float64)
+
     P|z> = i^{#Y} (-1)^{|z & sign|} |z xor flip>, so
     <P> = Re( i^{#Y} sum_z conj(psi[z xor flip]) (-1)^{|z & sign|} psi[z] ).
     """
@@ -143,6 +148,11 @@ def sample(state_or_probs: torch.Tensor, shots: int,
 
     state_or_probs: a complex state (..., 2^n) or real probabilities (..., 2^n). Returns int64
     basis-state indices (..., shots); bit n-1-i of an index is wire i's outcome.
+
+    Example:
+        >>> probs = torch.tensor([[0.0, 1.0]])
+        >>> sample(probs, shots=3)
+        tensor([[1, 1, 1]])
     """
     shots = _check_shots(shots)
     probs = _as_probs(state_or_probs)

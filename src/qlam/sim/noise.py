@@ -96,7 +96,12 @@ def _strength(kind: str, text: str) -> float:
 
 
 def parse_noise(spec) -> Channel | None:
-    """``"depolarizing:0.01"`` (or a Channel, or None / "none") -> Channel or None."""
+    """``"depolarizing:0.01"`` (or a Channel, or None / "none") -> Channel or None.
+
+    Example:
+        >>> parse_noise("bitflip:0.05")
+        Channel(kind='bitflip', p=0.05)
+    """
     if spec is None or isinstance(spec, Channel):
         return spec
     if not isinstance(spec, str):

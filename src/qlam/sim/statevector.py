@@ -24,6 +24,7 @@ def complex_dtype(dtype: torch.dtype) -> torch.dtype:
     raise TypeError(f"dtype must be float32/float64 (or complex64/128), got {dtype}")
 
 
+@torch.compiler.assume_constant_result  # torch.compile: a constant, not traced
 def memory_limit(device=None) -> int:
     """Bytes one tensor may take: half the machine's RAM (CPU) or the free GPU memory."""
     device = torch.device(device) if device is not None else torch.device("cpu")

@@ -6,6 +6,11 @@ register-blocked GEMM per token; complex products as three real GEMMs where N al
 backward is the reversible (adjoint) walk, also in C++: no stored history, the gradient of
 every unitary accumulated per thread and reduced at the end.
 
+The kernel is registered as two PyTorch custom operators, ``torch.ops.qlam.scan_forward`` and
+``qlam.scan_backward`` (``torch.library.custom_op`` with fake implementations and the autograd
+pairing), so ``torch.compile`` (``fullgraph=True`` included) traces a QLAM model into one graph
+that calls the kernel as a single op.
+
 Build: the first use compiles the extension just in time with ``torch.utils.cpp_extension``
 into ``$QLAM_EXT_DIR`` (default ``~/.cache/qlam/ext``), in a folder named by a hash of the
 source, the flags and the torch / Python versions, so it is built once and reused by every
@@ -33,7 +38,7 @@ from pathlib import Path
 import torch
 
 from qlam.atomic import atomic_write_text
-from qlam.sim.scan.contract import RENORM_EVERY, check_inputs, compiled_function, one_float_dtype
+from qlam.sim.scan.contract import RENORM_EVERY, check_inputs, one_float_dtype
 
 SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "recurrence.cpp"
 CFLAGS = ["-O3", "-ffp-contract=fast", "-fopenmp", "-Wno-psabi"]
@@ -127,6 +132,7 @@ def load(verbose: bool = False):
         return _ext
 
 
+@torch.compiler.assume_constant_result
 def available() -> bool:
     """True when the compiled kernel is built and loadable (builds it on first call)."""
     return load() is not None
@@ -166,16 +172,60 @@ def supports(*tensors) -> bool:
     return all(t.device.type == "cpu" for t in tensors if t is not None) and one_float_dtype(*tensors)
 
 
-def _kernel_forward(psi0, phases, w, read_phases, w_read):
-    # the same periodic renormalisation as the PyTorch engine (identity in the backward)
-    return load().forward(psi0, phases, w, read_phases, w_read, RENORM_EVERY)
+# The kernel as two PyTorch custom operators (torch.library): torch.compile sees each as one
+# op (its fake implementation gives the output shapes), and autograd pairs them.
+@torch.library.custom_op("qlam::scan_forward", mutates_args=())
+def scan_forward(psi0: torch.Tensor, phases: torch.Tensor, w: torch.Tensor,
+                 read_phases: torch.Tensor | None, w_read: torch.Tensor | None,
+                 renorm_every: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """probs (B, L, H, N), last (B, H, 2, N); the state is renormalised every
+    ``renorm_every`` tokens (0: never)."""
+    probs, last = load().forward(psi0, phases, w, read_phases, w_read, renorm_every)
+    return probs, last
 
 
-def _kernel_backward(last, phases, w, read_phases, w_read, g_probs, g_last):
-    return load().backward(last, phases, w, read_phases, w_read, g_probs, g_last)
+@scan_forward.register_fake
+def _(psi0, phases, w, read_phases, w_read, renorm_every):
+    b, length, h, _, n = phases.shape
+    return phases.new_empty(b, length, h, n), psi0.new_empty(b, h, 2, n)
 
 
-_KernelScan = compiled_function("_KernelScan", _kernel_forward, _kernel_backward)
+@torch.library.custom_op("qlam::scan_backward", mutates_args=())
+def scan_backward(last: torch.Tensor, phases: torch.Tensor, w: torch.Tensor,
+                  read_phases: torch.Tensor | None, w_read: torch.Tensor | None,
+                  g_probs: torch.Tensor | None, g_last: torch.Tensor | None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reversible backward: gradients of psi0, phases, w, read_phases, w_read (the last
+    two empty without a readout basis)."""
+    g_psi0, g_ph, g_w, g_rph, g_wr = load().backward(last, phases, w, read_phases, w_read,
+                                                     g_probs, g_last)
+    if read_phases is None:
+        g_rph, g_wr = phases.new_empty(0), phases.new_empty(0)
+    return g_psi0, g_ph, g_w, g_rph, g_wr
+
+
+@scan_backward.register_fake
+def _(last, phases, w, read_phases, w_read, g_probs, g_last):
+    empty = phases.new_empty(0)
+    return (last.new_empty(last.shape), phases.new_empty(phases.shape), w.new_empty(w.shape),
+            empty if read_phases is None else read_phases.new_empty(read_phases.shape),
+            empty if w_read is None else w_read.new_empty(w_read.shape))
+
+
+def _setup_context(ctx, inputs, output):
+    psi0, phases, w, read_phases, w_read, _ = inputs
+    ctx.save_for_backward(output[1], phases, w, read_phases, w_read)
+    ctx.has_read = read_phases is not None
+
+
+def _backward(ctx, g_probs, g_last):
+    g_psi0, g_ph, g_w, g_rph, g_wr = scan_backward(*ctx.saved_tensors, g_probs, g_last)
+    if not ctx.has_read:
+        g_rph = g_wr = None
+    return g_psi0, g_ph, g_w, g_rph, g_wr, None
+
+
+scan_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
 def scan_kernel(psi0, phases, w, read_phases=None, w_read=None):
@@ -185,7 +235,13 @@ def scan_kernel(psi0, phases, w, read_phases=None, w_read=None):
         raise RuntimeError(f"compiled recurrence kernel unavailable: {_error}")
     if not supports(psi0, phases, w, read_phases, w_read):
         raise ValueError("the compiled kernel needs CPU tensors of one dtype, float32 or float64")
-    return _KernelScan.apply(psi0, phases, w, read_phases, w_read)
+    # the same periodic renormalisation as the PyTorch engine (identity in the backward)
+    if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # inference (streaming with step()): the extension directly, without the operator
+        # dispatch, which costs more than a one-token scan
+        probs, last = load().forward(psi0, phases, w, read_phases, w_read, RENORM_EVERY)
+        return probs, last
+    return scan_forward(psi0, phases, w, read_phases, w_read, RENORM_EVERY)
 
 
 GRADIENTS = {"adjoint": scan_kernel}

@@ -1,0 +1,48 @@
+"""Right-padded batches: sequence lengths, token masks and masked pooling.
+
+A batch (B, L, ...) holds example b in tokens 0..lengths[b]-1; the tokens after it are
+padding. Layers that carry a state leave it unchanged over padding; pooling ignores it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_lengths(lengths, batch: int, length: int) -> torch.Tensor:
+    """``lengths`` (B,) integers in 1..L as an int64 tensor on the CPU (a clear error
+    otherwise)."""
+    if isinstance(lengths, (list, tuple)):
+        lengths = torch.tensor(lengths)
+    if not isinstance(lengths, torch.Tensor):
+        raise TypeError(f"lengths must be a tensor or list of ints, got {type(lengths).__name__}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must hold integers, got {lengths.dtype}")
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},) (one per example), "
+                         f"got {tuple(lengths.shape)}")
+    lengths = lengths.detach().to("cpu", torch.int64)
+    if batch and (lengths.min() < 1 or lengths.max() > length):
+        raise ValueError(f"lengths must lie in 1..{length} (the padded length), got "
+                         f"{lengths.min().item()}..{lengths.max().item()}")
+    return lengths
+
+
+def token_mask(lengths: torch.Tensor, length: int, device=None) -> torch.Tensor:
+    """(B, L) bool: True on the real tokens of each example."""
+    return torch.arange(length, device=device)[None, :] < lengths.to(device)[:, None]
+
+
+def pool_tokens(h: torch.Tensor, pool: str, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L, D) -> (B, D): the mean over each example's tokens or its last token
+    (``lengths`` (B,) for right-padded batches; None: every token is real); ``pool="none"``
+    keeps every token, (B, L, D) (mask the padded ones in the loss)."""
+    if pool == "none":
+        return h
+    if lengths is None:
+        return h.mean(1) if pool == "mean" else h[:, -1]
+    lengths = check_lengths(lengths, h.shape[0], h.shape[1]).to(h.device)
+    if pool == "mean":
+        mask = token_mask(lengths, h.shape[1], h.device).to(h.dtype)
+        return (h * mask[..., None]).sum(1) / lengths.to(h.dtype)[:, None]
+    return h[torch.arange(h.shape[0], device=h.device), lengths - 1]

@@ -1,0 +1,115 @@
+"""The QLAM layer as a researcher uses it in their own model: shots and noise in training,
+options checked at construction, autocast, streaming with step()."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qlam import QLAM
+
+QUANTUM = ("theta", "log_dt", "prep_theta", "read_theta", "in_proj.weight", "q_basis.weight")
+
+
+def _grads(layer, x):
+    layer.zero_grad()
+    y, _ = layer(x)
+    y.square().sum().backward()
+    return {k: p.grad for k, p in layer.named_parameters()}
+
+
+def test_shots_train_every_parameter_with_the_exact_expectation_gradient():
+    torch.manual_seed(0)
+    layer = QLAM(6, n_heads=2, n_qubits=2, dt_min=0.1, dt_max=1.0).double()
+    x = torch.randn(3, 5, 6, dtype=torch.float64)
+    exact = _grads(layer, x)
+    layer.shots, layer.generator = 50, torch.Generator().manual_seed(0)
+    sampled = _grads(layer, x)
+    for k in QUANTUM:
+        assert sampled[k] is not None and sampled[k].abs().sum() > 0, k
+    # the straight-through estimator: for a loss linear in the readout the gradient of the
+    # quantum parameters is the exact one (the sampled values enter only the forward)
+    layer.zero_grad()
+    layer(x)[0].sum().backward()
+    linear = {k: p.grad.clone() for k, p in layer.named_parameters()}
+    layer.shots = None
+    layer.zero_grad()
+    layer(x)[0].sum().backward()
+    for k in ("theta", "log_dt", "prep_theta", "read_theta", "in_proj.weight"):
+        torch.testing.assert_close(linear[k], dict(layer.named_parameters())[k].grad, msg=k)
+    assert exact["theta"] is not None
+
+
+def test_shots_forward_uses_samples():
+    layer = QLAM(4, n_heads=1, n_qubits=2).double()
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    layer.shots, layer.generator = 10, torch.Generator().manual_seed(1)
+    probs, _ = layer.probabilities(x)
+    y, _ = layer(x)
+    layer.shots = None
+    assert not torch.allclose(y, layer(x)[0])  # 10 shots differ from the expectation
+
+
+def test_noise_in_a_training_forward_is_refused_and_evaluation_runs():
+    layer = QLAM(4, n_heads=1, n_qubits=2)
+    layer.noise = "depolarizing:0.01"
+    x = torch.randn(2, 3, 4)
+    with pytest.raises(RuntimeError, match="no gradient"):
+        layer(x)
+    with torch.no_grad():
+        y, _ = layer(x)
+    layer.eval()
+    y, _ = layer(x)
+    assert y.shape == (2, 3, 4)
+
+
+def test_options_are_checked_at_construction():
+    with pytest.raises(ValueError, match="backward must be one of"):
+        QLAM(4, backward="bogus")
+    with pytest.raises(ValueError, match="shots must be an int"):
+        QLAM(4, shots=0)
+    with pytest.raises(ValueError, match="unknown noise kind"):
+        QLAM(4, noise="bogus:0.1")
+    layer = QLAM(4, n_heads=1, n_qubits=2)
+    with pytest.raises(ValueError, match="shots must be an int"):
+        layer.shots = 2.5
+
+
+def test_autocast_bfloat16_runs_and_matches_float32():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8))
+    layer = QLAM(8, n_heads=2, n_qubits=2, dt_min=0.1, dt_max=1.0)
+    x = torch.randn(2, 6, 5)
+    ref, ref_state = layer(model(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = layer(model(x))
+    assert y.dtype == torch.bfloat16 and state.dtype == torch.complex64
+    torch.testing.assert_close(y.float(), ref, atol=0.1, rtol=0.05)
+    torch.testing.assert_close(state, ref_state, atol=0.05, rtol=0)
+    y.float().sum().backward()
+    assert layer.theta.grad is not None and torch.isfinite(layer.theta.grad).all()
+
+
+def test_step_streams_like_forward_and_the_cache_follows_optimizer_steps():
+    torch.manual_seed(0)
+    layer = QLAM(6, n_heads=2, n_qubits=2, dt_min=0.1, dt_max=1.0).double()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = torch.randn(3, 7, 6, dtype=torch.float64)
+    for _ in range(2):
+        with torch.no_grad():
+            y, final = layer(x)
+            state, ys = None, []
+            for t in range(x.shape[1]):
+                y_t, state = layer.step(x[:, t], state)
+                ys.append(y_t)
+        torch.testing.assert_close(torch.stack(ys, 1), y, atol=1e-12, rtol=0)
+        torch.testing.assert_close(state, final, atol=1e-12, rtol=0)
+        assert layer._cache is not None  # built once, reused by every step
+        # a training step changes the parameters in place: the cache must not survive it
+        opt.zero_grad()
+        layer(x)[0].square().sum().backward()
+        opt.step()
+        with torch.no_grad():
+            fresh = QLAM(6, n_heads=2, n_qubits=2).double()
+            fresh.load_state_dict(layer.state_dict())
+            torch.testing.assert_close(layer(x)[0], fresh(x)[0])

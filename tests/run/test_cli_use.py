@@ -1,0 +1,139 @@
+"""The CLI on a researcher's own data: `qlam train --task FILE.npz`, what a run leaves in its
+directory, help text for every flag, and the rough edges (messages, hints, unused options,
+seeds counted once in `qlam report`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qlam.cli import build_parser, main
+from qlam.config import TrainConfig, config_from_dict, drop_unused_model_options
+from qlam.data.tasks import npz_task as load_npz_task
+from qlam.report import aggregate, collect, markdown
+
+SMALL = ["--model", "qlam", "--epochs", "1", "--batch-size", "8", "--d-model", "8",
+         "--n-layers", "1", "--n-heads", "2", "--n-qubits", "2", "--threads", "1"]
+
+
+def _npz(path, n=40, length=6, features=2, **extra):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, length, features)).astype(np.float32)
+    y = (x[:, :2, 0].sum(1) > 0).astype(np.int64)
+    np.savez(path, x=x, y=y, **extra)
+    return path
+
+
+def test_npz_task_format_and_splits(tmp_path):
+    rng = np.random.default_rng(1)
+    path = _npz(tmp_path / "d.npz", x_test=rng.standard_normal((7, 6, 2)),
+                y_test=np.array([0, 1, 2, 0, 1, 2, 0]))
+    task = load_npz_task(path, val_fraction=0.25, seed=3, limit_train=20)
+    assert (task.seq_len, task.n_features, task.n_classes) == (6, 2, 3)
+    assert (len(task.train), len(task.val), len(task.test)) == (20, 10, 7)
+    no_test = load_npz_task(_npz(tmp_path / "e.npz"), val_fraction=0.25, seed=0)
+    other_seed = load_npz_task(tmp_path / "e.npz", val_fraction=0.25, seed=1)
+    assert (len(no_test.train), len(no_test.val), len(no_test.test)) == (27, 9, 4)
+    assert np.array_equal(no_test.test.x, other_seed.test.x)  # one test set for every seed
+    assert not np.array_equal(no_test.val.x, other_seed.val.x)
+
+
+@pytest.mark.parametrize("arrays,message", [
+    (dict(x=np.zeros((4, 3))), "missing array 'y'"),
+    (dict(x=np.zeros((4, 3)), y=np.zeros(4, dtype=int)), r"x must be a real float array \(N, L, F\)"),
+    (dict(x=np.zeros((4, 3, 1)), y=np.zeros(4)), "y must be an integer array"),
+    (dict(x=np.zeros((4, 3, 1)), y=np.zeros(5, dtype=int)), "4 examples and y 5"),
+    (dict(x=np.full((4, 3, 1), np.nan), y=np.zeros(4, dtype=int)), "NaN or inf"),
+    (dict(x=np.zeros((4, 3, 1)), y=-np.ones(4, dtype=int)), "negative labels"),
+    (dict(x=np.zeros((4, 3, 1)), y=np.zeros(4, dtype=int), x_test=np.zeros((2, 3, 1))),
+     "x_test and y_test must be given together"),
+    (dict(x=np.zeros((4, 3, 1)), y=np.zeros(4, dtype=int), x_test=np.zeros((2, 5, 1)),
+          y_test=np.zeros(2, dtype=int)), r"x_test has \(L, F\)"),
+    (dict(x=np.zeros((4, 3, 1)), y=np.zeros(4, dtype=int), labels=np.zeros(4)), "unknown arrays"),
+    (dict(x=np.array([[[None]]] * 4, dtype=object), y=np.zeros(4, dtype=int)), "pickle"),
+])
+def test_npz_task_errors_name_the_problem(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=message):
+        load_npz_task(tmp_path / "bad.npz")
+
+
+def test_npz_task_missing_or_corrupt_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="task file not found"):
+        load_npz_task(tmp_path / "none.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        load_npz_task(tmp_path / "junk.npz")
+
+
+def test_train_eval_and_sweep_on_an_npz_file(tmp_path, capsys):
+    data = str(_npz(tmp_path / "mine.npz"))
+    run = tmp_path / "run"
+    assert main(["train", "--task", data, *SMALL, "--out", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == data and summary["n_train"] == 32
+    # the run directory holds what the README says: the log and the learning curve too
+    for name in ("summary.json", "metrics.jsonl", "config.json", "model.pt", "train.log",
+                 "learning_curve.png"):
+        assert (run / name).is_file(), name
+    log = (run / "train.log").read_text()
+    assert '"epoch": 1' in log and "test accuracy" in log
+    assert (run / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["eval", "--checkpoint", str(run / "model.pt"), "--device", "cpu"]) == 0
+    assert f"{summary['test_acc']:.4f}" in capsys.readouterr().out
+    root = tmp_path / "grid"
+    assert main(["sweep", "--models", "qlam", "--tasks", data, "--seeds", "0", "--root",
+                 str(root), "--no-plot", *SMALL[2:]]) == 0
+    assert (root / "mine" / "qlam" / "seed0" / "summary.json").is_file()
+    assert main(["train", "--task", str(tmp_path / "nope.npz"), *SMALL,
+                 "--out", str(tmp_path / "r2")]) == 2
+    assert "task file not found" in capsys.readouterr().err
+
+
+def test_every_train_flag_has_help_text():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in ("train", "sweep", "eval"):
+        for action in sub.choices[name]._actions:
+            assert action.help and len(action.help) > 8, (name, action.dest)
+
+
+def test_stop_after_steps_says_so(tmp_path, capsys):
+    data = str(_npz(tmp_path / "mine.npz"))
+    run = tmp_path / "run"
+    code = main(["train", "--task", data, *SMALL, "--out", str(run), "--stop-after-steps", "2"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "stopped after 2 steps (--stop-after-steps)" in err and "--resume" in err
+
+
+def test_config_key_hint():
+    with pytest.raises(ValueError, match=r"batch-size \(did you mean batch_size\?\)"):
+        config_from_dict({"batch-size": 32})
+    with pytest.raises(ValueError, match=r"unknown config keys: wobble;"):
+        config_from_dict({"wobble": 1})
+
+
+def test_options_a_model_does_not_use_are_not_recorded():
+    cfg = TrainConfig(model="lstm", n_qubits=3, d_model=8, n_heads=2)
+    with pytest.warns(UserWarning, match=r"'lstm' does not use --n-heads, --n-qubits"):
+        used = drop_unused_model_options(cfg)
+    assert used.n_qubits is None and used.n_heads is None and used.d_model == 8
+    assert drop_unused_model_options(TrainConfig(model="qlam", n_qubits=3)).n_qubits == 3
+
+
+def test_report_counts_distinct_seeds(tmp_path):
+    def write(d, seed, acc):
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps(
+            {"task": "smnist", "model": "qlam", "seed": seed, "test_acc": acc, "params": 10}))
+
+    write(tmp_path / "a" / "seed0", 0, 0.5)
+    write(tmp_path / "a" / "seed1", 1, 0.7)
+    write(tmp_path / "b" / "seed0", 0, 0.9)  # the same seed again, newer
+    rows = aggregate(collect([tmp_path], log=None))
+    assert len(rows) == 1 and rows[0]["runs"] == 2
+    assert rows[0]["test_acc_mean"] == pytest.approx(80.0)  # 0.9 (newest seed 0) and 0.7
+    assert "runs of a seed already counted were left out" in markdown(rows)
