@@ -60,7 +60,7 @@ def main(runs="runs/abl", out="results/ablations") -> None:
     groups = _load(runs)
     (out / "summaries").mkdir(parents=True, exist_ok=True)
     rows = ["| variant | what | params | seeds | train acc (%) | val acc (%) | test acc (%) "
-            "| tokens/s (last epoch) |", "|---|---|---|---|---|---|---|---|"]
+            "| tokens/s (last epoch; shared cores: not a speed figure) |", "|---|---|---|---|---|---|---|---|"]
     for name in sorted(groups, key=lambda n: (ORDER.index(n) if n in ORDER else math.inf, n)):
         runs_ = sorted(groups[name], key=lambda s: s["seed"])
         for s in runs_:
