@@ -145,6 +145,15 @@ def stderr_log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def markdown_table(head: list[str], rows: list[list], left: int = 1) -> str:
+    """A Markdown table: the first ``left`` columns left-aligned, the others right-aligned
+    (numbers); cells are written with str()."""
+    align = "|" + "|".join(["---"] * left + ["---:"] * (len(head) - left)) + "|"
+    lines = [head, *([str(c) for c in row] for row in rows)]
+    cells = ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join([cells[0], align, *cells[1:]])
+
+
 def fmt_bytes(n: float | None) -> str:
     if n is None:
         return "-"

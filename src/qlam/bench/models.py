@@ -28,6 +28,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from qlam.bench.common import markdown_table as common_table
 from qlam.bench.common import without_kernel
 from qlam.models import build_model, count_params, size_to_budget
 
@@ -136,7 +137,7 @@ def markdown_table(records: list[dict]) -> str:
     head += [f"{m} tok/s @{L}" for L in lengths for m in modes]
     if ref and "train" in modes:
         head += [f"train ÷ {ref} @{L}" for L in lengths]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    rows = []
     for model in dict.fromkeys(r["model"] for r in records):
         r0 = next(r for r in records if r["model"] == model)
         cells = [model, f"{r0['n_params']:,}", str(r0["d_model"])]
@@ -148,8 +149,8 @@ def markdown_table(records: list[dict]) -> str:
             for L in lengths:
                 a, b = rate.get((model, L, "train")), rate.get((ref, L, "train"))
                 cells.append("-" if a is None or b is None else f"{a / b:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return common_table(head, rows)
 
 
 def summary(records: list[dict]) -> list[str]:

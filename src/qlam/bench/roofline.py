@@ -37,6 +37,7 @@ from collections.abc import Callable
 
 import torch
 
+from qlam.bench.common import markdown_table as common_table
 from qlam.bench.common import without_kernel
 from qlam.sim.scan import scan
 
@@ -178,14 +179,12 @@ def run_benchmark(n_list=range(6, 13), batches=(128,), *, quick: bool = False,
 
 
 def markdown_table(records: list[dict]) -> str:
-    lines = ["| impl | pass | n | batch | tokens | GFLOP/s | % of GEMM | GEMM at this shape "
-             "(GFLOP/s) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in records:
-        lines.append(f"| {r['impl']} | {r['mode']} | {r['n_qubits']} | {r['batch']} | "
-                     f"{r['seq_len']} | {r['flops_per_s'] / 1e9:,.1f} | {r['pct_of_gemm']:.1f} | "
-                     f"{r['gemm_shape_flops_per_s'] / 1e9:,.1f} |")
-    return "\n".join(lines)
+    head = ["impl", "pass", "n", "batch", "tokens", "GFLOP/s", "% of GEMM",
+            "GEMM at this shape (GFLOP/s)"]
+    rows = [[r["impl"], r["mode"], r["n_qubits"], r["batch"], r["seq_len"],
+             f"{r['flops_per_s'] / 1e9:,.1f}", f"{r['pct_of_gemm']:.1f}",
+             f"{r['gemm_shape_flops_per_s'] / 1e9:,.1f}"] for r in records]
+    return common_table(head, rows, left=2)
 
 
 def speedups(records: list[dict]) -> dict[tuple[int, int], float]:

@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from qlam.bench.common import fmt_bytes, without_kernel
+from qlam.bench.common import markdown_table as common_table
 
 BACKWARDS = ("kernel", "reversible", "autograd")
 FLOOR = "floor"
@@ -259,14 +260,12 @@ def slope(records: list[dict], backward: str, key: str = "peak_bytes") -> float 
 
 
 def markdown_table(records: list[dict]) -> str:
-    lines = ["| backward | seq_len | peak | floor (inputs, outputs, their grads) | "
-             "recurrence (peak - floor) |",
-             "|---|---:|---:|---:|---:|"]
-    for r in records:
-        lines.append(f"| {r['backward']} | {r['seq_len']} | {fmt_bytes(r['peak_bytes'])} | "
-                     f"{fmt_bytes(r.get('floor_bytes'))} | "
-                     f"{fmt_bytes(r.get('recurrence_bytes'))} |")
-    return "\n".join(lines)
+    head = ["backward", "seq_len", "peak", "floor (inputs, outputs, their grads)",
+            "recurrence (peak - floor)"]
+    rows = [[r["backward"], r["seq_len"], fmt_bytes(r["peak_bytes"]),
+             fmt_bytes(r.get("floor_bytes")), fmt_bytes(r.get("recurrence_bytes"))]
+            for r in records]
+    return common_table(head, rows)
 
 
 def summary(records: list[dict]) -> list[str]:

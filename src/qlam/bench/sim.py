@@ -52,6 +52,7 @@ from collections.abc import Callable
 
 import torch
 
+from qlam.bench import common
 from qlam.bench.sim_impls import BASELINE, IMPLS, QLAM_ROWS, Impl, make_setup
 
 MIN_TOKENS = 4
@@ -175,17 +176,16 @@ def markdown_table(records: list[dict], baseline: str = BASELINE) -> str:
     """One row per measurement; ``x baseline``: this row's rate over the baseline's;
     ``qlam ÷ this``: the qlam fast path's rate (kernel, else compiled) over this row's."""
     ref = qlam_row(records)
-    lines = [f"| impl | pass | n | batch | tokens run | tokens/s | x {baseline} | "
-             f"{ref or 'qlam'} ÷ this |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    head = ["impl", "pass", "n", "batch", "tokens run", "tokens/s", f"x {baseline}",
+            f"{ref or 'qlam'} ÷ this"]
+    rows = []
     for r in records:
         x = ratio(records, r["impl"], r["n_qubits"], baseline, r["batch"])
         q = ratio(records, ref, r["n_qubits"], r["impl"], r["batch"]) if ref else None
-        xs = f"{x:,.1f}" if x is not None else "-"
-        qs = f"{q:,.1f}" if q is not None else "-"
-        lines.append(f"| {r['impl']} | {r.get('mode', 'train')} | {r['n_qubits']} | "
-                     f"{r['batch']} | {r['seq_len']} | {r['tokens_per_s']:,.0f} | {xs} | {qs} |")
-    return "\n".join(lines)
+        rows.append([r["impl"], r.get("mode", "train"), r["n_qubits"], r["batch"], r["seq_len"],
+                     f"{r['tokens_per_s']:,.0f}", "-" if x is None else f"{x:,.1f}",
+                     "-" if q is None else f"{q:,.1f}"])
+    return common.markdown_table(head, rows, left=2)
 
 
 def summary(records: list[dict], baseline: str = BASELINE) -> list[str]:

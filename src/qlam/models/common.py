@@ -51,6 +51,12 @@ class SequenceClassifier(nn.Module):
         self.n_features, self.pool, self.discrete = n_features, check_pool(pool), discrete
         self.embed = token_embedding(n_features, d_model, discrete)
 
+    def output_layers(self, d_model: int, n_classes: int) -> None:
+        """The final LayerNorm ``self.norm`` and the head ``self.head`` (built last, after the
+        body, so parameters keep their order)."""
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, n_classes)
+
     def check_input(self, x: torch.Tensor) -> None:
         check_input(x, self.n_features, self.discrete)
 

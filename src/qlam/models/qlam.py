@@ -103,8 +103,7 @@ class QLAMClassifier(SequenceClassifier):
             QLAMBlock(d_model, n_heads, n_qubits, depth, mlp_ratio, dropout, memory,
                       **qlam_kwargs)
             for _ in range(n_layers))
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, n_classes)
+        self.output_layers(d_model, n_classes)
 
     def memories(self) -> list[nn.Module]:
         return [b.memory for b in self.blocks]

@@ -154,8 +154,7 @@ class QLSTMClassifier(SequenceClassifier):
         self.embed_inputs(n_features, d_model, pool, discrete)
         self.layers = nn.ModuleList(QLSTMCell(d_model, n_qubits, depth) for _ in range(n_layers))
         self.drop = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, n_classes)
+        self.output_layers(d_model, n_classes)
 
     def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         """(B, L, n_features) -> pooled (B, d_model); ``lengths`` (B,): right padding."""

@@ -32,8 +32,7 @@ class RNNClassifier(SequenceClassifier):
         self.rnn = CELLS[self.cell](d_model, d_model, num_layers=n_layers, batch_first=True,
                                dropout=dropout if n_layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, n_classes)
+        self.output_layers(d_model, n_classes)
 
     def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         """(B, L, n_features) -> pooled (B, d_model); ``lengths`` (B,): right padding."""

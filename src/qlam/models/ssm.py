@@ -144,8 +144,7 @@ class SSMClassifier(SequenceClassifier):
         self.embed_inputs(n_features, d_model, pool, discrete)
         self.blocks = nn.ModuleList(SSMBlock(d_model, d_state, dropout, dt_min=dt_min, dt_max=dt_max)
                                     for _ in range(n_layers))
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, n_classes)
+        self.output_layers(d_model, n_classes)
 
     def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         """(B, L, n_features) -> pooled (B, d_model); ``lengths`` (B,): right padding."""

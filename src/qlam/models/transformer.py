@@ -92,8 +92,7 @@ class TransformerClassifier(SequenceClassifier):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, mlp_ratio, dropout, causal)
                                     for _ in range(n_layers))
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, n_classes)
+        self.output_layers(d_model, n_classes)
 
     def features(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         """(B, L, n_features) -> pooled (B, d_model); ``lengths`` (B,): right padding."""
