@@ -213,6 +213,8 @@ def test_bad_options_are_refused_clearly():
     m = MixedQLAM(4, n_heads=1, n_qubits=1)
     with pytest.raises(ValueError, match="shape"):
         m(torch.randn(2, 3, 5))
+    with pytest.raises(TypeError, match="convert one to the other"):
+        m(torch.randn(2, 3, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="density matrix"):
         m(torch.randn(2, 3, 4), torch.zeros(2, 1, 2, 2, dtype=torch.complex64))
     m.noise = "depolarizing:0.01"

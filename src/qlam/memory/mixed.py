@@ -215,14 +215,8 @@ class MixedQLAM(nn.Module):
         rho = psi[:, :, None] * psi.conj()[:, None, :]
         return rho.to(complex_dtype(dtype)).expand(batch, -1, -1, -1)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError("input must be a floating-point torch.Tensor")
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"input must have shape (batch, length, {self.d_model}), "
-                             f"got {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
-            raise ValueError("input contains NaN or inf")
+    # the unitary layer's input check (type, shape, dtype against the parameters, finite)
+    _check_input = QLAM._check_input
 
     def _check_state(self, state: torch.Tensor, batch: int) -> torch.Tensor:
         n_states = 2**self.n_qubits
