@@ -34,6 +34,7 @@ class TrainConfig:
 
     task: str = "smnist"
     model: str = "qlam"
+    label: str | None = None  # the run's name in `qlam report` (default: the model's)
     epochs: int = 10
     batch_size: int = 64
     eval_batch_size: int = 256
@@ -89,7 +90,7 @@ class TrainConfig:
 
 
 # settings that control a run but not its result: they may change on --resume
-RUN_CONTROL = ("out", "device", "threads", "checkpoint_minutes", "max_minutes",
+RUN_CONTROL = ("out", "label", "device", "threads", "checkpoint_minutes", "max_minutes",
                "stop_after_steps", "eval_batch_size", "log_every", "tensorboard")
 
 
@@ -256,6 +257,8 @@ HELP = {
     "task": "smnist, psmnist, sfashion, scifar10, a generated task (qlam data tasks), or a .npz "
             "file of your own sequences (arrays x (N, L, F), y (N,); see qlam.data.npz_task)",
     "model": f"one of {', '.join(sorted(REGISTRY))}",
+    "label": "the run's name in qlam report tables and plots, to tell variants of one model "
+             "apart (default: the model's name)",
     "epochs": "passes over the training set",
     "batch_size": "examples per optimizer step (the global batch when distributed)",
     "eval_batch_size": "examples per batch when validating and testing",

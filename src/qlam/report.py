@@ -66,6 +66,11 @@ def collect(dirs, log=sys.stderr) -> list[dict]:
     return list(found.values())
 
 
+def run_name(summary: dict) -> str:
+    """The name a run's row carries: its config's ``label`` (a variant), else its model."""
+    return (summary.get("config") or {}).get("label") or summary["model"]
+
+
 def _mean_std(xs: list[float]) -> tuple[float, float]:
     m = sum(xs) / len(xs)
     if len(xs) < 2:
@@ -88,7 +93,7 @@ def aggregate(summaries: list[dict]) -> list[dict]:
     ``duplicates``)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for s in summaries:
-        groups.setdefault((s["task"], s["model"]), []).append(s)
+        groups.setdefault((s["task"], run_name(s)), []).append(s)
     rows = []
     for (task, model), found in groups.items():
         newest: dict = {}  # one run per seed: two runs of a seed are one sample, not two
@@ -233,7 +238,7 @@ def length_curves(summaries: list[dict]) -> dict[str, dict[str, dict[int, list[f
             continue
         points = {int(s.get("length") or s.get("config", {}).get("length") or 0): s["test_acc"]}
         points.update({int(k): v["test_acc"] for k, v in extra.items()})
-        per_model = curves.setdefault(s["task"], {}).setdefault(s["model"], {})
+        per_model = curves.setdefault(s["task"], {}).setdefault(run_name(s), {})
         for length, acc in points.items():
             per_model.setdefault(length, []).append(100 * acc)
     return curves

@@ -137,3 +137,21 @@ def test_report_counts_distinct_seeds(tmp_path):
     assert len(rows) == 1 and rows[0]["runs"] == 2
     assert rows[0]["test_acc_mean"] == pytest.approx(80.0)  # 0.9 (newest seed 0) and 0.7
     assert "runs of a seed already counted were left out" in markdown(rows)
+
+
+def test_report_keeps_labelled_variants_of_a_model_apart(tmp_path):
+    """Two variants of one model (``--label``) are two rows and two length curves."""
+    from qlam.report import length_curves
+
+    for label, acc in ((None, 0.6), ("qlam-fast", 0.9)):
+        d = tmp_path / (label or "qlam") / "seed0"
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps(
+            {"task": "parity", "model": "qlam", "seed": 0, "test_acc": acc, "params": 10,
+             "length": 64, "test_lengths": {"256": {"test_acc": acc / 2}},
+             "config": {"label": label}}))
+    summaries = collect([tmp_path], log=None)
+    rows = {r["model"]: r["test_acc_mean"] for r in aggregate(summaries)}
+    assert rows == pytest.approx({"qlam": 60.0, "qlam-fast": 90.0})
+    curves = length_curves(summaries)["parity"]
+    assert curves["qlam-fast"][256] == pytest.approx([45.0]) and curves["qlam"][64] == [60.0]
