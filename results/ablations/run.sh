@@ -10,6 +10,8 @@ P="--task scifar10 --limit-train 10000 --limit-test 2000 --epochs 3 --batch-size
 C=results/ablations/configs
 case $name in
   v1)            A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4" ;;
+  v1_dtwide)     A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4 --dt-min 1e-3 --dt-max 1" ;;
+  v1_lrmem1)     A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4 --lr-memory-scale 1" ;;
   mixed_n3h8)    A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3" ;;
   mixed_n3h8k2)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --config $C/bases2.toml" ;;
   mixed_n3h4k4)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 4 --n-qubits 3 --config $C/bases4.toml" ;;

@@ -189,3 +189,25 @@ def test_bad_options_are_rejected(capsys):
     assert main(["bench", "report", "/nonexistent-dir"]) == 2
     err = capsys.readouterr().err
     assert "must be >= 1" in err and "unknown model row" in err
+
+
+def test_memory_on_a_real_task_trains_the_classifier_with_each_backward():
+    """--task: the step is a classifier's training step on the task's data and loss, with
+    the backward asked for (the classifier must not fall back to its default)."""
+    for backward in ("reversible", "autograd"):
+        cfg = rss.Config(backward, 64, batch=2, n_qubits=3, heads=2, d_model=8,
+                         task="parity-running")
+        step, x = rss._task_step(cfg, backward)
+        assert x.shape == (2, 64) and x.dtype == torch.long  # token ids of the real task
+        step(x)
+    rec = rss.measure(rss.Config("reversible", 64, batch=2, n_qubits=3, heads=2, d_model=8,
+                                 task="s5-running"), isolate=False)
+    assert rec["task"] == "s5-running" and rec["peak_bytes"] >= 0
+    assert rss.summary([rec])[0].startswith("a one-layer QLAMClassifier training on s5-running")
+
+
+def test_memory_cli_refuses_unknown_task(capsys):
+    from qlam.cli import main
+
+    assert main(["bench", "memory", "--task", "smnist", "--lengths", "64"]) == 2
+    assert "--task must be a generated task" in capsys.readouterr().err

@@ -78,6 +78,9 @@ def register(subparsers) -> None:
                         "predicted peak exceeds half the available memory)")
     p.add_argument("--no-floor", action="store_true",
                    help="skip the floor measurement (no recurrence_bytes)")
+    p.add_argument("--task", help="a generated task (e.g. parity-running): measure a one-layer "
+                                  "QLAMClassifier's training step on its data and loss instead "
+                                  "of the bare layer's")
     p.set_defaults(func=run_memory)
 
     p = sub.add_parser(
@@ -246,13 +249,22 @@ def run_memory(args: argparse.Namespace) -> int:
               d_model=args.d_model, autograd_max_len=args.autograd_max_len)
     if args.n_qubits > 12:
         raise ValueError("--n-qubits must be <= 12")
+    if args.task is not None:
+        from qlam.data.generated import GENERATED_TASKS, check
+
+        if args.task not in GENERATED_TASKS:
+            raise ValueError(f"--task must be a generated task ({', '.join(GENERATED_TASKS)}), "
+                             f"got {args.task!r}")
+        for length in args.lengths:
+            check(args.task, length, None)
     meta = _setup(args, "memory")
     meta.update(method_doc="fresh process per measurement; peak RSS (VmHWM after resetting it "
                            "via /proc/self/clear_refs, else ru_maxrss) minus RSS before the step")
     records = rss.run_benchmark(
         args.lengths, args.backward, batch=args.batch, n_qubits=args.n_qubits, heads=args.heads,
         d_model=args.d_model, threads=torch.get_num_threads(),
-        autograd_max_len=args.autograd_max_len, floor=not args.no_floor, log=common.stderr_log)
+        autograd_max_len=args.autograd_max_len, floor=not args.no_floor, task=args.task,
+        log=common.stderr_log)
     _emit(args, meta, records, rss.markdown_table(records), rss.summary(records), rss.plot)
     return 0
 

@@ -10,6 +10,12 @@ forward (they are freed when the step drops them), and the recurrence still need
 token's phases (its inputs) and returns their gradients, so some memory grows with L for
 any backward.
 
+**On a real task** (``task``, e.g. ``parity-running``): the step is instead one training
+step of a whole one-layer :class:`qlam.models.QLAMClassifier` (embedding, QLAM block,
+head) on a batch of that generated task at the measured length, with the task's own loss
+(per-token cross-entropy for a ``-running`` task: every token's output is kept, so the
+floor grows with L too; the recurrence's share is still peak - floor).
+
 **Backwards compared** (``backward``): ``kernel`` (the compiled C++ forward and reversible
 backward), ``reversible`` (the pure-PyTorch adjoint walk) and ``autograd`` (torch keeps every
 token's intermediate states). A fourth measurement per length, the *floor*, runs the same
@@ -73,6 +79,7 @@ class Config:
     d_model: int = 64
     threads: int = 1
     seed: int = 0
+    task: str | None = None  # a generated task: a classifier's training step on its data
 
 
 # ---- inside the measuring process ---------------------------------------------------------
@@ -133,6 +140,45 @@ def _null_scan(psi0, phases, w, read_phases=None, w_read=None, backward="auto"):
     return _NullScan.apply(psi0, phases, w, read_phases, w_read)
 
 
+def _layer_step(cfg: Config, layer_cls, backward: str):
+    """(step, x): one QLAM layer on random input, loss on the final state only."""
+    layer = layer_cls(cfg.d_model, cfg.heads, cfg.n_qubits, backward=backward)
+    g = torch.Generator().manual_seed(cfg.seed)
+    x = torch.randn(cfg.batch, cfg.seq_len, cfg.d_model, generator=g)
+    weights = torch.randn(cfg.heads, 2**cfg.n_qubits, generator=g)
+
+    def step(inp: torch.Tensor) -> None:
+        _, final = layer(inp)  # the per-token outputs are dropped here
+        loss = (final.abs().square() * weights).sum()
+        loss.backward()
+
+    return step, x
+
+
+def _task_step(cfg: Config, backward: str):
+    """(step, x): a one-layer QLAMClassifier's training step on a batch of ``cfg.task``."""
+    from qlam.data.tasks import generated_task
+    from qlam.models.qlam import QLAMClassifier
+    from qlam.objectives import batch_stats
+
+    task = generated_task(cfg.task, length=cfg.seq_len, seed=cfg.seed, limit_train=cfg.batch,
+                          limit_test=1, splits=("train",))
+    per_token = task.target == "tokens"
+    model = QLAMClassifier(task.n_features, task.n_classes, d_model=cfg.d_model, n_layers=1,
+                           n_heads=cfg.heads, n_qubits=cfg.n_qubits,
+                           pool="none" if per_token else "mean", discrete=task.discrete,
+                           backward=backward)
+    assert model.blocks[0].memory.backward_mode == backward
+    x, y = task.train.x[:cfg.batch], task.train.y[:cfg.batch]
+
+    def step(inp: torch.Tensor) -> None:
+        # the warm-up passes a prefix: targets cut to it (a sequence label stays as it is)
+        target = y[:, :inp.shape[1]] if per_token else y
+        batch_stats(model(inp), target, task.target)[0].backward()
+
+    return step, x
+
+
 def measure_step(cfg: Config) -> dict:
     """Peak memory of one training step in *this* process (see the module docstring);
     :func:`measure` runs it in a fresh one."""
@@ -143,16 +189,9 @@ def measure_step(cfg: Config) -> dict:
     floor = cfg.backward == FLOOR
     if cfg.backward not in (*BACKWARDS, FLOOR):
         raise ValueError(f"backward must be one of {(*BACKWARDS, FLOOR)}, got {cfg.backward!r}")
-    layer = qmem.QLAM(cfg.d_model, cfg.heads, cfg.n_qubits,
-                      backward="reversible" if floor else cfg.backward)
-    g = torch.Generator().manual_seed(cfg.seed)
-    x = torch.randn(cfg.batch, cfg.seq_len, cfg.d_model, generator=g)
-    weights = torch.randn(cfg.heads, 2**cfg.n_qubits, generator=g)
-
-    def step(inp: torch.Tensor) -> None:
-        _, final = layer(inp)  # the per-token outputs are dropped here
-        loss = (final.abs().square() * weights).sum()
-        loss.backward()
+    backward = "reversible" if floor else cfg.backward
+    step, x = (_task_step(cfg, backward) if cfg.task is not None
+               else _layer_step(cfg, qmem.QLAM, backward))
 
     saved = qmem.scan
     if floor:
@@ -206,11 +245,13 @@ def _mem_available() -> int | None:
 def run_benchmark(lengths=tuple(FULL_LENGTHS), backwards=BACKWARDS, *, batch: int = 8,
                   n_qubits: int = 6, heads: int = 4, d_model: int = 64, threads: int = 1,
                   autograd_max_len: int | None = 8192, isolate: bool = True, floor: bool = True,
+                  task: str | None = None,
                   log: Callable[[str], None] | None = None) -> list[dict]:
     """Records (one per backward and length) with ``backward``, ``seq_len``, ``peak_bytes``,
     ``floor_bytes``, ``recurrence_bytes`` and the configuration. Autograd runs up to
     ``autograd_max_len`` tokens, and stops earlier when the next length's predicted peak
-    (linear in L from the last one) would exceed half the memory available now."""
+    (linear in L from the last one) would exceed half the memory available now. ``task``: a
+    generated task's classifier step instead of the bare layer's (module docstring)."""
     bad = [b for b in backwards if b not in BACKWARDS]
     if bad:
         raise ValueError(f"unknown backward(s) {bad}; choose from {', '.join(BACKWARDS)}")
@@ -218,7 +259,7 @@ def run_benchmark(lengths=tuple(FULL_LENGTHS), backwards=BACKWARDS, *, batch: in
     records: list[dict] = []
     last: dict[str, dict] = {}
     for length in sorted(lengths):
-        base = Config(FLOOR, length, batch, n_qubits, heads, d_model, threads)
+        base = Config(FLOOR, length, batch, n_qubits, heads, d_model, threads, task=task)
         floor_rec = measure(base, isolate) if floor else None
         if log and floor_rec:
             log(f"  floor      L={length:<6}: {fmt_bytes(floor_rec['peak_bytes']):>11}")
@@ -234,7 +275,8 @@ def run_benchmark(lengths=tuple(FULL_LENGTHS), backwards=BACKWARDS, *, batch: in
                             log(f"  autograd   L={length}: skipped (predicted "
                                 f"{fmt_bytes(predicted)}, {fmt_bytes(avail)} available)")
                         continue
-            rec = measure(Config(b, length, batch, n_qubits, heads, d_model, threads), isolate)
+            rec = measure(Config(b, length, batch, n_qubits, heads, d_model, threads, task=task),
+                          isolate)
             if floor_rec is not None:
                 rec["floor_bytes"] = floor_rec["peak_bytes"]
                 rec["recurrence_bytes"] = rec["peak_bytes"] - floor_rec["peak_bytes"]
@@ -272,7 +314,9 @@ def summary(records: list[dict]) -> list[str]:
     out = []
     if records:
         r = records[0]
-        out.append(f"one QLAM layer: batch {r['batch']}, {r['heads']} heads x {r['n_qubits']} "
+        what = (f"a one-layer QLAMClassifier training on {r['task']}" if r.get("task")
+                else "one QLAM layer")
+        out.append(f"{what}: batch {r['batch']}, {r['heads']} heads x {r['n_qubits']} "
                    f"qubits, d_model {r['d_model']}, {r['threads']} thread(s), "
                    f"method {r['method']}")
     for b in dict.fromkeys(r["backward"] for r in records):
