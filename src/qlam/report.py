@@ -29,6 +29,7 @@ PAPER = {
 }
 TASK_NAMES = {"smnist": "sMNIST", "psmnist": "psMNIST", "sfashion": "sFashion-MNIST",
               "scifar10": "sCIFAR-10", "parity": "Parity", "parity-running": "Parity (per prefix)",
+              "s3": "S3 word problem", "s3-running": "S3 (running product)",
               "s5": "S5 word problem", "s5-running": "S5 (running product)",
               "a5": "A5 word problem", "a5-running": "A5 (running product)",
               "adding": "Adding", "copying": "Copying memory",

@@ -66,8 +66,18 @@ def test_a5_three_cycle_cubes_to_the_identity():
     assert running.tolist() == [[c, c2, 0]]
 
 
+def test_s3_transpositions_do_not_commute():
+    """S3 in lexicographic order: 0 = id, 1 = (1 2) [0,2,1], 2 = (0 1) [1,0,2], 3 = [1,2,0],
+    4 = [2,0,1], 5 = [2,1,0]. (0 1) then (1 2): 0 -> 1 -> 2, 1 -> 0, 2 -> 2 -> 1: [2, 0, 1];
+    the other order: 0 -> 0 -> 1, 1 -> 2, 2 -> 1 -> 0: [1, 2, 0]."""
+    e = state_tracking.group_elements("s3")
+    assert e.tolist() == [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]]
+    _, y = state_tracking.word_problem(Scripted([[2, 1], [1, 2]]), 2, 2, "s3", running=True)
+    assert y.tolist() == [[2, 4], [1, 3]]
+
+
 def test_groups_are_non_abelian_groups():
-    for group, size in (("s5", 120), ("a5", 60)):
+    for group, size in (("s3", 6), ("s5", 120), ("a5", 60)):
         table = state_tracking.multiplication_table(state_tracking.group_elements(group))
         assert table.shape == (size, size)
         assert all(sorted(row) == list(range(size)) for row in table.tolist())  # Latin square

@@ -68,8 +68,8 @@ EXPECTED = {
 def test_task_names():
     images = ("smnist", "psmnist", "sfashion", "scifar10")
     assert TASKS == T.TASKS and TASKS[:4] == images == facts.IMAGE_TASKS
-    assert TASKS[4:] == ("parity", "parity-running", "s5", "s5-running", "a5", "a5-running",
-                         "adding", "copying", "selective-copying", "mqar", "listops")
+    assert TASKS[4:] == ("parity", "parity-running", "s3", "s3-running", "s5", "s5-running", "a5",
+                         "a5-running", "adding", "copying", "selective-copying", "mqar", "listops")
 
 
 @pytest.mark.parametrize("key", list(EXPECTED), ids=lambda k: "-".join(map(str, k)))

@@ -5,7 +5,7 @@ task               target       what                                            
 =================  ===========  =====================================================  =====
 parity             class (2)    parity of a bit string                                  1/2
 parity-running     tokens (2)   parity of every prefix                                  1/2
-s5 / a5            class (G)    product of a word over S5 (G = 120) / A5 (G = 60)      1/G
+s3 / s5 / a5       class (G)    product of a word over S3 (G = 6) / S5 (120) / A5 (60)  1/G
 s5-running / ...   tokens (G)   the running product, one per token                      1/G
 adding             regression   sum of the two marked values (MSE; acc: |error| < 0.04)  see below
 copying            tokens (V)   copy M = 10 data tokens after a delay                   1/(V-2)
@@ -59,6 +59,8 @@ class Spec:
 SPECS: dict[str, Spec] = {
     "parity": Spec("class", 64, (10_000, 1_000, 1_000), "parity of a bit string", 2),
     "parity-running": Spec("tokens", 64, (10_000, 1_000, 1_000), "parity of every prefix", 2),
+    "s3": Spec("class", 64, (10_000, 1_000, 1_000), "product of a word over S3", 6),
+    "s3-running": Spec("tokens", 64, (10_000, 1_000, 1_000), "running product over S3", 6),
     "s5": Spec("class", 64, (10_000, 1_000, 1_000), "product of a word over S5", 120),
     "s5-running": Spec("tokens", 64, (10_000, 1_000, 1_000), "running product over S5", 120),
     "a5": Spec("class", 64, (10_000, 1_000, 1_000), "product of a word over A5", 60),

@@ -1,13 +1,14 @@
-"""State-tracking generators: parity and the word problems of S5 and A5.
+"""State-tracking generators: parity and the word problems of S3, S5 and A5.
 
 Merrill, Petty and Sabharwal ("The Illusion of State in State-Space Models", 2024) show that
 diagonal state-space models and Transformers cannot track state on non-abelian groups such
 as S5 at long lengths, while products of non-commuting matrices can; Grazzi et al. (2024)
 show that parity needs negative (or non-diagonal) transition eigenvalues.
 
-Group elements are permutations of ``range(5)`` as arrays (``p[i]`` is where ``i`` goes),
+Group elements are permutations of ``range(k)`` as arrays (``p[i]`` is where ``i`` goes),
 indexed in lexicographic order (``itertools.permutations``): S5 has 120 elements, index 0
-the identity; A5 the 60 even ones, in the same order. A word ``a_1 .. a_t`` (token ids)
+the identity; A5 the 60 even ones, in the same order; S3, the smallest non-abelian group
+(6 elements, k = 3), is solvable, so it separates "non-commuting" from "NC1-complete". A word ``a_1 .. a_t`` (token ids)
 acts left to right: the state after ``t`` tokens is ``s_t = a_t o s_{t-1}`` with
 ``(a o s)[i] = a[s[i]]``, ``s_0`` the identity. The *final* product is ``s_L``, the
 *running* product the sequence ``s_1 .. s_L``.
@@ -19,7 +20,7 @@ import itertools
 
 import numpy as np
 
-GROUPS = ("s5", "a5")
+GROUPS = ("s3", "s5", "a5")
 
 
 def permutation_sign(p) -> int:
@@ -29,10 +30,10 @@ def permutation_sign(p) -> int:
 
 
 def group_elements(group: str) -> np.ndarray:
-    """(G, 5) int64: the group's permutations in lexicographic order."""
+    """(G, k) int64: the group's permutations of range(k) in lexicographic order."""
     if group not in GROUPS:
         raise ValueError(f"group must be one of {', '.join(GROUPS)}, not {group!r}")
-    perms = list(itertools.permutations(range(5)))
+    perms = list(itertools.permutations(range(3 if group == "s3" else 5)))
     if group == "a5":
         perms = [p for p in perms if permutation_sign(p) == 1]
     return np.array(perms, dtype=np.int64)
