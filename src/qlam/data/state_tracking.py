@@ -8,10 +8,10 @@ show that parity needs negative (or non-diagonal) transition eigenvalues.
 Group elements are permutations of ``range(k)`` as arrays (``p[i]`` is where ``i`` goes),
 indexed in lexicographic order (``itertools.permutations``): S5 has 120 elements, index 0
 the identity; A5 the 60 even ones, in the same order; S3, the smallest non-abelian group
-(6 elements, k = 3), is solvable, so it separates "non-commuting" from "NC1-complete". A word ``a_1 .. a_t`` (token ids)
-acts left to right: the state after ``t`` tokens is ``s_t = a_t o s_{t-1}`` with
-``(a o s)[i] = a[s[i]]``, ``s_0`` the identity. The *final* product is ``s_L``, the
-*running* product the sequence ``s_1 .. s_L``.
+(6 elements, k = 3), is solvable, so it separates "non-commuting" from "NC1-complete".
+A word ``a_1 .. a_t`` (token ids) acts left to right: the state after ``t`` tokens is
+``s_t = a_t o s_{t-1}`` with ``(a o s)[i] = a[s[i]]``, ``s_0`` the identity. The *final*
+product is ``s_L``, the *running* product the sequence ``s_1 .. s_L``.
 """
 
 from __future__ import annotations
