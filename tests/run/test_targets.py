@@ -5,6 +5,7 @@ test lengths in summary.json, `qlam eval --length`, the length plot, and CLI err
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,3 +267,20 @@ def test_export_a_head_of_a_token_id_model():
                                atol=2e-5)
     with pytest.raises(ValueError, match=r"\(length,\) token ids"):
         export_head(model, torch.zeros(5, 7), layer=0, head=0)
+
+
+COMMITTED = Path(__file__).resolve().parents[2] / "results" / "long"
+
+
+@pytest.mark.parametrize("run", ["state-fastdt/parity-running/qlam/seed1",
+                                 "state/s3-running/gru/seed0"])
+def test_committed_state_tracking_model_reproduces_its_figure_at_another_length(run):
+    """A committed model evaluated at a length it was not trained on, by the same path as
+    `qlam eval --checkpoint ... --length L`, gives the accuracy its summary.json recorded."""
+    d = COMMITTED / run
+    summary = json.loads((d / "summary.json").read_text())
+    expected = summary["test_lengths"]["256"]
+    result = eval_checkpoint(d / "model.pt", length=256, limit=expected["n_test"],
+                             device="cpu")
+    assert summary["length"] == 64 and result["test_acc"] == pytest.approx(
+        expected["test_acc"], abs=1e-6)
