@@ -57,6 +57,11 @@ def register(subparsers) -> None:
                    help="implementations to run (default: all available)")
     p.add_argument("--repeats", type=int, help="timed runs per row (best is reported)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--large", type=int, nargs=2, metavar=("BATCH", "LEN"),
+                   help=f"from n = {sim.LARGE_N} on, run this batch and sequence length instead "
+                        "(one batch for those sizes)")
+    p.add_argument("--peers-md", metavar="FILE",
+                   help="also write the side-by-side table (one column per implementation)")
     p.set_defaults(func=run_sim)
 
     p = sub.add_parser(
@@ -204,14 +209,16 @@ def _positive(**values) -> None:
 def run_sim(args: argparse.Namespace) -> int:
     args.n = args.n or ([2, 4, 6, 8] if args.quick else [2, 4, 6, 8, 10, 12])
     args.batch = args.batch or [1, 128]
-    _positive(batch=args.batch, seq_len=args.seq_len, n=args.n, repeats=args.repeats)
+    _positive(batch=args.batch, seq_len=args.seq_len, n=args.n, repeats=args.repeats,
+              large=args.large)
     if any(n > 12 for n in args.n):
         raise ValueError("--n above 12 needs a 2^n x 2^n dense unitary per token; use n <= 12")
     meta = _setup(args, "sim")
     meta.update(dtype=args.dtype, seq_len=args.seq_len)
     records = sim.run_benchmark(args.n, args.batch, args.seq_len, quick=args.quick,
                                 impls=args.impl, repeats=args.repeats,
-                                dtype=getattr(torch, args.dtype), log=common.stderr_log)
+                                dtype=getattr(torch, args.dtype), log=common.stderr_log,
+                                large=tuple(args.large) if args.large else None)
     lines = sim.summary(records)
     note = sim.target_note(records)
     if note:
@@ -219,6 +226,9 @@ def run_sim(args: argparse.Namespace) -> int:
     lines.append("qiskit-aer-forward is forward only (no gradients): its rate is not a training "
                  "rate, so the ratios against it favour Aer.")
     _emit(args, meta, records, sim.markdown_table(records), lines, sim.plot)
+    if args.peers_md:
+        text = sim.peers_table(records) + "\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"
+        common.stderr_log(f"wrote {atomic_write_text(args.peers_md, text)}")
     return 0
 
 

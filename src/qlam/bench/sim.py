@@ -15,20 +15,31 @@ Every implementation runs the identical circuit from the identical qlam ``Circui
 - ``qlam-compiled-autograd``: the same scan with plain autograd through every token;
 - ``qlam-kernel``: the same scan on the C++ engine (:mod:`qlam.sim.scan.cpp`: forward
   and reversible backward in C++), where it builds;
+- ``qlam-factored``: each token's fixed block applied as ``P (A ⊗ B)`` (two GEMMs and a
+  gather, :mod:`qlam.sim.scan.factored`), autograd checkpointed per chunk of tokens;
+- ``qlam-auto``: what :func:`qlam.sim.circuit_scan.circuit_scan` picks by itself (dense
+  kernel below ``FACTORED_MIN_QUBITS`` qubits, factored from there);
 - ``qlam-reference``: gate by gate with complex autograd (fewer tokens);
 - ``pennylane-default.qubit``: PennyLane, torch interface, backprop, parameter broadcasting
   over the batch (fewer tokens);
 - ``pennylane-lightning.qubit``: PennyLane's C++ simulator with adjoint differentiation
   (the loss as the expectation of the diagonal observable diag(weights); PennyLane splits
   the broadcast batch into one circuit per example; fewer tokens);
+- ``tensorcircuit-jax``: TensorCircuit-NG on JAX (jit, vmap over the batch, lax.scan over
+  the tokens; compile time recorded as ``compile_s``, outside the timing), complex64;
+- ``qulacs``: Qulacs' C++ state vector with its adjoint ``backprop_inner_product``, one
+  example at a time, complex128 (Qulacs has no single precision); fewer tokens;
+  both adapters: :mod:`qlam.bench.sim_peers`;
 - ``qiskit-aer-forward``: Qiskit Aer's statevector simulator on the same circuit, one
   parameter binding per example, **forward only** (Aer gives no gradients of a state):
   a run simulates the final states and computes the same loss, nothing more. Its rate is
   not a training rate; the table marks it ``forward``. Building and transpiling the
   parameterised circuit happens once before the timing (:attr:`Impl.prepare`).
 
-TorchQuantum is not benchmarked: its only release for Python 3.11 (0.1.8) pins qiskit < 1
-and pulls its own torch and TensorFlow, so it cannot share an environment with qlam's peers.
+TorchQuantum is not benchmarked here: its only release for Python 3.11 (0.1.8) pins qiskit < 1
+and pulls its own torch and TensorFlow, so it cannot share an environment with qlam's peers
+(benchmarks/peers/requirements-torchquantum.txt and benchmarks/peers/README.md say how to
+run it in its own environment).
 
 The dense implementations build the fused W from theta inside every step (as the QLAM layer
 does); above ``qlam.sim.lowering.GENERIC_W_MAX_QUBITS`` qubits it is built from its
@@ -52,13 +63,17 @@ from collections.abc import Callable
 
 import torch
 
-from qlam.bench import common
-from qlam.bench.sim_impls import BASELINE, IMPLS, QLAM_ROWS, Impl, make_setup
+from qlam.bench import common, sim_peers
+from qlam.bench.sim_impls import BASELINE, IMPLS, PEERS, QLAM_ROWS, Impl, make_setup
+from qlam.sim.circuit_scan import FACTORED_MIN_QUBITS
 
 MIN_TOKENS = 4
+LARGE_N = 10  # run_benchmark(large=(batch, seq_len)) applies from this register size on
 # work budgets per timed run: dense rows cost ~ max(batch, 16) * 4^n per token (a batch-1
 # matvec streams the whole W, like a batch of ~16), gate-by-gate rows ~ batch * 2^n * n.
 DENSE_BUDGET = {True: 2e9, False: 8e9}  # quick, full
+# factored rows: ~ batch * 2^n * (2^rows + 2^(n-rows)) per token (qlam.sim.circuit_scan)
+FACTORED_BUDGET = {True: 5e8, False: 3e9}
 GATES_BUDGET = {True: 8.4e6, False: 3.4e7}
 REPEAT_SECONDS = {True: 5.0, False: 20.0}  # stop repeating once this much time is spent
 
@@ -88,9 +103,16 @@ def tokens_for(impl: Impl, n_qubits: int, batch: int, seq_len: int, quick: bool)
     """Tokens one timed run of ``impl`` takes: the cap, then the work budget (>= MIN_TOKENS)."""
     cap = impl.quick_tokens if quick else impl.full_tokens
     tokens = min(seq_len, cap) if cap else seq_len
-    if impl.cost == "dense":
+    cost = impl.cost
+    if cost == "auto":
+        cost = "factored" if n_qubits >= FACTORED_MIN_QUBITS else "dense"
+    if cost == "dense":
         per_token, budget = max(batch, 16) * 4.0**n_qubits, DENSE_BUDGET[quick]
-    elif impl.cost == "gates":
+    elif cost == "factored":
+        rows = n_qubits // 2
+        per_token = batch * 2.0**n_qubits * (2.0**rows + 2.0**(n_qubits - rows))
+        budget = FACTORED_BUDGET[quick]
+    elif cost == "gates":
         per_token, budget = batch * 2.0**n_qubits * n_qubits, GATES_BUDGET[quick]
     else:
         return tokens
@@ -111,6 +133,12 @@ def measure(impl: Impl, n_qubits: int, batch: int, seq_len: int, *, quick: bool,
         impl.run(s)
         times.append(time.perf_counter() - t0)
     best = min(times)
+    extra = {}
+    if impl.version is not None:
+        extra["version"] = impl.version()
+    compile_s = sim_peers.COMPILE_SECONDS.get((impl.name, n_qubits, batch, tokens, str(dtype)))
+    if compile_s is not None:
+        extra["compile_s"] = compile_s
     return {
         "impl": impl.name, "n_qubits": n_qubits, "batch": batch, "seq_len": tokens,
         "tokens_per_s": batch * tokens / best, "mode": impl.mode,
@@ -119,13 +147,16 @@ def measure(impl: Impl, n_qubits: int, batch: int, seq_len: int, *, quick: bool,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": platform.machine(), "cpus": os.cpu_count(),
         "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "quick": quick,
+        "quick": quick, **extra,
     }
 
 
 def run_benchmark(n_list=(4, 6, 8), batch: int | list[int] = 128, seq_len: int = 784, *,
                   quick: bool = False, impls: list[str] | None = None, repeats: int | None = None,
-                  dtype=torch.float32, log: Callable[[str], None] | None = None) -> list[dict]:
+                  dtype=torch.float32, log: Callable[[str], None] | None = None,
+                  large: tuple[int, int] | None = None) -> list[dict]:
+    """Time every implementation at every (batch, n); with ``large`` = (batch, seq_len),
+    the sizes n >= LARGE_N run once at that batch and length instead."""
     names = impls or list(IMPLS)
     unknown = [n for n in names if n not in IMPLS]
     if unknown:
@@ -139,16 +170,18 @@ def run_benchmark(n_list=(4, 6, 8), batch: int | list[int] = 128, seq_len: int =
     check_agreement(names)
     reps = repeats if repeats is not None else (2 if quick else 3)
     batches = [batch] if isinstance(batch, int) else list(batch)
+    cases = [(b, n, seq_len) for b in batches for n in n_list if not large or n < LARGE_N]
+    if large:
+        cases += [(large[0], n, large[1]) for n in n_list if n >= LARGE_N]
     records = []
-    for b in batches:
-        for n in n_list:
-            for name in names:
-                rec = measure(IMPLS[name], n, b, seq_len, quick=quick, repeats=reps, dtype=dtype)
-                records.append(rec)
-                if log:
-                    log(f"  {name:<26} n={n:<2} batch={b:<4}: {rec['tokens_per_s']:>12,.0f} "
-                        f"tokens/s ({rec['mode']}, {rec['seq_len']} tokens, "
-                        f"{rec['seconds']:.2f} s)")
+    for b, n, length in cases:
+        for name in names:
+            rec = measure(IMPLS[name], n, b, length, quick=quick, repeats=reps, dtype=dtype)
+            records.append(rec)
+            if log:
+                log(f"  {name:<26} n={n:<2} batch={b:<4}: {rec['tokens_per_s']:>12,.0f} "
+                    f"tokens/s ({rec['mode']}, {rec['seq_len']} tokens, "
+                    f"{rec['seconds']:.2f} s)")
     return records
 
 
@@ -188,12 +221,35 @@ def markdown_table(records: list[dict], baseline: str = BASELINE) -> str:
     return common.markdown_table(head, rows, left=2)
 
 
+def peers_table(records: list[dict], qlam: str = "qlam-auto") -> str:
+    """Side by side: one row per (n, batch), one tokens/s column per implementation, and
+    ``qlam`` over the fastest training peer (rows not named qlam-*, forward-only ones left
+    out)."""
+    impls = list(dict.fromkeys(r["impl"] for r in records))
+    rate = _rates(records)
+    tokens = {(r["impl"], r["n_qubits"], r["batch"]): r["seq_len"] for r in records}
+    keys = sorted({(r["n_qubits"], r["batch"]) for r in records})
+    peers = [i for i in impls if i in PEERS and IMPLS.get(i) and not IMPLS[i].forward_only]
+    rows = []
+    for n, b in keys:
+        cells = []
+        for i in impls:
+            v = rate.get((i, n, b))
+            cells.append("-" if v is None else f"{v:,.0f} ({tokens[i, n, b]})")
+        best = max(((rate[p, n, b], p) for p in peers if (p, n, b) in rate), default=None)
+        q = rate.get((qlam, n, b))
+        lead = "-" if best is None or q is None else f"{q / best[0]:,.2f}x {best[1]}"
+        rows.append([n, b, *cells, lead])
+    head = ["n", "batch", *impls, f"{qlam} ÷ fastest peer"]
+    return common.markdown_table(head, rows, left=0)
+
+
 def summary(records: list[dict], baseline: str = BASELINE) -> list[str]:
     """One line per (n, batch): the qlam fast paths' rate over the baseline's."""
     out = []
     keys = sorted({(r["n_qubits"], r["batch"]) for r in records})
     for n, b in keys:
-        parts = [f"{name} {x:,.1f}x" for name in ("qlam-kernel", "qlam-compiled")
+        parts = [f"{name} {x:,.1f}x" for name in ("qlam-auto", "qlam-kernel", "qlam-compiled")
                  if (x := ratio(records, name, n, baseline, b)) is not None]
         if parts:
             out.append(f"n={n} batch={b}: " + ", ".join(parts) + f" {baseline} (training tokens/s)")

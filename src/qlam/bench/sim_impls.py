@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
+from qlam.bench import sim_peers
 from qlam.circuit import Circuit
-from qlam.sim.lowering import scan_tables
+from qlam.sim.circuit_scan import circuit_scan
 from qlam.sim.measure import probabilities
-from qlam.sim.scan import cpp, scan
+from qlam.sim.scan import cpp
 from qlam.sim.statevector import apply_ops, zero_state
 from qlam.templates import ring
 
@@ -70,11 +71,8 @@ def make_setup(n_qubits: int, batch: int, seq_len: int, dtype=torch.float32,
 
 
 # ---- implementations: each returns the loss after forward AND backward ----------------------
-def _scan_loss(s: Setup, backward: str) -> torch.Tensor:
-    phases, w = scan_tables(s.circuit, s.theta, s.x)
-    psi0 = s.x.new_zeros(s.batch, 1, 2, 2**s.n_qubits)
-    psi0[:, 0, 0, 0] = 1
-    _, last = scan(psi0, phases, w, backward=backward)
+def _circuit_loss(s: Setup, method: str, backward: str = "auto") -> torch.Tensor:
+    _, last = circuit_scan(s.circuit, s.theta, s.x, method=method, backward=backward)
     probs = last[:, 0, 0].square() + last[:, 0, 1].square()
     loss = probs @ s.weights
     loss.sum().backward()
@@ -82,15 +80,23 @@ def _scan_loss(s: Setup, backward: str) -> torch.Tensor:
 
 
 def run_compiled(s: Setup) -> torch.Tensor:
-    return _scan_loss(s, "reversible")
+    return _circuit_loss(s, "dense", "reversible")
 
 
 def run_compiled_autograd(s: Setup) -> torch.Tensor:
-    return _scan_loss(s, "autograd")
+    return _circuit_loss(s, "dense", "autograd")
 
 
 def run_kernel(s: Setup) -> torch.Tensor:
-    return _scan_loss(s, "kernel")
+    return _circuit_loss(s, "dense", "kernel")
+
+
+def run_factored(s: Setup) -> torch.Tensor:
+    return _circuit_loss(s, "factored")
+
+
+def run_auto(s: Setup) -> torch.Tensor:
+    return _circuit_loss(s, "auto")
 
 
 def run_reference(s: Setup) -> torch.Tensor:
@@ -230,9 +236,10 @@ def prepare_aer(s: Setup) -> None:
 class Impl:
     """A benchmarked implementation: ``run(setup)`` does forward + backward and returns the
     loss (forward only where ``forward_only``). ``quick_tokens`` / ``full_tokens`` cap the
-    tokens it runs (None: all); ``cost`` ("dense", "gates" or None) sets how the work
+    tokens it runs (None: all); ``cost`` ("dense", "factored", "auto", "gates" or None) sets how the work
     budget scales with n and batch (:func:`tokens_for`); ``prepare(setup)`` runs untimed
-    before the timed runs."""
+    before the timed runs (a compilation it times goes into ``sim_peers.COMPILE_SECONDS``);
+    ``version()`` names the peer's package versions for the record."""
 
     name: str
     run: Callable[[Setup], torch.Tensor]
@@ -242,6 +249,7 @@ class Impl:
     forward_only: bool = False
     cost: str | None = None
     prepare: Callable[[Setup], None] | None = None
+    version: Callable[[], str] | None = None
 
     @property
     def mode(self) -> str:
@@ -271,7 +279,10 @@ def _has_lightning() -> bool:
 
 IMPLS: dict[str, Impl] = {}
 BASELINE = "pennylane-default.qubit"
-QLAM_ROWS = ("qlam-kernel", "qlam-compiled")  # the "qlam" of the ratio column: first present
+# the other simulators (the "fastest peer" of the side-by-side table)
+PEERS = ("tensorcircuit-jax", "qulacs", BASELINE, "pennylane-lightning.qubit",
+         "qiskit-aer-forward")
+QLAM_ROWS = ("qlam-auto", "qlam-kernel", "qlam-compiled")  # the "qlam" of the ratio column: first present
 
 
 def register(impl: Impl) -> Impl:
@@ -283,6 +294,8 @@ def register(impl: Impl) -> Impl:
 register(Impl("qlam-compiled", run_compiled, cost="dense"))
 register(Impl("qlam-compiled-autograd", run_compiled_autograd, cost="dense"))
 register(Impl("qlam-kernel", run_kernel, available=cpp.available, cost="dense"))
+register(Impl("qlam-factored", run_factored, cost="factored"))
+register(Impl("qlam-auto", run_auto, cost="auto"))
 register(Impl("qlam-reference", run_reference, quick_tokens=16, full_tokens=64, cost="gates"))
 # PennyLane's per-token rate falls as the sequence grows (about 17k tokens/s at 8 tokens,
 # 9.5k at 96, n=6), so a short prefix flatters it: the ratios below are conservative.
@@ -290,6 +303,12 @@ register(Impl(BASELINE, run_pennylane, quick_tokens=32, full_tokens=128,
               available=_has("pennylane"), cost="gates"))
 register(Impl("pennylane-lightning.qubit", run_lightning, quick_tokens=8, full_tokens=32,
               available=_has_lightning, cost="gates"))
+register(Impl("tensorcircuit-jax", sim_peers.run_tensorcircuit, quick_tokens=128,
+              full_tokens=784, available=_has("tensorcircuit", "jax"), cost="gates",
+              prepare=sim_peers.prepare_tensorcircuit, version=sim_peers.tensorcircuit_version))
+register(Impl("qulacs", sim_peers.run_qulacs, quick_tokens=16, full_tokens=64,
+              available=_has("qulacs"), cost="gates", prepare=sim_peers.prepare_qulacs,
+              version=sim_peers.qulacs_version))
 register(Impl("qiskit-aer-forward", run_aer, quick_tokens=32, full_tokens=128,
               available=_has("qiskit", "qiskit_aer"), forward_only=True, cost="gates",
               prepare=prepare_aer))

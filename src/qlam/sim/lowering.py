@@ -104,25 +104,60 @@ def block_unitary(ops: list[Op], n_qubits: int, theta: torch.Tensor) -> torch.Te
     return unitary(ops, n_qubits, theta)
 
 
-def structured_unitary(ops, n_qubits: int, theta: torch.Tensor) -> torch.Tensor | None:
-    """W of a block made of single-qubit gates followed by parameter-free gates, built as the
-    Kronecker product of the per-qubit 2x2 matrices (wire 0 the most significant) and then
-    the parameter-free tail; None if the block has another shape (or theta is batched)."""
+def _split_structured(ops, theta: torch.Tensor):
+    """(head, tail) of a block made of single-qubit gates followed by parameter-free gates,
+    or None if the block has another shape (or theta is batched)."""
     k = 0
     while k < len(ops) and len(ops[k].wires) == 1:
         k += 1
     head, tail = ops[:k], ops[k:]
     if theta.dim() > 1 or any(a.kind != "const" for op in tail for a in op.angles):
         return None
+    return head, tail
+
+
+def _qubit_kron(head, wires: range, theta: torch.Tensor) -> torch.Tensor:
+    """The Kronecker product over ``wires`` (first = most significant) of each wire's 2x2
+    matrix from the single-qubit gates ``head``."""
     u = None
-    for q in range(n_qubits):
+    for q in wires:
         m = unitary([dataclasses.replace(op, wires=(0,)) for op in head if op.wires[0] == q],
                     1, theta)
         u = m if u is None else torch.kron(u, m)
+    return u
+
+
+def structured_unitary(ops, n_qubits: int, theta: torch.Tensor) -> torch.Tensor | None:
+    """W of a block made of single-qubit gates followed by parameter-free gates, built as the
+    Kronecker product of the per-qubit 2x2 matrices (wire 0 the most significant) and then
+    the parameter-free tail; None if the block has another shape (or theta is batched)."""
+    split = _split_structured(ops, theta)
+    if split is None:
+        return None
+    head, tail = split
+    u = _qubit_kron(head, range(n_qubits), theta)
     if not tail:
         return u
     perm, t = _tail(tuple(tail), n_qubits)
     return u[perm] if perm is not None else t.to(u.dtype) @ u
+
+
+def kron_factors(ops, n_qubits: int, theta: torch.Tensor, rows: int):
+    """W of a structured block (see :func:`structured_unitary`) as ``(A, B, perm)`` with
+    ``W = P (A ⊗ B)``: A (2^rows, 2^rows) on wires 0..rows-1, B on the others, complex, and
+    ``perm`` (N,) the row gather of the parameter-free tail (None: no tail); None when the
+    block has another shape or its tail is not a permutation."""
+    split = _split_structured(ops, theta)
+    if split is None or not 0 < rows < n_qubits:
+        return None
+    head, tail = split
+    perm = None
+    if tail:
+        perm, _ = _tail(tuple(tail), n_qubits)
+        if perm is None:
+            return None
+    return (_qubit_kron(head, range(rows), theta), _qubit_kron(head, range(rows, n_qubits), theta),
+            perm)
 
 
 _TAILS: dict = {}
@@ -156,4 +191,4 @@ def scan_tables(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor):
 
 
 __all__ = ["GENERIC_W_MAX_QUBITS", "Lowered", "lower", "block_unitary", "structured_unitary",
-           "scan_tables"]
+           "kron_factors", "scan_tables"]

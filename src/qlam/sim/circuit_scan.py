@@ -1,0 +1,92 @@
+"""A circuit run on every token of a batch of sequences, by the faster of two methods.
+
+One head runs ``circuit`` per token (inputs x (B, L, F), parameters theta (P,)), lowered to
+scan layers (:func:`qlam.sim.lowering.lower`). Each layer's fixed block W is applied either
+
+- ``"dense"``: as one 2^n x 2^n matrix (:func:`qlam.sim.lowering.scan_tables`, run by the
+  scan dispatcher, the C++ kernel where it builds): 4^n multiply-adds per example and token;
+- ``"factored"``: as ``P (A ⊗ B)`` (:mod:`qlam.sim.scan.factored`), two GEMMs of
+  2^n (2^rows + 2^(n-rows)) multiply-adds and a gather, when every block is single-qubit
+  gates followed by a permutation (:func:`qlam.sim.lowering.kron_factors`).
+
+``"auto"`` picks ``"factored"`` from ``FACTORED_MIN_QUBITS`` qubits on where the circuit
+allows it: below that the dense kernel's single fused pass beats the factored path's
+per-token PyTorch calls, above it the 4^n product loses (measured by ``qlam bench sim``;
+benchmarks/results/peers/README.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qlam.circuit import Circuit
+from qlam.sim.lowering import kron_factors, lower, scan_tables
+from qlam.sim.scan import scan
+from qlam.sim.scan.factored import scan_factored
+
+FACTORED_MIN_QUBITS = 9
+METHODS = ("auto", "dense", "factored")
+
+
+def factored_tables(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor):
+    """``(phases (B, L, 1, R, N), a (1, R, A, A), b (1, R, C, C), perms)`` for
+    :func:`~qlam.sim.scan.factored.scan_factored` (factors built in float64 from theta, cast
+    to x's complex dtype), or None when a layer's block does not factor."""
+    low = lower(circuit)
+    n = circuit.n_qubits
+    rows = n // 2
+    cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+    factors = []
+    for ops in low.dense:
+        if ops is None:
+            return None
+        f = kron_factors(ops, n, theta.double(), rows)
+        if f is None:
+            return None
+        factors.append(f)
+    a = torch.stack([f[0] for f in factors]).to(cdtype).unsqueeze(0)
+    b = torch.stack([f[1] for f in factors]).to(cdtype).unsqueeze(0)
+    # phases that take no parameter carry no gradient to theta: leave theta out of the graph
+    phases = low.phases(x, theta if bool(low.param_map.any()) else None)
+    return phases.unsqueeze(2), a, b, [f[2] for f in factors]
+
+
+def choose(circuit: Circuit, method: str = "auto") -> str:
+    """The method that runs: ``method``, or for "auto" the rule of the module docstring."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method != "auto":
+        return method
+    if circuit.n_qubits < FACTORED_MIN_QUBITS:
+        return "dense"
+    low = lower(circuit)
+    theta = torch.zeros(circuit.n_params, dtype=torch.float64)
+    ok = all(ops is not None and kron_factors(ops, circuit.n_qubits, theta,
+                                              circuit.n_qubits // 2) is not None
+             for ops in low.dense)
+    return "factored" if ok else "dense"
+
+
+def circuit_scan(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor,
+                 method: str = "auto", backward: str = "auto"):
+    """Every token's state from |0...0>: probs (B, L, 1, N) and the final state
+    (B, 1, 2, N) in real pairs (:mod:`qlam.sim.scan.contract`); ``backward`` is the dense
+    scan's (see :func:`qlam.sim.scan.scan`)."""
+    if x.dim() != 3 or x.shape[-1] < circuit.n_inputs:
+        raise ValueError(f"x must have shape (batch, length, >= {circuit.n_inputs}), "
+                         f"got {tuple(x.shape)}")
+    method = choose(circuit, method)
+    n_states = 2**circuit.n_qubits
+    psi0 = x.new_zeros(x.shape[0], 1, 2, n_states)
+    psi0[:, 0, 0, 0] = 1
+    if method == "factored":
+        tables = factored_tables(circuit, theta, x)
+        if tables is None:
+            raise ValueError("method='factored' needs every block of the circuit to be "
+                             "single-qubit gates followed by a permutation")
+        return scan_factored(psi0, *tables)
+    phases, w = scan_tables(circuit, theta, x)
+    return scan(psi0, phases, w, backward=backward)
+
+
+__all__ = ["FACTORED_MIN_QUBITS", "METHODS", "choose", "circuit_scan", "factored_tables"]
