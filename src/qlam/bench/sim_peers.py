@@ -17,19 +17,16 @@ gradient in ``setup.theta.grad`` and returns the loss, like every row of the ben
 
 Both honour one thread when torch runs one (``XLA_FLAGS`` / ``OMP_NUM_THREADS`` are set before
 the first import of JAX / Qulacs; run the benchmark under ``taskset -c 0`` to be sure).
+``s`` is a :class:`qlam.bench.sim_impls.Setup` throughout (not imported: that module imports
+this one).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from qlam.bench.sim_impls import Setup
 
 # compile seconds of the last compilation per (impl, n_qubits, batch, tokens, dtype)
 COMPILE_SECONDS: dict[tuple, float] = {}
@@ -58,7 +55,7 @@ def _angle(a, theta, x_t):
 _TC_FUNCS: dict = {}
 
 
-def _tc_function(s: Setup, complex_dtype: str):
+def _tc_function(s, complex_dtype: str):
     """The jitted value-and-grad of the batch loss for this circuit: f(theta, x, w)."""
     key = (id(s.circuit), complex_dtype)
     if key in _TC_FUNCS:
@@ -98,17 +95,17 @@ def _tc_function(s: Setup, complex_dtype: str):
     return f
 
 
-def _tc_args(s: Setup):
+def _tc_args(s):
     real = np.float64 if s.x.dtype == torch.float64 else np.float32
     return (s.theta.detach().numpy().astype(real), s.x.detach().numpy().astype(real),
             s.weights.detach().numpy().astype(real))
 
 
-def _tc_dtype(s: Setup) -> str:
+def _tc_dtype(s) -> str:
     return "complex128" if s.x.dtype == torch.float64 else "complex64"
 
 
-def prepare_tensorcircuit(s: Setup) -> None:
+def prepare_tensorcircuit(s) -> None:
     """Compile for this shape ahead of time (recorded in COMPILE_SECONDS)."""
     f = _tc_function(s, _tc_dtype(s))
     t0 = time.perf_counter()
@@ -118,7 +115,7 @@ def prepare_tensorcircuit(s: Setup) -> None:
     run_tensorcircuit(s)  # the jit cache now holds this shape
 
 
-def run_tensorcircuit(s: Setup) -> torch.Tensor:
+def run_tensorcircuit(s) -> torch.Tensor:
     loss, grad = _tc_function(s, _tc_dtype(s))(*_tc_args(s))
     grad = np.asarray(grad.block_until_ready())
     s.theta.grad = torch.from_numpy(grad.copy()).to(s.theta.dtype)
@@ -136,7 +133,7 @@ def tensorcircuit_version() -> str:
 _QULACS_CACHE: dict = {}
 
 
-def _qulacs_circuit(s: Setup):
+def _qulacs_circuit(s):
     """(circuit, gate list): every token's gates, parametric for every angle; the list maps
     each parametric gate to ("param", theta index) or ("input", token, Angle)."""
     key = (id(s.circuit), s.tokens)
@@ -166,14 +163,14 @@ def _qulacs_circuit(s: Setup):
     return qc, slots
 
 
-def prepare_qulacs(s: Setup) -> None:
+def prepare_qulacs(s) -> None:
     t0 = time.perf_counter()
     _qulacs_circuit(s)
     COMPILE_SECONDS["qulacs", s.n_qubits, s.batch, s.tokens,
                     str(s.x.dtype)] = time.perf_counter() - t0
 
 
-def run_qulacs(s: Setup) -> torch.Tensor:
+def run_qulacs(s) -> torch.Tensor:
     from qulacs import QuantumState
 
     qc, slots = _qulacs_circuit(s)
