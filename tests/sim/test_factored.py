@@ -1,0 +1,111 @@
+"""The gate-factored scan (W = P (A ⊗ B)): the same states, probabilities and gradients as
+the dense build of the same W and as the dense scan of the same circuit; the automatic
+choice; bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qlam.bench.sim_impls import benchmark_circuit
+from qlam.memory.circuits import token_circuit
+from qlam.sim import circuit_scan as cs
+from qlam.sim.lowering import kron_factors, lower, structured_unitary
+from qlam.sim.scan.contract import random_unitaries
+from qlam.sim.scan.factored import scan_factored, scan_factored_ref
+
+
+def _complex(u):
+    return torch.complex(u[..., 0, :, :], u[..., 1, :, :])
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_kron_factors_rebuild_the_dense_block(rows):
+    c = benchmark_circuit(4, torch.Generator().manual_seed(3))
+    theta = c.init_params(torch.float64)
+    (ops,) = lower(c).dense
+    a, b, perm = kron_factors(ops, 4, theta, rows)
+    assert a.shape == (2**rows, 2**rows) and b.shape == (2**(4 - rows),) * 2
+    torch.testing.assert_close(torch.kron(a, b)[perm], structured_unitary(ops, 4, theta),
+                               atol=1e-13, rtol=0)
+
+
+def test_kron_factors_refuse_blocks_that_do_not_factor():
+    c = token_circuit(3)  # trainable RXX / RYY on the ring: not single-qubit gates + a perm
+    theta = torch.rand(c.n_params, dtype=torch.float64)
+    assert all(kron_factors(ops, 3, theta, 1) is None for ops in lower(c).dense)
+
+
+def _case(seed=0, bsz=3, length=70, h=2, r=2, n_qubits=3, rows=1):
+    g = torch.Generator().manual_seed(seed)
+    n = 2**n_qubits
+    psi0 = random_unitaries(bsz, h, n=n, generator=g)[..., 0]  # (B, H, 2, N): unit columns
+    phases = torch.rand(bsz, length, h, r, n, generator=g, dtype=torch.float64) * 6
+    a = _complex(random_unitaries(h, r, n=2**rows, generator=g))
+    b = _complex(random_unitaries(h, r, n=n // 2**rows, generator=g))
+    perms = [torch.randperm(n, generator=g), None][:r]
+    return psi0, phases, a, b, perms
+
+
+def test_factored_scan_equals_the_dense_build_values_and_gradients():
+    """70 tokens: the renormalisation at token 64 is crossed; every input gets a gradient."""
+    psi0, phases, a, b, perms = _case()
+    ins = [t.clone().requires_grad_() for t in (psi0, phases, a, b)]
+    probs, last = scan_factored(*ins, perms)
+    probs_ref, last_ref = scan_factored_ref(*ins, perms)
+    torch.testing.assert_close(probs, probs_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(last, last_ref, atol=1e-12, rtol=0)
+    wp = torch.randn(probs.shape, dtype=torch.float64)
+    wl = torch.randn(last.shape, dtype=torch.float64)
+    grads = torch.autograd.grad((probs * wp).sum() + (last * wl).sum(), ins)
+    grads_ref = torch.autograd.grad((probs_ref * wp).sum() + (last_ref * wl).sum(), ins)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, atol=1e-10, rtol=0)
+
+
+def test_factored_scan_without_gradients_matches():
+    psi0, phases, a, b, perms = _case(seed=1, length=5, n_qubits=4, rows=2)
+    with torch.no_grad():
+        probs, last = scan_factored(psi0, phases, a, b, perms)
+    probs_ref, last_ref = scan_factored_ref(psi0, phases, a, b, perms)
+    torch.testing.assert_close(probs, probs_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(last, last_ref, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("n_qubits", [2, 3, 5])
+def test_circuit_scan_factored_equals_dense(n_qubits):
+    """The benchmark circuit by both methods: probabilities, final state and the gradient of
+    theta agree (float64, 70 tokens)."""
+    c = benchmark_circuit(n_qubits, torch.Generator().manual_seed(n_qubits))
+    x = torch.rand(3, 70, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out = {}
+    for method in ("dense", "factored"):
+        theta = c.init_params(torch.float64).requires_grad_()
+        probs, last = cs.circuit_scan(c, theta, x, method=method, backward="autograd")
+        loss = probs.square().sum() + last[:, :, 0].sum()
+        loss.backward()
+        out[method] = (probs.detach(), last.detach(), theta.grad)
+    for d, f in zip(out["dense"], out["factored"]):
+        torch.testing.assert_close(f, d, atol=1e-11, rtol=0)
+
+
+def test_auto_picks_factored_from_the_threshold_where_the_circuit_factors():
+    below, at = cs.FACTORED_MIN_QUBITS - 1, cs.FACTORED_MIN_QUBITS
+    assert cs.choose(benchmark_circuit(below)) == "dense"
+    assert cs.choose(benchmark_circuit(at)) == "factored"
+    assert cs.choose(token_circuit(at)) == "dense"  # does not factor
+    assert cs.choose(benchmark_circuit(2), "factored") == "factored"
+
+
+def test_bad_input_is_named():
+    psi0, phases, a, b, perms = _case(length=2)
+    with pytest.raises(ValueError, match="permutations"):
+        scan_factored(psi0, phases, a, b, [torch.zeros(8, dtype=torch.long), None])
+    with pytest.raises(ValueError, match="b must have shape"):
+        scan_factored(psi0, phases, a, b[..., :2, :2], perms)
+    with pytest.raises(ValueError, match="method must be one of"):
+        cs.choose(benchmark_circuit(2), "fast")
+    c = token_circuit(2)
+    with pytest.raises(ValueError, match="single-qubit gates followed by a permutation"):
+        cs.circuit_scan(c, torch.zeros(c.n_params), torch.zeros(1, 2, c.n_inputs),
+                        method="factored")
