@@ -175,7 +175,7 @@ _AER_CACHE: dict = {}
 
 
 def _aer_circuit(s: Setup):
-    key = (id(s.circuit), s.tokens)
+    key = (sim_peers.structure(s.circuit), s.tokens)  # not id(): Python reuses ids
     if key in _AER_CACHE:
         return _AER_CACHE[key]
     from qiskit import QuantumCircuit, transpile

@@ -43,6 +43,12 @@ def _one_thread_env() -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def structure(circuit) -> tuple:
+    """A cache key naming the circuit's gates (not its object id, which Python reuses)."""
+    return (circuit.n_qubits, tuple((op.name, tuple(op.wires), tuple(str(a) for a in op.angles))
+                                    for op in circuit.ops))
+
+
 def _angle(a, theta, x_t):
     """An Angle of the benchmark circuit: theta[i] or x_t[i] (with its float a, b)."""
     if a.kind == "param":
@@ -58,7 +64,7 @@ _TC_FUNCS: dict = {}
 
 def _tc_function(s, complex_dtype: str):
     """The jitted value-and-grad of the batch loss for this circuit: f(theta, x, w)."""
-    key = (id(s.circuit), complex_dtype)
+    key = (structure(s.circuit), complex_dtype)
     if key in _TC_FUNCS:
         return _TC_FUNCS[key]
     _one_thread_env()
@@ -110,7 +116,7 @@ _TC_COMPILED: dict = {}
 
 
 def _tc_key(s, args) -> tuple:
-    return (id(s.circuit), _tc_dtype(s), tuple((a.shape, str(a.dtype)) for a in args))
+    return (structure(s.circuit), _tc_dtype(s), tuple((a.shape, str(a.dtype)) for a in args))
 
 
 def prepare_tensorcircuit(s) -> None:
@@ -148,7 +154,7 @@ _QULACS_CACHE: dict = {}
 def _qulacs_circuit(s):
     """(circuit, gate list): every token's gates, parametric for every angle; the list maps
     each parametric gate to ("param", theta index) or ("input", token, Angle)."""
-    key = (id(s.circuit), s.tokens)
+    key = (structure(s.circuit), s.tokens)
     if key in _QULACS_CACHE:
         return _QULACS_CACHE[key]
     _one_thread_env()
