@@ -27,6 +27,33 @@ FIXED = {
 }
 
 
+# Pauli rotations R_P(t) = cos(t/2) I - i sin(t/2) P: the generator P of each
+_PAULI_GENERATORS = {
+    "rx": [[0, 1], [1, 0]], "ry": [[0, -1j], [1j, 0]], "rz": [[1, 0], [0, -1]],
+    "rxx": [[0, 0, 0, 1], [0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0]],
+    "ryy": [[0, 0, 0, -1], [0, 0, 1, 0], [0, 1, 0, 0], [-1, 0, 0, 0]],
+    "rzz": [[1, 0, 0, 0], [0, -1, 0, 0], [0, 0, -1, 0], [0, 0, 0, 1]],
+}
+_ROTATION_CONSTANTS: dict = {}
+
+
+def _rotation_constants(name: str, cdtype, device):
+    """(I, -i P) of a Pauli rotation, cached per (gate, dtype, device)."""
+    key = (name, cdtype, device)
+    if key not in _ROTATION_CONSTANTS:
+        p = torch.tensor(_PAULI_GENERATORS[name], dtype=cdtype, device=device)
+        _ROTATION_CONSTANTS[key] = (torch.eye(p.shape[0], dtype=cdtype, device=device), -1j * p)
+    return _ROTATION_CONSTANTS[key]
+
+
+def _rotation(name: str, theta: torch.Tensor, cdtype) -> torch.Tensor:
+    """cos(t/2) I - i sin(t/2) P, (..., d, d): four elementwise ops, not a stack per entry
+    (the QLAM layer builds its unitaries from these at every training step)."""
+    eye, gen = _rotation_constants(name, cdtype, theta.device)
+    half = (theta / 2)[..., None, None]
+    return torch.cos(half) * eye + torch.sin(half) * gen
+
+
 def _as_tensor(angle, ref: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(angle, dtype=ref.real.dtype, device=ref.device)
 
@@ -38,31 +65,12 @@ def matrix(name: str, angles: list, like: torch.Tensor) -> torch.Tensor:
     if name in FIXED:
         return torch.tensor(FIXED[name], dtype=cdtype, device=like.device)
     th = [_as_tensor(a, like) for a in angles]
+    if name in _PAULI_GENERATORS:
+        return _rotation(name, th[0], cdtype)
     th = torch.broadcast_tensors(*th)
     one = torch.ones_like(th[0])
     zero = torch.zeros_like(th[0])
-    if name in ("rx", "ry", "rz", "rzz", "rxx", "ryy"):
-        c = torch.cos(th[0] / 2).to(cdtype)
-        s = torch.sin(th[0] / 2).to(cdtype)
-        z = zero.to(cdtype)
-        if name == "rx":
-            rows = [[c, -1j * s], [-1j * s, c]]
-        elif name == "ry":
-            rows = [[c, -s], [s, c]]
-        elif name == "rz":
-            e = torch.polar(one, -th[0] / 2)
-            rows = [[e, z], [z, e.conj()]]
-        elif name == "rzz":
-            e = torch.polar(one, -th[0] / 2)
-            ec = e.conj()
-            rows = [[e, z, z, z], [z, ec, z, z], [z, z, ec, z], [z, z, z, e]]
-        elif name == "rxx":
-            m = -1j * s
-            rows = [[c, z, z, m], [z, c, m, z], [z, m, c, z], [m, z, z, c]]
-        else:  # ryy
-            m = -1j * s
-            rows = [[c, z, z, -m], [z, c, m, z], [z, m, c, z], [-m, z, z, c]]
-    elif name == "u1":
+    if name == "u1":
         rows = [[one.to(cdtype), zero.to(cdtype)], [zero.to(cdtype), torch.polar(one, th[0])]]
     elif name in ("u2", "u3"):
         if name == "u2":

@@ -149,11 +149,18 @@ def run_reference(circuit: Circuit, inputs=None, params=None, state=None,
 
 
 def apply_ops(psi, ops, n_qubits, theta, x):
+    """Apply ``ops`` in order; consecutive gates on the same wires are multiplied into one
+    matrix first (one pass over psi for RX then RY on a qubit, RXX then RYY on a pair)."""
+    u = wires = None
     for op in ops:
-        angles = [a.evaluate(theta, x) for a in op.angles]
-        u = gates.matrix(op.name, angles, psi)
-        psi = apply_matrix(psi, u, op.wires, n_qubits)
-    return psi
+        m = gates.matrix(op.name, [a.evaluate(theta, x) for a in op.angles], psi)
+        if op.wires == wires:
+            u = m @ u  # the later gate on the left
+            continue
+        if u is not None:
+            psi = apply_matrix(psi, u, wires, n_qubits)
+        u, wires = m, op.wires
+    return psi if u is None else apply_matrix(psi, u, wires, n_qubits)
 
 
 def unitary(ops, n_qubits: int, theta=None, dtype=torch.float64, device=None) -> torch.Tensor:
