@@ -265,6 +265,12 @@ def _has(*modules: str) -> Callable[[], bool]:
     return check
 
 
+def pennylane_version() -> str:
+    from importlib.metadata import version
+
+    return f"pennylane {version('pennylane')}, pennylane-lightning {version('pennylane_lightning')}"
+
+
 def _has_lightning() -> bool:
     if not _has("pennylane", "pennylane_lightning")():
         return False
@@ -300,9 +306,9 @@ register(Impl("qlam-reference", run_reference, quick_tokens=16, full_tokens=64, 
 # PennyLane's per-token rate falls as the sequence grows (about 17k tokens/s at 8 tokens,
 # 9.5k at 96, n=6), so a short prefix flatters it: the ratios below are conservative.
 register(Impl(BASELINE, run_pennylane, quick_tokens=32, full_tokens=128,
-              available=_has("pennylane"), cost="gates"))
+              available=_has("pennylane"), cost="gates", version=pennylane_version))
 register(Impl("pennylane-lightning.qubit", run_lightning, quick_tokens=8, full_tokens=32,
-              available=_has_lightning, cost="gates"))
+              available=_has_lightning, cost="gates", version=pennylane_version))
 register(Impl("tensorcircuit-jax", sim_peers.run_tensorcircuit, quick_tokens=128,
               full_tokens=784, available=_has("tensorcircuit", "jax"), cost="gates",
               prepare=sim_peers.prepare_tensorcircuit, version=sim_peers.tensorcircuit_version))
