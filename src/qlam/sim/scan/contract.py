@@ -29,14 +29,20 @@ from torch.autograd.function import once_differentiable
 RENORM_EVERY = 64
 
 
-def check_inputs(psi0, phases, w, read_phases, w_read) -> None:
-    """Raise a ValueError naming the first argument whose shape breaks the contract."""
+def check_state_and_phases(psi0, phases) -> tuple[int, int, int, int, int]:
+    """(B, L, H, R, N) of phases, or a ValueError naming phases or psi0."""
     if phases.dim() != 5:
         raise ValueError(f"phases must have shape (batch, length, heads, layers, 2^n), "
                          f"got {tuple(phases.shape)}")
     b, l, h, r, n = phases.shape
     if psi0.shape != (b, h, 2, n):
         raise ValueError(f"psi0 must have shape {(b, h, 2, n)}, got {tuple(psi0.shape)}")
+    return b, l, h, r, n
+
+
+def check_inputs(psi0, phases, w, read_phases, w_read) -> None:
+    """Raise a ValueError naming the first argument whose shape breaks the contract."""
+    b, l, h, r, n = check_state_and_phases(psi0, phases)
     if w.shape != (h, r, 2, n, n):
         raise ValueError(f"w must have shape {(h, r, 2, n, n)}, got {tuple(w.shape)}")
     if (read_phases is None) != (w_read is None):
@@ -114,5 +120,5 @@ def compiled_function(name: str, run_forward, run_backward) -> type:
                 {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
-__all__ = ["RENORM_EVERY", "check_inputs", "as_complex", "one_float_dtype", "real_form", "random_unitaries",
-           "compiled_function"]
+__all__ = ["RENORM_EVERY", "check_state_and_phases", "check_inputs", "as_complex",
+           "one_float_dtype", "real_form", "random_unitaries", "compiled_function"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from qlam.sim.scan.contract import RENORM_EVERY
+from qlam.sim.scan.contract import RENORM_EVERY, check_state_and_phases
 
 CHUNK = 32
 
@@ -82,12 +82,7 @@ def _chunk(z, rot, a, b, idxs, t0):
 def check_factored(psi0, phases, a, b, perms) -> tuple[int, int]:
     """Raise a ValueError naming the first argument that breaks the shapes above; returns
     (2^rows, 2^(n-rows))."""
-    if phases.dim() != 5:
-        raise ValueError(f"phases must have shape (batch, length, heads, layers, 2^n), "
-                         f"got {tuple(phases.shape)}")
-    bsz, _, h, r, n = phases.shape
-    if psi0.shape != (bsz, h, 2, n):
-        raise ValueError(f"psi0 must have shape {(bsz, h, 2, n)}, got {tuple(psi0.shape)}")
+    _, _, h, r, n = check_state_and_phases(psi0, phases)
     if a.dim() != 4 or a.shape[:2] != (h, r) or a.shape[2] != a.shape[3]:
         raise ValueError(f"a must have shape ({h}, {r}, A, A), got {tuple(a.shape)}")
     rows_dim = a.shape[-1]
