@@ -28,6 +28,24 @@ def check_lengths(lengths, batch: int, length: int) -> torch.Tensor:
     return lengths
 
 
+def padded_lengths(lengths, batch: int, length: int) -> torch.Tensor | None:
+    """:func:`check_lengths`, or None when nothing is padded (``lengths`` None, or every
+    example fills all L tokens)."""
+    if lengths is None:
+        return None
+    lengths = check_lengths(lengths, batch, length)
+    return None if bool((lengths == length).all()) else lengths
+
+
+def zero_padding(t: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """t (B, L, ...) with every padded position set to zero (``lengths`` (B,) as returned by
+    :func:`padded_lengths`; None: t itself)."""
+    if lengths is None:
+        return t
+    mask = token_mask(lengths, t.shape[1], t.device).to(t.dtype)
+    return t * mask.view(*mask.shape, *(1,) * (t.dim() - 2))
+
+
 def token_mask(lengths: torch.Tensor, length: int, device=None) -> torch.Tensor:
     """(B, L) bool: True on the real tokens of each example."""
     return torch.arange(length, device=device)[None, :] < lengths.to(device)[:, None]

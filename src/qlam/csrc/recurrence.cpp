@@ -1051,6 +1051,129 @@ std::vector<at::Tensor> backward(const at::Tensor& last, const at::Tensor& phase
   return backward_impl<float>(last, phases, w, read_phases, w_read, g_probs, g_last);
 }
 
+// ------------------------------------------------------------------------------------------
+// Streaming: one token of the whole QLAM layer in one call (a one-token forward without
+// gradients, as QLAM.step streams; qlam.memory.layer). One GEMM gives the token's phases
+// (H, R, N), read phases (H, N, with a readout basis) and query weights (H, N - 1):
+// g = x w_in + b_in. Per (head, example) the state walks the R layers, is rescaled to norm 1
+// (the forward's periodic renormalisation, applied every token) and is read out,
+// p = |W_read (exp(i read_phases) psi)|^2; the Pauli-Z expectations p walsh times the query
+// weights are the features, y = feats w_out + b_out. The matrices come transposed,
+// ut[h, r, c, k, j] = W[h, r, c, j, k] (the readout's last), so every product is a sequence
+// of axpys over contiguous rows.
+
+// out = W u ([re | im] rows of width N); wt: the [re, im] planes of W^T.
+template <typename T>
+QLAM_INLINE void cmatvec(const T* __restrict wt, const T* __restrict u, T* __restrict out,
+                         int64_t N) {
+  const T* re = wt;
+  const T* im = wt + N * N;
+  std::fill(out, out + 2 * N, T(0));
+  for (int64_t k = 0; k < N; ++k) {
+    const T a = u[k], b = u[N + k];
+    const T* rk = re + k * N;
+    const T* ik = im + k * N;
+    for (int64_t j = 0; j < N; ++j) {
+      out[j] += a * rk[j] - b * ik[j];
+      out[N + j] += a * ik[j] + b * rk[j];
+    }
+  }
+}
+
+template <typename T>
+std::vector<at::Tensor> step_impl(const at::Tensor& x, const at::Tensor& psi_,
+                                  const at::Tensor& w_in, const at::Tensor& b_in,
+                                  const at::Tensor& ut_, const at::Tensor& walsh_,
+                                  const at::Tensor& w_out, const at::Tensor& b_out, bool read) {
+  const int64_t B = psi_.size(0), H = psi_.size(1), N = psi_.size(2), M = N - 1;
+  const int64_t Rp = ut_.size(1), R = Rp - (read ? 1 : 0);
+  const at::Tensor x2 = x.reshape({B, -1}).contiguous();
+  const T* xp = x2.data_ptr<T>();
+  bool finite = true;
+  for (int64_t i = 0; i < x2.numel(); ++i) finite &= std::isfinite(xp[i]);
+  TORCH_CHECK_VALUE(finite, "input contains NaN or inf");
+  const at::Tensor g = at::addmm(b_in, x2, w_in);  // (B, F)
+  const int64_t F = g.size(1), read_at = H * R * N, q_at = read_at + (read ? H * N : 0);
+  TORCH_CHECK(F == q_at + H * M, "w_in must have ", q_at + H * M, " columns, got ", F);
+  const at::Tensor psi = at::view_as_real(psi_.contiguous());  // (B, H, N, 2)
+  const at::Tensor ut = ut_.contiguous(), walsh = walsh_.contiguous();
+  at::Tensor next = at::empty({B, H, N}, psi_.options());
+  at::Tensor feats = at::empty({B, H * M}, x2.options());
+  const T *gp = g.data_ptr<T>(), *sp = psi.data_ptr<T>(), *up = ut.data_ptr<T>(),
+          *wp = walsh.data_ptr<T>();
+  T* np = at::view_as_real(next).data_ptr<T>();
+  T* fp = feats.data_ptr<T>();
+  const int64_t grain = std::max<int64_t>(1, 16384 / (Rp * N * N));
+  at::parallel_for(0, H * B, grain, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(8 * N);
+    T *z = buf.data(), *u = z + 2 * N, *v = u + 2 * N, *cs = v + 2 * N;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t h = task / B, b = task % B;
+      const T* row = gp + b * F;
+      const T* in = sp + (b * H + h) * 2 * N;
+      for (int64_t k = 0; k < N; ++k) {
+        z[k] = in[2 * k];
+        z[N + k] = in[2 * k + 1];
+      }
+      for (int64_t r = 0; r < R; ++r) {
+        sincos_row<T>(row + (h * R + r) * N, cs, cs + N, N);
+        rotate_row<T>(z, cs, cs + N, u, N);
+        cmatvec<T>(up + (h * Rp + r) * 2 * N * N, u, z, N);
+      }
+      T sq = T(0);
+      for (int64_t k = 0; k < 2 * N; ++k) sq += z[k] * z[k];
+      const T scale = T(1) / std::sqrt(sq);
+      T* out = np + (b * H + h) * 2 * N;
+      for (int64_t k = 0; k < N; ++k) {
+        out[2 * k] = z[k] *= scale;
+        out[2 * k + 1] = z[N + k] *= scale;
+      }
+      const T* o = z;
+      if (read) {
+        sincos_row<T>(row + read_at + h * N, cs, cs + N, N);
+        rotate_row<T>(z, cs, cs + N, u, N);
+        cmatvec<T>(up + (h * Rp + R) * 2 * N * N, u, v, N);
+        o = v;
+      }
+      T* f = fp + (b * H + h) * M;
+      std::fill(f, f + M, T(0));
+      for (int64_t s = 0; s < N; ++s) {
+        const T pz = o[s] * o[s] + o[N + s] * o[N + s];
+        const T* ws = wp + s * M;
+        for (int64_t j = 0; j < M; ++j) f[j] += pz * ws[j];
+      }
+      const T* q = row + q_at + h * M;
+      for (int64_t j = 0; j < M; ++j) f[j] *= q[j];
+    }
+  });
+  const at::Tensor y = at::addmm(b_out, feats, w_out);
+  return {y.view(x.sizes()), next};
+}
+
+std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& psi, const at::Tensor& w_in,
+                             const at::Tensor& b_in, const at::Tensor& ut,
+                             const at::Tensor& walsh, const at::Tensor& w_out,
+                             const at::Tensor& b_out, bool read) {
+  TORCH_CHECK(psi.dim() == 3 && psi.is_complex(), "psi must be (B, H, N) complex");
+  const int64_t B = psi.size(0), H = psi.size(1), N = psi.size(2);
+  TORCH_CHECK(x.numel() == B * w_in.size(0), "x must hold ", B, " rows of ", w_in.size(0));
+  TORCH_CHECK(ut.dim() == 5 && ut.size(0) == H && ut.size(1) >= (read ? 2 : 1) &&
+                  ut.size(2) == 2 && ut.size(3) == N && ut.size(4) == N,
+              "ut must be (H, R', 2, N, N)");
+  TORCH_CHECK(walsh.sizes() == at::IntArrayRef({N, N - 1}), "walsh must be (N, N - 1)");
+  TORCH_CHECK(w_out.size(0) == H * (N - 1), "w_out must have H (N - 1) rows");
+  const auto dt = x.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble, "qlam step: float32 or float64 only");
+  TORCH_CHECK(psi.scalar_type() == (dt == at::kDouble ? at::kComplexDouble : at::kComplexFloat),
+              "psi must be complex of x's precision");
+  for (const at::Tensor* t : {&x, &psi, &w_in, &b_in, &ut, &walsh, &w_out, &b_out}) {
+    TORCH_CHECK(t->device().is_cpu(), "qlam step: CPU tensors only");
+    if (t != &psi) TORCH_CHECK(t->scalar_type() == dt, "qlam step: all tensors must share x's dtype");
+  }
+  if (dt == at::kDouble) return step_impl<double>(x, psi, w_in, b_in, ut, walsh, w_out, b_out, read);
+  return step_impl<float>(x, psi, w_in, b_in, ut, walsh, w_out, b_out, read);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -1065,6 +1188,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "read_phases, w_read, g_probs, g_last)",
         py::arg("last"), py::arg("phases"), py::arg("w"), py::arg("read_phases"),
         py::arg("w_read"), py::arg("g_probs"), py::arg("g_last"));
+  m.def("step", &step,
+        "y, state = step(x, psi, w_in, b_in, ut, walsh, w_out, b_out, read): one token of "
+        "the QLAM layer without gradients",
+        py::arg("x"), py::arg("psi"), py::arg("w_in"), py::arg("b_in"), py::arg("ut"),
+        py::arg("walsh"), py::arg("w_out"), py::arg("b_out"), py::arg("read"));
   m.def("isa", &get_isa, "the instruction set in use (base, avx2, avx512)");
   m.def("set_isa", &set_isa, "select base / avx2 / avx512 / auto; returns the one in use");
   m.def(

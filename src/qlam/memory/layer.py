@@ -47,10 +47,10 @@ from torch import nn
 from qlam.circuit import MAX_QUBITS, Circuit
 from qlam.memory.circuits import prep_circuit, readout_circuit, token_circuit
 from qlam.optim_hints import mark_memory
-from qlam.padding import check_lengths, token_mask
+from qlam.padding import padded_lengths, zero_padding
 from qlam.sim.lowering import Lowered, lower
 from qlam.sim.measure import sample_probs, walsh_matrix
-from qlam.sim.scan import BACKWARDS, scan
+from qlam.sim.scan import BACKWARDS, cpp, scan
 from qlam.sim.scan.noisy import noisy_scan
 from qlam.sim.statevector import complex_dtype, unitary
 
@@ -77,6 +77,16 @@ def check_tokens(tokens, length: int) -> int:
     if not 1 <= tokens <= length:
         raise ValueError(f"tokens must lie in 1..{length} (the sequence length), got {tokens}")
     return int(tokens)
+
+
+def _parameters(module: nn.Module) -> list[nn.Parameter]:
+    """Every parameter of ``module`` and its submodules, as ``module.parameters()`` lists them
+    (a shared one may repeat), several times faster: it is read on every streaming step."""
+    params = [p for p in module._parameters.values() if p is not None]
+    for child in module._modules.values():
+        if child is not None:
+            params += _parameters(child)
+    return params
 
 
 def _lower_checked(circuit) -> Lowered:
@@ -256,11 +266,11 @@ class QLAM(nn.Module):
         storage and version counter, which an optimizer step or ``load_state_dict`` bumps."""
         if torch.compiler.is_compiling():
             return self._build(dtype)
-        params = list(self.parameters())
+        params = _parameters(self)
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             self._cache = None
             return self._build(dtype)
-        key = (dtype, tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
+        key = (dtype, *[(p.data_ptr(), p._version) for p in params])
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self._build(dtype))
         return self._cache[1]
@@ -344,10 +354,7 @@ class QLAM(nn.Module):
                 return self.probabilities(x.float() if low else x, state, lengths)
         b, length, _ = x.shape
         h, n_states = self.n_heads, 2**self.n_qubits
-        if lengths is not None:
-            lengths = check_lengths(lengths, b, length)
-            if bool((lengths == length).all()):
-                lengths = None
+        lengths = padded_lengths(lengths, b, length)
         k = self._constants(x.dtype)
         if state is None:
             state = k["psi0"].to(complex_dtype(x.dtype)).expand(b, -1, -1)
@@ -385,6 +392,8 @@ class QLAM(nn.Module):
 
         The result is ``(y (B, L, d_model), final state (B, H, 2^n) complex)``.
         """
+        if lengths is None and self._streams(x):
+            return self._stream(x, state)
         # (probabilities(x, state) when unpadded: qlam.hardware swaps in a two-argument one)
         probs, final = (self.probabilities(x, state) if lengths is None
                         else self.probabilities(x, state, lengths=lengths))
@@ -394,9 +403,43 @@ class QLAM(nn.Module):
         z = probs @ self.walsh.to(probs.dtype)  # (B, L, H, N-1) Pauli-Z expectations
         feats = z.flatten(2) * self.q_weight(x)
         y = self.out_proj(feats)
-        if lengths is not None:
-            mask = token_mask(check_lengths(lengths, *x.shape[:2]), x.shape[1], x.device)
-            y = y * mask[..., None].to(y.dtype)
+        return zero_padding(y, padded_lengths(lengths, *x.shape[:2])), final
+
+    def _streams(self, x) -> bool:
+        """Whether a forward on ``x`` takes the fused one-token path (:meth:`_stream`): one
+        token, no gradient recorded, exact readout, on the CPU kernel in the layer's dtype."""
+        return (not torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.dim() == 3
+                and x.shape[1] == 1 and x.shape[2] == self.d_model and x.device.type == "cpu"
+                and x.dtype == self.in_proj.weight.dtype
+                and x.dtype in (torch.float32, torch.float64)
+                and self.shots is None and self.noise is None
+                and self.backward_mode in ("auto", "kernel")
+                and "probabilities" not in self.__dict__  # qlam.hardware's noisy readout
+                and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+                and cpp.available())
+
+    def _stream(self, x: torch.Tensor, state: torch.Tensor | None):
+        """A one-token forward (x (B, 1, d_model)) as one call of the compiled step
+        (:func:`qlam.sim.scan.cpp` ``step``), on constants derived once per parameter
+        version: the input, read and query maps in one matrix, the unitaries transposed."""
+        k = self._constants(x.dtype)
+        if "stream" not in k:
+            maps = [k["phase"], *([k["read"]] if self.query_basis else []),
+                    (self.q_weight.weight, self.q_weight.bias)]
+            mats = (torch.cat([k["w"], k["w_read"][:, None]], 1) if self.query_basis
+                    else k["w"])
+            k["stream"] = (torch.cat([w for w, _ in maps]).to(x.dtype).t().contiguous(),
+                           torch.cat([b for _, b in maps]).to(x.dtype),
+                           mats.transpose(-1, -2).contiguous(), self.walsh.to(x.dtype),
+                           self.out_proj.weight.to(x.dtype).t().contiguous(),
+                           self.out_proj.bias.to(x.dtype), self.query_basis)
+        b, cd = x.shape[0], complex_dtype(x.dtype)
+        if state is None:
+            state = k["psi0"].to(cd).expand(b, -1, -1)
+        elif self._last_state is None or state is not self._last_state():
+            state = self._check_state(state, b).to(cd)
+        y, final = cpp.load().step(x, state, *k["stream"])
+        self._last_state = weakref.ref(final)
         return y, final
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):

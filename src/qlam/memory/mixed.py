@@ -48,6 +48,7 @@ from qlam.circuit import Circuit
 from qlam.memory.circuits import prep_circuit
 from qlam.memory.layer import QLAM, check_index, check_tokens
 from qlam.optim_hints import mark_memory
+from qlam.padding import padded_lengths, zero_padding
 from qlam.sim.measure import sample_probs, walsh_matrix
 from qlam.sim.scan.channel import channel_states
 from qlam.sim.statevector import complex_dtype, unitary
@@ -96,7 +97,8 @@ def product_state(alpha: torch.Tensor, beta: torch.Tensor,
 class MixedQLAM(nn.Module):
     """Density-matrix quantum memory over ``n_heads`` registers of ``n_qubits`` each.
 
-    forward(x (B, L, d_model), state=None) -> (y (B, L, d_model), rho (B, H, 2^n, 2^n))
+    forward(x (B, L, d_model), state=None, lengths=None) -> (y (B, L, d_model),
+    rho (B, H, 2^n, 2^n))
     """
 
     def __init__(self, d_model: int, n_heads: int = 8, n_qubits: int = 3,
@@ -120,6 +122,7 @@ class MixedQLAM(nn.Module):
         self.n_bases = n_bases
         self.generator: torch.Generator | None = None
         self.noise = None  # noisy evaluation is not implemented for the mixed memory
+        self._cache = None  # (key, constants) of the last forward without gradients
         h, n_states = n_heads, 2**n_qubits
 
         # heads ordered slow -> fast, shuffled: slow forgetting goes with slow rotation
@@ -191,17 +194,35 @@ class MixedQLAM(nn.Module):
         gamma = self.log_gamma.exp().to(dtype)  # (H, n)
         return torch.exp(-torch.einsum("hq,qjk->hjk", gamma, self.flips.to(dtype)))
 
-    def _phases(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, H, N) phases of the token's diagonal unitary prod_S exp(-i theta_S/2 Z_S),
-        theta = Delta_h in_proj(x): the Walsh map and Delta_h folded into one Linear."""
+    def _phase_linear(self, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight (H N, d) and bias (H N,) of the Linear map from x to the phases of the
+        token's diagonal unitary prod_S exp(-i theta_S/2 Z_S), theta = Delta_h in_proj(x): the
+        Walsh map and Delta_h folded into one Linear."""
         h, n_states = self.n_heads, 2**self.n_qubits
-        scale = -0.5 * self.dt().to(x.dtype)[:, None, None]  # (H, 1, 1)
-        walsh = self.walsh.to(x.dtype)  # (N, N-1)
-        weight = self.in_proj.weight.view(h, n_states - 1, -1) * scale
-        bias = self.in_proj.bias.view(h, n_states - 1, 1) * scale
+        scale = -0.5 * self.dt().to(dtype)[:, None, None]  # (H, 1, 1)
+        walsh = self.walsh.to(dtype)  # (N, N-1)
+        weight = self.in_proj.weight.to(dtype).view(h, n_states - 1, -1) * scale
+        bias = self.in_proj.bias.to(dtype).view(h, n_states - 1, 1) * scale
         w_eff = torch.einsum("zs,hsd->hzd", walsh, weight).reshape(h * n_states, -1)
         b_eff = torch.einsum("zs,hsd->hzd", walsh, bias).reshape(-1)
-        return nn.functional.linear(x, w_eff, b_eff).view(*x.shape[:2], h, n_states)
+        return w_eff, b_eff
+
+    def _build(self, dtype) -> dict:
+        """Everything a forward derives from the parameters alone: the frame V and V^dagger
+        (H, N, N), the phase map, exp(-Gamma), the readout map (H, 2 N^2, K N) from
+        [Re r, Im r] to the K bases' probabilities, the initial state rho0 (H, N, N)."""
+        v, m = self._frames(dtype)
+        # p_z = sum_jk M_zj conj(M_zk) r_jk: one real GEMM per head over [Re r, Im r]
+        outer = m[:, :, :, None] * m.conj()[:, :, None, :]  # (H, K z, j, k)
+        readout = torch.view_as_real(outer.conj().resolve_conj().flatten(2)).flatten(2)
+        return {"v": v, "v_dag": v.conj().transpose(-1, -2), "phase": self._phase_linear(dtype),
+                "decay": self._decay(dtype), "readout": readout.transpose(1, 2),
+                "rho0": self.initial_state(1, dtype)[0]}
+
+    # reused while no parameter changes and no gradient is recorded (as in the unitary layer);
+    # pickling drops the cache
+    _constants = QLAM._constants
+    __getstate__ = QLAM.__getstate__
 
     def reset_prob(self, x: torch.Tensor) -> torch.Tensor:
         """a_t (B, L, H): the probability that token t resets and writes the memory."""
@@ -231,21 +252,26 @@ class MixedQLAM(nn.Module):
         return state
 
     # ---- forward ------------------------------------------------------------------------
-    def probabilities(self, x: torch.Tensor, state: torch.Tensor | None = None):
+    def probabilities(self, x: torch.Tensor, state: torch.Tensor | None = None,
+                      lengths: torch.Tensor | None = None):
         """Born probabilities (B, L, H, K 2^n) of every token's readout in each of the K bases,
-        and the final density matrix (B, H, 2^n, 2^n)."""
+        and the final density matrix (B, H, 2^n, 2^n) (after each example's last real token
+        when ``lengths`` (B,) is given, as in :meth:`QLAM.probabilities`; padded readouts are
+        zero)."""
         if self.noise is not None:
             raise NotImplementedError("noisy evaluation is not implemented for memory='mixed' "
                                       "(its state is already a density matrix; use shots)")
         self._check_input(x)
         b, length, _ = x.shape
         h, n_states = self.n_heads, 2**self.n_qubits
-        cd = complex_dtype(x.dtype)
-        v, m = self._frames(x.dtype)
-        rho0 = self.initial_state(b, x.dtype) if state is None else self._check_state(state, b)
-        r0 = v.conj().transpose(-1, -2) @ rho0.to(cd) @ v  # into the frame
+        lengths = padded_lengths(lengths, b, length)
+        c = self._constants(x.dtype)
+        v, v_dag = c["v"], c["v_dag"]
+        rho0 = (c["rho0"].expand(b, -1, -1, -1) if state is None
+                else self._check_state(state, b).to(v.dtype))
+        r0 = v_dag @ rho0 @ v  # into the frame
 
-        phi = self._phases(x)  # (B, L, H, N)
+        phi = nn.functional.linear(x, *c["phase"]).view(b, length, h, n_states)
         a = self.reset_prob(x)[..., None]  # (B, L, H, 1)
         d = torch.polar(torch.sqrt(1 - a).expand_as(phi), phi)
         alpha, beta = self.write_proj(x).view(b, length, h, 2, self.n_qubits).unbind(-2)
@@ -253,24 +279,27 @@ class MixedQLAM(nn.Module):
         w = product_state(alpha.permute(head_major), beta.permute(head_major),
                           torch.sqrt(a).permute(head_major))  # sqrt(a_t) |s(x_t)>
         w = (w.view(h, b * length, n_states) @ v.conj()).view(h, b, length, n_states)  # V^dag
-        rs = channel_states(d.permute(head_major), w, self._decay(x.dtype),
+        rs = channel_states(d.permute(head_major), w, c["decay"],
                             r0.transpose(0, 1))  # (H, B, L, N, N)
-        # p_z = sum_jk M_zj conj(M_zk) r_jk: one real GEMM per head over [Re r, Im r]
-        k = m[:, :, :, None] * m.conj()[:, :, None, :]  # (H, K z, j, k)
-        readout = torch.view_as_real(k.conj().resolve_conj().flatten(2)).flatten(2).transpose(1, 2)
-        probs = torch.bmm(torch.view_as_real(rs).reshape(h, b * length, -1), readout)
+        probs = torch.bmm(torch.view_as_real(rs).reshape(h, b * length, -1), c["readout"])
         probs = probs.view(h, b, length, -1).permute(1, 2, 0, 3)  # (B, L, H, K N)
-        final = v @ rs[:, :, -1].transpose(0, 1) @ v.conj().transpose(-1, -2)
-        return probs, final
+        if lengths is None:
+            last = rs[:, :, -1]
+        else:
+            last = rs[:, torch.arange(b, device=rs.device), lengths.to(rs.device) - 1]
+        return zero_padding(probs, lengths), v @ last.transpose(0, 1) @ v_dag
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
-        probs, final = self.probabilities(x, state)
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None):
+        """x (B, L, d_model) -> (y (B, L, d_model), rho (B, H, 2^n, 2^n)); ``state`` and
+        ``lengths`` as in :meth:`QLAM.forward` (padded outputs are zero)."""
+        probs, final = self.probabilities(x, state, lengths)
         if self.shots is not None:
             probs = sample_probs(probs.detach().clamp_min(0), self.shots, self.generator)
         n_states = 2**self.n_qubits
         z = probs.unflatten(-1, (self.n_bases, n_states)) @ self.walsh.to(probs.dtype)  # Z-strings
         feats = z.flatten(2) * self.q_weight(x)
-        return self.out_proj(feats), final
+        return zero_padding(self.out_proj(feats), padded_lengths(lengths, *x.shape[:2])), final
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         """One token: x_t (B, d_model) -> (y_t (B, d_model), rho)."""

@@ -52,9 +52,7 @@ class QLAMBlock(nn.Module):
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, lengths=None):
         """x (B, L, d_model) -> (x', state (B, H, 2^n) complex); ``lengths`` as in QLAM."""
         h = self.norm1(x)
-        # (lengths only when given: the mixed memory takes none)
-        y, state = (self.memory(h, state) if lengths is None
-                    else self.memory(h, state, lengths=lengths))
+        y, state = self.memory(h, state, lengths=lengths)
         x = x + self.drop(y * F.silu(self.gate(h)))
         x = x + self.drop(self.mlp(self.norm2(x)))
         return x, state
