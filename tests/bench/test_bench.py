@@ -211,3 +211,18 @@ def test_memory_cli_refuses_unknown_task(capsys):
 
     assert main(["bench", "memory", "--task", "smnist", "--lengths", "64"]) == 2
     assert "--task must be a generated task" in capsys.readouterr().err
+
+
+def test_bench_stream_times_every_row(tmp_path, capsys):
+    out = tmp_path / "stream.json"
+    rc = main(["bench", "stream", "--tokens", "3", "--batch", "2", "--d-model", "8",
+               "--heads", "2", "--qubits", "2", "--repeats", "1", "--threads", "1",
+               "--json", str(out)])
+    assert rc == 0
+    assert "| row | µs per token | µs per example-token | ÷ forward |" in capsys.readouterr().out
+    records = json.loads(out.read_text())["records"]
+    assert [r["row"] for r in records] == ["forward", "step", "step-rebuild", "mixed-forward",
+                                           "mixed-step", "lstm-cell"]
+    for r in records:
+        assert r["us_per_token"] > 0
+        assert r["us_per_example_token"] == pytest.approx(r["us_per_token"] / 2)

@@ -1,5 +1,5 @@
 """The QLAM layer as a researcher uses it in their own model: shots and noise in training,
-options checked at construction, autocast, streaming with step()."""
+options checked at construction, autocast, streaming with step() (both memories)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from qlam import QLAM
+from qlam.memory.mixed import MixedQLAM
 
 QUANTUM = ("theta", "log_dt", "prep_theta", "read_theta", "in_proj.weight", "q_basis.weight")
 
@@ -90,9 +91,10 @@ def test_autocast_bfloat16_runs_and_matches_float32():
     assert layer.theta.grad is not None and torch.isfinite(layer.theta.grad).all()
 
 
-def test_step_streams_like_forward_and_the_cache_follows_optimizer_steps():
+@pytest.mark.parametrize("cls", [QLAM, MixedQLAM])
+def test_step_streams_like_forward_and_the_cache_follows_optimizer_steps(cls):
     torch.manual_seed(0)
-    layer = QLAM(6, n_heads=2, n_qubits=2, dt_min=0.1, dt_max=1.0).double()
+    layer = cls(6, n_heads=2, n_qubits=2, dt_min=0.1, dt_max=1.0).double()
     opt = torch.optim.SGD(layer.parameters(), lr=0.1)
     x = torch.randn(3, 7, 6, dtype=torch.float64)
     for _ in range(2):
@@ -110,6 +112,8 @@ def test_step_streams_like_forward_and_the_cache_follows_optimizer_steps():
         layer(x)[0].square().sum().backward()
         opt.step()
         with torch.no_grad():
-            fresh = QLAM(6, n_heads=2, n_qubits=2).double()
+            layer(x)  # the cache is built again, then changed in place outside training:
+            layer.log_dt.add_(0.05)
+            fresh = cls(6, n_heads=2, n_qubits=2).double()
             fresh.load_state_dict(layer.state_dict())
             torch.testing.assert_close(layer(x)[0], fresh(x)[0])

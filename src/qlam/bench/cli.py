@@ -139,8 +139,9 @@ def register(subparsers) -> None:
 
     p = sub.add_parser(
         "stream", help="streaming cost: QLAM.step() per token against forward and an LSTMCell",
-        description="Microseconds per token of QLAM.step() under torch.no_grad(), against a "
-                    "token inside forward, step() rebuilding its unitaries every call, and an "
+        description="Microseconds per token (and per example-token) of QLAM.step() under "
+                    "torch.no_grad(), against a token inside forward, step() rebuilding its "
+                    "unitaries every call, the mixed memory streamed and in forward, and an "
                     "nn.LSTMCell of the same width; see qlam.bench.stream.")
     _common_args(p)
     p.add_argument("--tokens", type=int, default=300, help="tokens streamed (default 300)")

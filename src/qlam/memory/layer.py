@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 from qlam.circuit import MAX_QUBITS, Circuit
 from qlam.memory.circuits import prep_circuit, readout_circuit, token_circuit
@@ -87,6 +88,12 @@ def _parameters(module: nn.Module) -> list[nn.Parameter]:
         if child is not None:
             params += _parameters(child)
     return params
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs forward hooks, its own or global ones."""
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
 
 
 def _lower_checked(circuit) -> Lowered:
@@ -270,7 +277,9 @@ class QLAM(nn.Module):
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             self._cache = None
             return self._build(dtype)
-        key = (dtype, *[(p.data_ptr(), p._version) for p in params])
+        # (inference tensors must not meet autograd later: one cache per mode)
+        key = (dtype, torch.is_inference_mode_enabled(),
+               *[(p.data_ptr(), p._version) for p in params])
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self._build(dtype))
         return self._cache[1]
@@ -297,6 +306,18 @@ class QLAM(nn.Module):
             bad = (norms - 1).abs().max().item()
             raise ValueError(f"state is not normalised (max | |psi|^2 - 1 | = {bad:.3g})")
         return state
+
+    def _given_state(self, state: torch.Tensor, batch: int) -> torch.Tensor:
+        """``state`` after :meth:`_check_state`, unless it is the state this layer returned
+        last (checked when it was made: streaming skips the check)."""
+        last = self._last_state() if self._last_state is not None else None
+        return state if state is last else self._check_state(state, batch)
+
+    def _returned(self, final: torch.Tensor) -> torch.Tensor:
+        """``final``, remembered (weakly) as the last state returned."""
+        if not torch.compiler.is_compiling():
+            self._last_state = weakref.ref(final)
+        return final
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -359,9 +380,7 @@ class QLAM(nn.Module):
         if state is None:
             state = k["psi0"].to(complex_dtype(x.dtype)).expand(b, -1, -1)
         else:
-            last_out = self._last_state() if self._last_state is not None else None
-            if state is not last_out:  # the state this layer just returned needs no check
-                state = self._check_state(state, b)
+            state = self._given_state(state, b)
         psi0 = torch.stack([state.real, state.imag], -2).to(x.dtype)
         # one phase vector per (token, head, layer): (B, L, H, R, N) from Delta_h in_proj(x)
         phases = nn.functional.linear(x, *k["phase"]).view(b, length, h, -1, n_states)
@@ -373,10 +392,7 @@ class QLAM(nn.Module):
             probs, last = self._scan(psi0, phases, k["w"], read_phases, w_read)
         else:
             probs, last = self._scan_padded(psi0, phases, k["w"], read_phases, w_read, lengths)
-        final = torch.complex(last[..., 0, :], last[..., 1, :])
-        if not torch.compiler.is_compiling():
-            self._last_state = weakref.ref(final)
-        return probs, final
+        return probs, self._returned(torch.complex(last[..., 0, :], last[..., 1, :]))
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None):
@@ -392,7 +408,7 @@ class QLAM(nn.Module):
 
         The result is ``(y (B, L, d_model), final state (B, H, 2^n) complex)``.
         """
-        if lengths is None and self._streams(x):
+        if lengths is None and self._streams(x, 3):
             return self._stream(x, state)
         # (probabilities(x, state) when unpadded: qlam.hardware swaps in a two-argument one)
         probs, final = (self.probabilities(x, state) if lengths is None
@@ -405,21 +421,23 @@ class QLAM(nn.Module):
         y = self.out_proj(feats)
         return zero_padding(y, padded_lengths(lengths, *x.shape[:2])), final
 
-    def _streams(self, x) -> bool:
-        """Whether a forward on ``x`` takes the fused one-token path (:meth:`_stream`): one
-        token, no gradient recorded, exact readout, on the CPU kernel in the layer's dtype."""
-        return (not torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.dim() == 3
-                and x.shape[1] == 1 and x.shape[2] == self.d_model and x.device.type == "cpu"
+    def _streams(self, x, dim: int) -> bool:
+        """Whether ``x`` takes the fused one-token path (:meth:`_stream`): one token per
+        example, (B, d_model) for ``dim`` 2 (step) or (B, 1, d_model) for 3 (forward), no
+        gradient recorded, exact readout, on the CPU kernel in the layer's dtype."""
+        return (not torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.is_cpu
+                and x.dim() == dim and x.shape[0] > 0 and x.shape[-1] == self.d_model
+                and (dim == 2 or x.shape[1] == 1) and x.dtype in (torch.float32, torch.float64)
                 and x.dtype == self.in_proj.weight.dtype
-                and x.dtype in (torch.float32, torch.float64)
-                and self.shots is None and self.noise is None
+                and self._shots is None and self._noise is None
                 and self.backward_mode in ("auto", "kernel")
                 and "probabilities" not in self.__dict__  # qlam.hardware's noisy readout
                 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-                and cpp.available())
+                and cpp.load() is not None)
 
     def _stream(self, x: torch.Tensor, state: torch.Tensor | None):
-        """A one-token forward (x (B, 1, d_model)) as one call of the compiled step
+        """One token (x (B, d_model) or (B, 1, d_model), y of the same shape) as one call of
+        the compiled step
         (:func:`qlam.sim.scan.cpp` ``step``), on constants derived once per parameter
         version: the input, read and query maps in one matrix, the unitaries transposed."""
         k = self._constants(x.dtype)
@@ -436,18 +454,19 @@ class QLAM(nn.Module):
         b, cd = x.shape[0], complex_dtype(x.dtype)
         if state is None:
             state = k["psi0"].to(cd).expand(b, -1, -1)
-        elif self._last_state is None or state is not self._last_state():
-            state = self._check_state(state, b).to(cd)
+        else:
+            state = self._given_state(state, b).to(cd)
         y, final = cpp.load().step(x, state, *k["stream"])
-        self._last_state = weakref.ref(final)
-        return y, final
+        return y, self._returned(final)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         """One token: x_t (B, d_model) -> (y_t (B, d_model), state (B, H, 2^n) complex).
 
         Streaming token by token gives the same outputs as :meth:`forward` on the whole
-        sequence. Under ``torch.no_grad()`` the heads' unitaries are built once and reused
-        until a parameter changes, so a step costs about what a token costs in forward.
+        sequence. Without gradients (``torch.no_grad()`` or ``torch.inference_mode()``), on
+        the CPU with the exact readout, a step is one call of a compiled kernel on constants
+        derived once per parameter version (see ``qlam bench stream``); otherwise it is a
+        one-token :meth:`forward`.
 
         Example:
             >>> layer = QLAM(d_model=8, n_heads=2, n_qubits=2)
@@ -457,11 +476,13 @@ class QLAM(nn.Module):
             >>> y_t.shape
             torch.Size([3, 8])
         """
+        if self._streams(x_t, 2) and not _hooked(self):  # (hooks: through self(...))
+            return self._stream(x_t, state)
         if not isinstance(x_t, torch.Tensor) or x_t.dim() != 2:
             shape = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
             raise ValueError(f"step expects x_t of shape (batch, {self.d_model}), got {shape}")
         y, state = self(x_t.unsqueeze(1), state)
-        return y[:, 0], state
+        return y.squeeze(1), state
 
     # ---- evaluation and export ---------------------------------------------------------
     def set_readout(self, shots: int | None = None, noise=None,

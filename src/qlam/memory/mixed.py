@@ -123,6 +123,7 @@ class MixedQLAM(nn.Module):
         self.generator: torch.Generator | None = None
         self.noise = None  # noisy evaluation is not implemented for the mixed memory
         self._cache = None  # (key, constants) of the last forward without gradients
+        self._last_state = None  # weak reference to the last state returned (already checked)
         h, n_states = n_heads, 2**n_qubits
 
         # heads ordered slow -> fast, shuffled: slow forgetting goes with slow rotation
@@ -236,8 +237,11 @@ class MixedQLAM(nn.Module):
         rho = psi[:, :, None] * psi.conj()[:, None, :]
         return rho.to(complex_dtype(dtype)).expand(batch, -1, -1, -1)
 
-    # the unitary layer's input check (type, shape, dtype against the parameters, finite)
+    # the unitary layer's input check (type, shape, dtype against the parameters, finite),
+    # and its skipping of the check for the state it returned last
     _check_input = QLAM._check_input
+    _given_state = QLAM._given_state
+    _returned = QLAM._returned
 
     def _check_state(self, state: torch.Tensor, batch: int) -> torch.Tensor:
         n_states = 2**self.n_qubits
@@ -268,7 +272,7 @@ class MixedQLAM(nn.Module):
         c = self._constants(x.dtype)
         v, v_dag = c["v"], c["v_dag"]
         rho0 = (c["rho0"].expand(b, -1, -1, -1) if state is None
-                else self._check_state(state, b).to(v.dtype))
+                else self._given_state(state, b).to(v.dtype))
         r0 = v_dag @ rho0 @ v  # into the frame
 
         phi = nn.functional.linear(x, *c["phase"]).view(b, length, h, n_states)
@@ -287,7 +291,7 @@ class MixedQLAM(nn.Module):
             last = rs[:, :, -1]
         else:
             last = rs[:, torch.arange(b, device=rs.device), lengths.to(rs.device) - 1]
-        return zero_padding(probs, lengths), v @ last.transpose(0, 1) @ v_dag
+        return zero_padding(probs, lengths), self._returned(v @ last.transpose(0, 1) @ v_dag)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None):
@@ -307,7 +311,7 @@ class MixedQLAM(nn.Module):
             raise ValueError(f"step expects x_t of shape (batch, {self.d_model}), "
                              f"got {tuple(x_t.shape)}")
         y, state = self(x_t.unsqueeze(1), state)
-        return y[:, 0], state
+        return y.squeeze(1), state
 
     @torch.no_grad()
     def bound_channel(self, x: torch.Tensor, head: int, tokens: int | None = None,

@@ -6,6 +6,10 @@ register-blocked GEMM per token; complex products as three real GEMMs where N al
 backward is the reversible (adjoint) walk, also in C++: no stored history, the gradient of
 every unitary accumulated per thread and reduced at the end.
 
+A third entry, ``step``, is one token of the whole QLAM layer without gradients (input
+projections, the token's circuit, the readout and the output projection in one call): what
+``QLAM.step`` runs when streaming under ``torch.no_grad()`` (:meth:`qlam.memory.QLAM.step`).
+
 The kernel is registered as two PyTorch custom operators, ``torch.ops.qlam.scan_forward`` and
 ``qlam.scan_backward`` (``torch.library.custom_op`` with fake implementations and the autograd
 pairing), so ``torch.compile`` (``fullgraph=True`` included) traces a QLAM model into one graph
@@ -115,6 +119,8 @@ def build(source: Path = SOURCE, verbose: bool = False):
 def load(verbose: bool = False):
     """The extension module (built on first use), or None with :func:`error` set."""
     global _ext, _error, _tried
+    if _ext is not None:  # loaded: no lock (streaming calls this once per token)
+        return _ext
     with _lock:
         if _tried:
             return _ext
