@@ -194,8 +194,7 @@ class QLAM(nn.Module):
                     *((self.read_theta,) if query_basis else ()))
 
     def __getstate__(self):  # pickling (torch.save of the module): no weak reference, no cache
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {**state, "_last_state": None, "_cache": None}
+        return {**nn.Module.__getstate__(self), "_last_state": None, "_cache": None}
 
     # ---- options ------------------------------------------------------------------------
     @property
