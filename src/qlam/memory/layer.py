@@ -40,12 +40,11 @@ import math
 import weakref
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn.modules import module as torch_module
 
 from qlam.circuit import MAX_QUBITS, Circuit
+from qlam.memory.checks import check_index, check_tokens, hooked, parameters_of
 from qlam.memory.circuits import prep_circuit, readout_circuit, token_circuit
 from qlam.optim_hints import mark_memory
 from qlam.padding import padded_lengths, zero_padding
@@ -59,41 +58,6 @@ if TYPE_CHECKING:
     from qlam.sim.noise import Channel
 
 MAX_MEMORY_QUBITS = 12  # one dense 2^n x 2^n unitary per head and layer
-
-
-def check_index(name: str, value, size: int) -> int:
-    """``value`` as an int in 0..size-1, or a TypeError / ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not 0 <= value < size:
-        raise ValueError(f"{name} {value} out of range: 0..{size - 1}")
-    return int(value)
-
-
-def check_tokens(tokens, length: int) -> int:
-    """The number of tokens to export: ``length`` when None, else an int in 1..length."""
-    tokens = length if tokens is None else tokens
-    if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)):
-        raise TypeError(f"tokens must be an int, got {type(tokens).__name__}")
-    if not 1 <= tokens <= length:
-        raise ValueError(f"tokens must lie in 1..{length} (the sequence length), got {tokens}")
-    return int(tokens)
-
-
-def _parameters(module: nn.Module) -> list[nn.Parameter]:
-    """Every parameter of ``module`` and its submodules, as ``module.parameters()`` lists them
-    (a shared one may repeat), several times faster: it is read on every streaming step."""
-    params = [p for p in module._parameters.values() if p is not None]
-    for child in module._modules.values():
-        if child is not None:
-            params += _parameters(child)
-    return params
-
-
-def _hooked(module: nn.Module) -> bool:
-    """Whether calling ``module`` runs forward hooks, its own or global ones."""
-    return bool(module._forward_hooks or module._forward_pre_hooks
-                or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
 
 
 def _lower_checked(circuit) -> Lowered:
@@ -272,7 +236,7 @@ class QLAM(nn.Module):
         storage and version counter, which an optimizer step or ``load_state_dict`` bumps."""
         if torch.compiler.is_compiling():
             return self._build(dtype)
-        params = _parameters(self)
+        params = parameters_of(self)
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             self._cache = None
             return self._build(dtype)
@@ -475,7 +439,7 @@ class QLAM(nn.Module):
             >>> y_t.shape
             torch.Size([3, 8])
         """
-        if self._streams(x_t, 2) and not _hooked(self):  # (hooks: through self(...))
+        if self._streams(x_t, 2) and not hooked(self):  # (hooks: through self(...))
             return self._stream(x_t, state)
         if not isinstance(x_t, torch.Tensor) or x_t.dim() != 2:
             shape = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__

@@ -1,0 +1,44 @@
+"""Checks and helpers shared by the memory layers (:mod:`qlam.memory.layer`,
+:mod:`qlam.memory.mixed`): head / token-count arguments, the parameters a layer's cache is
+keyed on, and whether calling a module runs forward hooks."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+
+def check_index(name: str, value, size: int) -> int:
+    """``value`` as an int in 0..size-1, or a TypeError / ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 <= value < size:
+        raise ValueError(f"{name} {value} out of range: 0..{size - 1}")
+    return int(value)
+
+
+def check_tokens(tokens, length: int) -> int:
+    """The number of tokens to export: ``length`` when None, else an int in 1..length."""
+    tokens = length if tokens is None else tokens
+    if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)):
+        raise TypeError(f"tokens must be an int, got {type(tokens).__name__}")
+    if not 1 <= tokens <= length:
+        raise ValueError(f"tokens must lie in 1..{length} (the sequence length), got {tokens}")
+    return int(tokens)
+
+
+def parameters_of(module: nn.Module) -> list[nn.Parameter]:
+    """Every parameter of ``module`` and its submodules, as ``module.parameters()`` lists them
+    (a shared one may repeat), several times faster: it is read on every streaming step."""
+    params = [p for p in module._parameters.values() if p is not None]
+    for child in module._modules.values():
+        if child is not None:
+            params += parameters_of(child)
+    return params
+
+
+def hooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs forward hooks, its own or global ones."""
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
