@@ -171,6 +171,10 @@ def test_bad_inputs_are_named():
         QLAM(8, n_qubits=20)
     with pytest.raises(ValueError, match="shots"):
         sample_probs(torch.ones(2, 4) / 4, 0)
+    with pytest.raises(ValueError, match=r"x_t of shape \(batch, 8\), got list"):
+        m.step([0.0] * 8)
+    with pytest.raises(ValueError, match=r"x_t of shape \(batch, 8\), got \(2, 1, 8\)"):
+        m.step(torch.zeros(2, 1, 8, dtype=torch.float64))
 
 
 def test_shot_estimates_are_unbiased_with_binomial_spread():
@@ -238,3 +242,29 @@ def test_sample_probs_follows_its_generator():
     assert torch.equal(a, b)
     assert not all(torch.equal(a, sample_probs(p, 50, torch.Generator().manual_seed(s)))
                    for s in range(5, 10))
+
+
+def _z_signs(n: int) -> torch.Tensor:
+    """(2^n, n) eigenvalue of Z on wire i for basis state z (+1 for bit 0), wire 0 the MSB."""
+    return torch.tensor([[1 - 2 * ((z >> (n - 1 - i)) & 1) for i in range(n)]
+                         for z in range(2**n)], dtype=torch.float64)
+
+
+def test_phases_are_the_z_rotation_layers_by_hand():
+    """QLAM._phases (the phase map qlam.hardware uses) against the gates' own phases:
+    RZ(t) on wire i gives basis state z the phase -t z_i / 2 and RZZ(t) on (a, b) gives
+    -t z_a z_b / 2 (z = +-1); the token layer's angles are Delta_h in_proj(x), the readout
+    layer's the query q_basis(x)."""
+    from qlam.templates import ring
+
+    m = QLAM(d_model=5, n_heads=2, n_qubits=3).double()
+    x = torch.randn(2, 4, 5, dtype=torch.float64)
+    zs = _z_signs(3)
+    read = m._phases(x, m.q_basis, None, "read")  # (B, L, H, R=1, N)
+    q = m.q_basis(x).view(2, 4, 2, 3)
+    assert read.shape == (2, 4, 2, 1, 8)
+    torch.testing.assert_close(read[:, :, :, 0], -0.5 * q @ zs.T, rtol=0, atol=1e-12)
+    token = m._phases(x, m.in_proj, m.dt(), "phase")  # (B, L, H, R=1, N)
+    angles = m.in_proj(x).view(2, 4, 2, 6) * m.dt()[:, None]  # RZ x 3, then RZZ on the ring
+    strings = torch.cat([zs, torch.stack([zs[:, a] * zs[:, b] for a, b in ring(3)], 1)], 1)
+    torch.testing.assert_close(token[:, :, :, 0], -0.5 * angles @ strings.T, rtol=0, atol=1e-12)

@@ -2,6 +2,8 @@
 its compiled recurrence against the PyTorch loop and finite differences, the density matrix's
 validity, streaming, shots and bad options."""
 
+import math
+
 import pytest
 import torch
 
@@ -233,3 +235,16 @@ def test_export_head_points_to_the_mixed_export():
     ex = export_mixed_head(model, x, head=1)  # checked against Qiskit in tests/export
     assert (ex.circuit.n_qubits, ex.tokens) == (5, 5)
     assert ex.circuit.gate_count()["reset"] == 5 * (2 + 1 + 2)
+
+
+def test_option_bounds_are_inclusive_and_defaults_documented():
+    """The documented ranges include their ends (5 qubits, a_min == a_max), the defaults are
+    the docstring's (selective, dephasing, one basis), and the derived buffers are not saved
+    (a state dict holds exactly the parameters)."""
+    assert MixedQLAM(2, n_heads=1, n_qubits=5).n_qubits == 5
+    same = MixedQLAM(2, n_heads=3, n_qubits=1, a_min=0.05, a_max=0.05)
+    torch.testing.assert_close(same.gate.bias.detach(),
+                               torch.full((3,), math.log(0.05 / 0.95)), rtol=1e-6, atol=0)
+    m = MixedQLAM(4, n_heads=2, n_qubits=2)
+    assert (m.selective, m.dephasing, m.n_bases, m.shots) == (True, True, 1, None)
+    assert set(m.state_dict()) == {name for name, _ in m.named_parameters()}
