@@ -36,7 +36,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/qlam bench sim --quick
 
-# Mutation testing of the core modules (memory.py, sim/, train.py, data/; [tool.mutmut] in
+# Mutation testing of the core modules (memory/, sim/, train.py, data/; [tool.mutmut] in
 # pyproject.toml): hours on 2 cores, not part of CI. MUTANTS narrows it, e.g.
 # `make mutation MUTANTS='qlam.memory*'`; `mutmut results` / `mutmut show NAME` afterwards.
 MUTANTS ?=
