@@ -169,7 +169,7 @@ def _task_step(cfg: Config, backward: str):
                            pool="none" if per_token else "mean", discrete=task.discrete,
                            backward=backward)
     assert model.blocks[0].memory.backward_mode == backward
-    x, y = task.train.x[:cfg.batch], task.train.y[:cfg.batch]
+    x, y = task.train.x, task.train.y  # limit_train: exactly cfg.batch sequences
 
     def step(inp: torch.Tensor) -> None:
         # the warm-up passes a prefix: targets cut to it (a sequence label stays as it is)
