@@ -12,6 +12,9 @@ case $name in
   v1)            A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4" ;;
   v1_dtwide)     A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4 --dt-min 1e-3 --dt-max 1" ;;
   v1_lrmem1)     A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4 --lr-memory-scale 1" ;;
+  v1_frozen)     A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4 --dt-min 1e-9 --dt-max 1e-9" ;;
+  h16n3)         A="--model qlam --params 87178 --n-layers 2 --n-heads 16 --n-qubits 3" ;;
+  v1_depth2)     A="--model qlam --params 87178 --n-layers 2 --n-heads 8 --n-qubits 4 --depth 2" ;;
   mixed_n3h8)    A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3" ;;
   mixed_n3h8k2)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --config $C/bases2.toml" ;;
   mixed_n3h4k4)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 4 --n-qubits 3 --config $C/bases4.toml" ;;
