@@ -268,3 +268,40 @@ def test_phases_are_the_z_rotation_layers_by_hand():
     angles = m.in_proj(x).view(2, 4, 2, 6) * m.dt()[:, None]  # RZ x 3, then RZZ on the ring
     strings = torch.cat([zs, torch.stack([zs[:, a] * zs[:, b] for a, b in ring(3)], 1)], 1)
     torch.testing.assert_close(token[:, :, :, 0], -0.5 * angles @ strings.T, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("order, strings", [(1, ["IIZ", "IZI", "ZII"]),
+                                            (2, ["IIZ", "IZI", "IZZ", "ZII", "ZIZ", "ZZI"])])
+def test_read_order_reads_the_low_weight_z_strings(order, strings):
+    """read_order k: the features are <P> of the Z-strings on at most k qubits (in increasing
+    string index, wire 0 the leftmost letter), from qlam.expval on the readout state."""
+    m = _layer(query_basis=False, read_order=order)
+    assert m.n_read == len(strings)
+    assert m.q_weight.out_features == m.out_proj.in_features == 3 * len(strings)
+    x = torch.randn(2, 4, 8, dtype=torch.float64)
+    y, final = m(x)
+    _, psi = m(x[:, :3])
+    _, psi = m(x[:, 3:], psi)  # the state after the last token, read in the Z basis
+    qw = m.q_weight(x[:, -1]).view(2, 3, -1)
+    feats = torch.stack([qlam.expval(psi[:, h], p) * qw[:, h, i]
+                         for h in range(3) for i, p in enumerate(strings)], -1)
+    torch.testing.assert_close(y[:, -1], m.out_proj(feats), atol=1e-12, rtol=0)
+    with torch.no_grad():  # step (the fused kernel reads every string: the forward is used)
+        state, ys = None, []
+        for t in range(4):
+            y_t, state = m.step(x[:, t], state)
+            ys.append(y_t)
+    torch.testing.assert_close(torch.stack(ys, 1), y, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [0, 4, 1.5, True, "2"])
+def test_read_order_out_of_range_is_named(bad):
+    with pytest.raises(ValueError, match="read_order"):
+        QLAM(8, 2, 3, read_order=bad)
+
+
+def test_classifier_passes_read_order_to_the_unitary_memory_only():
+    model = QLAMClassifier(3, 5, d_model=8, n_layers=2, n_heads=2, n_qubits=4, read_order=2)
+    assert [m.n_read for m in model.memories()] == [10, 10]  # 4 + C(4, 2) strings per head
+    with pytest.raises(ValueError, match="read_order"):
+        QLAMClassifier(3, 5, d_model=8, n_heads=2, n_qubits=3, memory="mixed", read_order=2)

@@ -12,12 +12,12 @@ from qlam.sim.scan import cpp
 BACKWARDS = ["autograd", "reversible"] + (["kernel"] if cpp.available() else [])
 
 
-@pytest.mark.parametrize("query_basis", [True, False])
+@pytest.mark.parametrize("query_basis, read_order", [(True, None), (False, None), (True, 2)])
 @pytest.mark.parametrize("backward", BACKWARDS)
-def test_fused_layer_matches_the_reference(query_basis, backward):
+def test_fused_layer_matches_the_reference(query_basis, read_order, backward):
     torch.manual_seed(0)
     layer = QLAM(6, n_heads=2, n_qubits=3, depth=2, query_basis=query_basis,
-                 dt_min=0.05, dt_max=0.5, backward=backward).double()
+                 dt_min=0.05, dt_max=0.5, backward=backward, read_order=read_order).double()
     x = torch.randn(2, 7, 6, dtype=torch.float64)
     y, state = layer(x)
     y_ref, state_ref = qlam_reference(layer, x)

@@ -14,11 +14,12 @@ S4 lesson: a memory that neither freezes nor scrambles).
 
 The readout is a query-dependent measurement: the token's query q_t picks the measurement
 basis (RZ(q_t) then a trained unitary V, :func:`~qlam.memory.circuits.readout_circuit`) and,
-by the Born rule,
-the probabilities give the expectations of all 2^n - 1 Pauli-Z strings in that basis; the
-query also weights them, so each output channel reads <psi_t| O(q_t) |psi_t> with
-O(q) = sum_k w_k(q) P_k. Expectations are exact, or estimated from ``shots`` samples (the
-forward uses the samples, the backward the exact expectation's gradient: straight-through).
+by the Born rule, the probabilities give the expectations of the 2^n - 1 Pauli-Z strings in
+that basis (or, with ``read_order`` k, of those on at most k qubits: n + C(n, 2) for k = 2,
+so the readout's parameters stop growing as 2^n); the query also weights them, so each
+output channel reads <psi_t| O(q_t) |psi_t> with O(q) = sum_k w_k(q) P_k. Expectations are
+exact, or estimated from ``shots`` samples (the forward uses the samples, the backward the
+exact expectation's gradient: straight-through).
 Setting ``noise`` (a :class:`qlam.sim.noise.Channel` or "depolarizing:0.01") evaluates under
 that channel on every qubit after every token, one quantum trajectory per example (seeded by
 ``generator``; trajectories have no gradient, so a training-mode forward recording one is
@@ -91,6 +92,9 @@ class QLAM(nn.Module):
             the channel on every qubit after every token, one quantum trajectory per example.
             Trajectories carry no gradient, so a training-mode forward that records
             gradients is refused; evaluate in ``eval()`` mode or under ``torch.no_grad()``.
+        read_order: read only the Pauli-Z strings acting on at most this many qubits
+            (1..n_qubits; None: all 2^n - 1). The features per head, and with them the
+            query weights and the output map, shrink to sum_{j<=k} C(n, j).
 
     Shapes: ``forward(x (B, L, d_model), state=None, lengths=None)`` returns
     ``(y (B, L, d_model), state (B, n_heads, 2^n_qubits) complex)``.
@@ -105,7 +109,7 @@ class QLAM(nn.Module):
     def __init__(self, d_model: int, n_heads: int = 4, n_qubits: int = 4, depth: int = 1,
                  query_basis: bool = True, dt_min: float = 1e-3, dt_max: float = 1e-1,
                  backward: str = "auto", shots: int | None = None,
-                 noise: str | Channel | None = None):
+                 noise: str | Channel | None = None, read_order: int | None = None):
         super().__init__()
         if not 1 <= n_qubits <= min(MAX_MEMORY_QUBITS, MAX_QUBITS):
             raise ValueError(f"n_qubits={n_qubits}: the memory supports 1..{MAX_MEMORY_QUBITS} "
@@ -114,6 +118,11 @@ class QLAM(nn.Module):
             raise ValueError(f"need n_heads, depth, d_model >= 1, got {n_heads}, {depth}, {d_model}")
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        if read_order is not None and (isinstance(read_order, bool)
+                                       or not isinstance(read_order, int)
+                                       or not 1 <= read_order <= n_qubits):
+            raise ValueError(f"read_order must be an int in 1..n_qubits={n_qubits} or None, "
+                             f"got {read_order!r}")
         if backward not in BACKWARDS:
             raise ValueError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")
         self.d_model, self.n_heads, self.n_qubits, self.depth = d_model, n_heads, n_qubits, depth
@@ -147,12 +156,19 @@ class QLAM(nn.Module):
             nn.init.normal_(self.q_basis.weight, std=0.02)
             nn.init.zeros_(self.q_basis.bias)
             self.read_theta = nn.Parameter(0.1 * torch.randn(n_heads, self.read.n_params))
+        # the Z-strings read (columns of the Walsh matrix: string S is column S - 1)
+        self.read_order = read_order
+        walsh = walsh_matrix(n_qubits)
+        if read_order is not None:
+            weight = torch.tensor([bin(s).count("1") for s in range(1, n_states)])
+            walsh = walsh[:, weight <= read_order]
+        self.register_buffer("walsh", walsh.float(), persistent=False)
+        self.n_read = walsh.shape[1]
         # query weights over the Pauli-Z strings (1 + small at init), then the output map
-        self.q_weight = nn.Linear(d_model, n_heads * (n_states - 1))
+        self.q_weight = nn.Linear(d_model, n_heads * self.n_read)
         nn.init.normal_(self.q_weight.weight, std=0.02)
         nn.init.ones_(self.q_weight.bias)
-        self.register_buffer("walsh", walsh_matrix(n_qubits).float(), persistent=False)
-        self.out_proj = nn.Linear(n_heads * (n_states - 1), d_model)
+        self.out_proj = nn.Linear(n_heads * self.n_read, d_model)
         # the quantum parameters: their own learning-rate scale, no weight decay
         mark_memory(self.theta, self.log_dt, self.prep_theta,
                     *((self.read_theta,) if query_basis else ()))
@@ -379,7 +395,7 @@ class QLAM(nn.Module):
         if self.shots is not None:  # sampled values, the exact expectation's gradient
             sampled = sample_probs(probs.detach(), self.shots, self.generator)
             probs = probs + (sampled - probs).detach()
-        z = probs @ self.walsh.to(probs.dtype)  # (B, L, H, N-1) Pauli-Z expectations
+        z = probs @ self.walsh.to(probs.dtype)  # (B, L, H, n_read) Pauli-Z expectations
         feats = z.flatten(2) * self.q_weight(x)
         y = self.out_proj(feats)
         return zero_padding(y, padded_lengths(lengths, *x.shape[:2])), final
@@ -393,6 +409,7 @@ class QLAM(nn.Module):
                 and (dim == 2 or x.shape[1] == 1) and x.dtype in (torch.float32, torch.float64)
                 and x.dtype == self.in_proj.weight.dtype
                 and self._shots is None and self._noise is None
+                and self.read_order is None  # (the kernel reads all 2^n - 1 strings)
                 and self.backward_mode in ("auto", "kernel")
                 and "probabilities" not in self.__dict__  # qlam.hardware's noisy readout
                 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
@@ -485,4 +502,5 @@ class QLAM(nn.Module):
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, heads={self.n_heads}, qubits={self.n_qubits}, "
                 f"depth={self.depth}, query_basis={self.query_basis}, shots={self.shots}"
+                + (f", read_order={self.read_order}" if self.read_order is not None else "")
                 + (f", noise={self.noise}" if self.noise is not None else ""))

@@ -41,7 +41,9 @@ def qlam_reference(layer, x: torch.Tensor):
                 q = _linear(layer.q_basis, x[:, t]).view(b, h, n)[:, k]  # (B, n)
                 read = apply_ops(read, layer.read.ops, n, layer.read_theta[k].double(), q)
             probs[:, t, k] = read.real.square() + read.imag.square()     # Born rule
-    z = probs @ walsh_matrix(n)                                          # (B, L, H, 2^n - 1) <Z_S>
+    k_max = n if layer.read_order is None else layer.read_order          # strings on <= k qubits
+    read = [s - 1 for s in range(1, 2**n) if bin(s).count("1") <= k_max]  # column S-1: string S
+    z = probs @ walsh_matrix(n)[:, read]                                 # (B, L, H, n_read) <Z_S>
     feats = z.flatten(2) * _linear(layer.q_weight, x)                    # query-weighted strings
     return _linear(layer.out_proj, feats), torch.stack(psi, 1)
 

@@ -63,7 +63,7 @@ class QLAMClassifier(SequenceClassifier):
     ``discrete``: the input is token ids (B, L) (see :mod:`qlam.models.common`).
     ``memory`` picks the layer (``"unitary"``: :class:`~qlam.memory.QLAM`, ``"mixed"``:
     :class:`~qlam.memory.mixed.MixedQLAM`); ``dt_min``, ``dt_max`` and ``qlam_kwargs`` go to
-    every memory layer, ``query_basis`` to the unitary one, ``selective``, ``dephasing``,
+    every memory layer, ``query_basis`` and ``read_order`` to the unitary one, ``selective``, ``dephasing``,
     ``n_bases``, ``a_min``, ``a_max`` to the mixed one (None: its default).
 
     ``forward(x, lengths=None)``: with ``lengths`` (B,) for a right-padded batch, every
@@ -84,18 +84,21 @@ class QLAMClassifier(SequenceClassifier):
                  dt_min: float = 1e-3, dt_max: float = 1e-1, query_basis: bool = True,
                  memory: str = "unitary", selective: bool | None = None,
                  dephasing: bool | None = None, n_bases: int | None = None,
-                 a_min: float | None = None, a_max: float | None = None, **qlam_kwargs):
+                 a_min: float | None = None, a_max: float | None = None,
+                 read_order: int | None = None, **qlam_kwargs):
         super().__init__()
         qlam_kwargs.update(dt_min=dt_min, dt_max=dt_max)
         mixed = dict(selective=selective, dephasing=dephasing, n_bases=n_bases, a_min=a_min,
                      a_max=a_max)
         if memory == "mixed":
+            if read_order is not None:
+                raise ValueError("read_order: an option of memory='unitary' only")
             qlam_kwargs.update({k: v for k, v in mixed.items() if v is not None})
         else:
             given = [k for k, v in mixed.items() if v is not None]
             if given:
                 raise ValueError(f"{', '.join(given)}: options of memory='mixed' only")
-            qlam_kwargs.update(query_basis=query_basis)
+            qlam_kwargs.update(query_basis=query_basis, read_order=read_order)
         self.embed_inputs(n_features, d_model, pool, discrete)
         self.blocks = nn.ModuleList(
             QLAMBlock(d_model, n_heads, n_qubits, depth, mlp_ratio, dropout, memory,
