@@ -12,10 +12,19 @@ import statistics
 import sys
 from pathlib import Path
 
-ORDER = ["v1", "v1_dtwide", "v1_lrmem1", "mixed_n3h8", "mixed_n3h8k2", "mixed_n3h4k4", "mixed_nonsel", "mixed_nodeph",
+ORDER = ["v1", "v1_frozen", "v1_dtwide", "v1_lrmem1", "v1_depth2", "h16n3", "h16n4_o2", "h8n5_o2",
+         "h8n6_o2", "v1_conv4", "frozen_conv4", "mixed_n3h8", "mixed_n3h8k2", "mixed_n3h4k4", "mixed_nonsel", "mixed_nodeph",
          "mixed_n2h16", "mixed_n4h8", "s4d4", "s4d64", "gru"]
 WHAT = {
     "v1": "QLAM v1: unitary memory (the paper's), 8 heads x 4 qubits, d_model 64",
+    "v1_frozen": "control: v1 with Delta_h at 1e-9 (the memory never moves: no token mixing)",
+    "v1_depth2": "v1 with two Trotter layers per token circuit (depth 2)",
+    "h16n3": "unitary memory, 16 heads x 3 qubits",
+    "h16n4_o2": "unitary memory, 16 heads x 4 qubits, Z-strings on <= 2 qubits read (read_order 2)",
+    "h8n5_o2": "unitary memory, 8 heads x 5 qubits, read_order 2",
+    "h8n6_o2": "unitary memory, 8 heads x 6 qubits, read_order 2",
+    "v1_conv4": "v1 with a depthwise causal convolution over 4 tokens before each memory (Mamba's)",
+    "frozen_conv4": "control: v1_conv4 with the memory frozen (Delta_h 1e-9): the convolution alone",
     "v1_dtwide": "v1 with time scales Delta_h log-spaced in 0.001..1 (default 0.001..0.1)",
     "v1_lrmem1": "v1 with the memory parameters at the full learning rate (lr_memory_scale 1)",
     "mixed_n3h8": "mixed memory, 8 heads x 3 qubits (selective reset-and-write + phase damping)",
@@ -62,7 +71,8 @@ def main(runs="runs/abl", out="results/ablations") -> None:
     groups = _load(runs)
     (out / "summaries").mkdir(parents=True, exist_ok=True)
     rows = ["| variant | what | params | seeds | train acc (%) | val acc (%) | test acc (%) "
-            "| tokens/s (last epoch; shared cores: not a speed figure) |", "|---|---|---|---|---|---|---|---|"]
+            "| tokens/s (last epoch; shared cores: not a speed figure) |",
+            "|---|---|---|---|---|---|---|---|"]
     for name in sorted(groups, key=lambda n: (ORDER.index(n) if n in ORDER else math.inf, n)):
         runs_ = sorted(groups[name], key=lambda s: s["seed"])
         for s in runs_:

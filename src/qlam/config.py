@@ -76,6 +76,7 @@ class TrainConfig:
     dt_max: float | None = None
     query_basis: bool | None = None
     read_order: int | None = None  # QLAM: read the Z-strings on at most this many qubits
+    conv: int | None = None  # QLAM: a depthwise causal convolution of this size before the memory
     memory: str | None = None  # QLAM's memory: "unitary" (the paper's) or "mixed"
     d_state: int | None = None  # SSM state size
     causal: bool | None = None  # transformer: attend to earlier tokens only
@@ -98,7 +99,7 @@ RUN_CONTROL = ("out", "label", "device", "threads", "checkpoint_minutes", "max_m
 # settings that must be >= 1 (when set) and those that must be finite and > 0
 _AT_LEAST_ONE = ("epochs", "batch_size", "eval_batch_size", "limit_train", "limit_test",
                  "patch", "threads", "params", "d_model", "n_layers", "n_heads", "n_qubits",
-                 "depth", "d_state", "log_every", "read_order")
+                 "depth", "d_state", "log_every", "read_order", "conv")
 _POSITIVE = ("lr", "lr_memory_scale", "checkpoint_minutes", "max_minutes", "mlp_ratio",
              "dt_min", "dt_max")
 
@@ -302,6 +303,8 @@ HELP = {
     "query_basis": "qlam: read each token in a query-chosen basis",
     "read_order": "qlam: read only the Pauli-Z strings on at most this many qubits "
                   "(default: all 2^n - 1)",
+    "conv": "qlam: kernel size of a depthwise causal convolution before each memory layer "
+            "(Mamba's short convolution; default: none, the memory alone mixes tokens)",
     "memory": "qlam: unitary (the paper's memory) or mixed (a density-matrix channel)",
     "d_state": "ssm: state size per channel",
     "causal": "transformer: attend to earlier tokens only",

@@ -305,3 +305,29 @@ def test_classifier_passes_read_order_to_the_unitary_memory_only():
     assert [m.n_read for m in model.memories()] == [10, 10]  # 4 + C(4, 2) strings per head
     with pytest.raises(ValueError, match="read_order"):
         QLAMClassifier(3, 5, d_model=8, n_heads=2, n_qubits=3, memory="mixed", read_order=2)
+
+
+@pytest.mark.parametrize("memory", ["unitary", "mixed"])
+def test_conv_feeds_the_memory_a_causal_depthwise_convolution(memory):
+    """With conv k the memory of block 0 reads m_t = silu(b + sum_j w_j h_{t-k+1+j}) per
+    channel (h = LN of the embedded tokens, zero before the first token), written out here
+    as a sum over the kernel; a change to token t leaves every output before t as it was."""
+    torch.manual_seed(0)
+    model = QLAMClassifier(3, 4, d_model=6, n_layers=2, n_heads=2, n_qubits=2, pool="none",
+                           memory=memory, conv=3).double()
+    x = torch.randn(7, 3, dtype=torch.float64)
+    block = model.blocks[0]
+    h = block.norm1(model.embed(x[None]))[0]  # (L, d)
+    w, bias = block.conv.weight[:, 0], block.conv.bias  # (d, k), (d,)
+    want = torch.stack([torch.nn.functional.silu(bias + sum(
+        w[:, j] * h[t - 2 + j] for j in range(3) if t - 2 + j >= 0)) for t in range(7)])
+    torch.testing.assert_close(model.memory_input(x, 0)[0], want, atol=1e-12, rtol=0)
+    with torch.no_grad():
+        y = model(x[None])
+        x2 = x.clone()
+        x2[4] += 1.0
+        y2 = model(x2[None])
+    torch.testing.assert_close(y2[:, :4], y[:, :4], atol=1e-12, rtol=0)
+    assert not torch.allclose(y2[:, 4], y[:, 4])
+    with pytest.raises(ValueError, match="conv"):
+        QLAMClassifier(3, 4, d_model=6, n_heads=2, n_qubits=2, conv=0)

@@ -80,8 +80,10 @@ MODELS = {
     "qlstm": dict(d_model=4, n_qubits=2, depth=1),
     "mixed-qlam": dict(d_model=8, n_layers=2, n_heads=2, n_qubits=2, dt_min=0.1, dt_max=1.0,
                        memory="mixed"),
+    "qlam-conv": dict(d_model=8, n_layers=2, n_heads=2, n_qubits=2, dt_min=0.1, dt_max=1.0,
+                      conv=3),
 }
-MODEL_NAMES = {"causal-transformer": "transformer", "mixed-qlam": "qlam"}
+MODEL_NAMES = {"causal-transformer": "transformer", "mixed-qlam": "qlam", "qlam-conv": "qlam"}
 
 
 @pytest.mark.parametrize("pool", ["mean", "last"])

@@ -1,7 +1,9 @@
 """QLAMClassifier: embedding, residual QLAM blocks, pooling, logits (per sequence or token).
 
 Block (pre-norm, Mamba-like gating): x + Out(QLAM(LN x) * silu(G LN x)), then x + MLP(LN x).
-The QLAM layer is the only operation that mixes tokens: ``memory="unitary"`` is the paper's
+With ``conv`` k the memory reads silu(Conv_k(LN x)) instead, a depthwise causal convolution
+over the last k tokens (Mamba's short convolution); without it (the default) the QLAM layer
+is the only operation that mixes tokens: ``memory="unitary"`` is the paper's
 pure-state memory (:class:`qlam.memory.QLAM`), ``memory="mixed"`` the density-matrix memory
 that forgets (:class:`qlam.memory.mixed.MixedQLAM`).
 """
@@ -39,9 +41,12 @@ def build_memory(memory: str, d_model: int, n_heads: int, n_qubits: int, depth: 
 class QLAMBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, n_qubits: int, depth: int = 1,
                  mlp_ratio: float = 2.0, dropout: float = 0.0, memory: str = "unitary",
-                 **qlam_kwargs):
+                 conv: int | None = None, **qlam_kwargs):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
+        # depthwise causal convolution over the last ``conv`` tokens (left padding only)
+        self.conv = (None if conv is None else
+                     nn.Conv1d(d_model, d_model, conv, groups=d_model, padding=conv - 1))
         self.memory = build_memory(memory, d_model, n_heads, n_qubits, depth, **qlam_kwargs)
         self.gate = nn.Linear(d_model, d_model)
         self.norm2 = nn.LayerNorm(d_model)
@@ -52,7 +57,10 @@ class QLAMBlock(nn.Module):
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, lengths=None):
         """x (B, L, d_model) -> (x', state (B, H, 2^n) complex); ``lengths`` as in QLAM."""
         h = self.norm1(x)
-        y, state = self.memory(h, state, lengths=lengths)
+        m = h
+        if self.conv is not None:  # (B, d, L + k - 1) -> the first L outputs are causal
+            m = F.silu(self.conv(h.transpose(1, 2))[..., :h.shape[1]].transpose(1, 2))
+        y, state = self.memory(m, state, lengths=lengths)
         x = x + self.drop(y * F.silu(self.gate(h)))
         x = x + self.drop(self.mlp(self.norm2(x)))
         return x, state
@@ -64,7 +72,8 @@ class QLAMClassifier(SequenceClassifier):
     ``memory`` picks the layer (``"unitary"``: :class:`~qlam.memory.QLAM`, ``"mixed"``:
     :class:`~qlam.memory.mixed.MixedQLAM`); ``dt_min``, ``dt_max`` and ``qlam_kwargs`` go to
     every memory layer, ``query_basis`` and ``read_order`` to the unitary one, ``selective``, ``dephasing``,
-    ``n_bases``, ``a_min``, ``a_max`` to the mixed one (None: its default).
+    ``n_bases``, ``a_min``, ``a_max`` to the mixed one (None: its default); ``conv`` k puts
+    a depthwise causal convolution over the last k tokens before every memory (None: none).
 
     ``forward(x, lengths=None)``: with ``lengths`` (B,) for a right-padded batch, every
     layer's memory ignores the padding and pooling covers each example's real tokens only,
@@ -85,8 +94,11 @@ class QLAMClassifier(SequenceClassifier):
                  memory: str = "unitary", selective: bool | None = None,
                  dephasing: bool | None = None, n_bases: int | None = None,
                  a_min: float | None = None, a_max: float | None = None,
-                 read_order: int | None = None, **qlam_kwargs):
+                 read_order: int | None = None, conv: int | None = None, **qlam_kwargs):
         super().__init__()
+        if conv is not None and (isinstance(conv, bool) or not isinstance(conv, int)
+                                 or conv < 1):
+            raise ValueError(f"conv must be a kernel size >= 1 or None, got {conv!r}")
         qlam_kwargs.update(dt_min=dt_min, dt_max=dt_max)
         mixed = dict(selective=selective, dephasing=dephasing, n_bases=n_bases, a_min=a_min,
                      a_max=a_max)
@@ -101,7 +113,7 @@ class QLAMClassifier(SequenceClassifier):
             qlam_kwargs.update(query_basis=query_basis, read_order=read_order)
         self.embed_inputs(n_features, d_model, pool, discrete)
         self.blocks = nn.ModuleList(
-            QLAMBlock(d_model, n_heads, n_qubits, depth, mlp_ratio, dropout, memory,
+            QLAMBlock(d_model, n_heads, n_qubits, depth, mlp_ratio, dropout, memory, conv,
                       **qlam_kwargs)
             for _ in range(n_layers))
         self.output_layers(d_model, n_classes)
@@ -178,8 +190,9 @@ class MixedQLAMClassifier(QLAMClassifier):
                  dropout: float = 0.0, pool: str = "mean", discrete: bool = False,
                  dt_min: float = 1e-3, dt_max: float = 1e-1, selective: bool | None = None,
                  dephasing: bool | None = None, n_bases: int | None = None,
-                 a_min: float | None = None, a_max: float | None = None):
+                 a_min: float | None = None, a_max: float | None = None,
+                 conv: int | None = None):
         super().__init__(n_features, n_classes, d_model, n_layers, n_heads, n_qubits, 1,
                          mlp_ratio, dropout, pool, discrete, dt_min, dt_max, memory="mixed",
                          selective=selective, dephasing=dephasing, n_bases=n_bases,
-                         a_min=a_min, a_max=a_max)
+                         a_min=a_min, a_max=a_max, conv=conv)
