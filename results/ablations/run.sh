@@ -4,9 +4,21 @@
 # thread, ~87k parameters (--params 87178, QLAM v1's count). Fixed data and steps, so the
 # accuracy does not depend on what else the machine runs; tokens/s does.
 # Usage: results/ablations/run.sh NAME SEED   (runs into runs/abl/NAME_sSEED, resumable)
+#
+# PROTOCOL=full2: the committed sCIFAR-10 recipe (the whole training set, a 10-epoch
+# schedule) stopped one step into epoch 3, after epoch 2's validation (steps 1,409 of
+# 7,040; runs/abl_full2/NAME_sSEED). The committed full-budget runs' epoch-2 validation
+# accuracies are its reference rows, and `--resume` with `--max-minutes 140` and without
+# the stop continues such a run to the full budget.
 set -euo pipefail
 name=$1; seed=$2
-P="--task scifar10 --limit-train 10000 --limit-test 2000 --epochs 3 --batch-size 64 --lr 3e-3 --threads 1 --checkpoint-minutes 3 --seed $seed"
+if [ "${PROTOCOL:-short}" = full2 ]; then
+  P="--task scifar10 --epochs 10 --batch-size 64 --lr 3e-3 --threads 1 --checkpoint-minutes 5 --seed $seed --stop-after-steps 1409"
+  dir=runs/abl_full2
+else
+  P="--task scifar10 --limit-train 10000 --limit-test 2000 --epochs 3 --batch-size 64 --lr 3e-3 --threads 1 --checkpoint-minutes 3 --seed $seed"
+  dir=runs/abl
+fi
 C=results/ablations/configs
 case $name in
   v1)            A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4" ;;
@@ -32,7 +44,10 @@ case $name in
   gru)           A="--model gru --params 87178 --n-layers 2" ;;
   *) echo "unknown ablation $name" >&2; exit 2 ;;
 esac
-out=runs/abl/${name}_s$seed
+out=$dir/${name}_s$seed
 [ -f "$out/summary.json" ] && { echo "$out done"; exit 0; }
+if [ "${PROTOCOL:-short}" = full2 ] && grep -qs '"epoch": 2,' "$out/metrics.jsonl"; then
+  echo "$out done (epoch 2 validated)"; exit 0
+fi
 resume=""; [ -f "$out/checkpoint.pt" ] && resume="--resume"
 exec python -m qlam train $P $A --out "$out" $resume
