@@ -109,3 +109,26 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="single-qubit gates followed by a permutation"):
         cs.circuit_scan(c, torch.zeros(c.n_params), torch.zeros(1, 2, c.n_inputs),
                         method="factored")
+
+
+@pytest.mark.parametrize("make", [benchmark_circuit, token_circuit])
+def test_auto_lowers_the_circuit_once(make, monkeypatch):
+    """One lowering and one build of the factors per call, whichever method "auto" picks."""
+    c = make(cs.FACTORED_MIN_QUBITS)
+    calls = []
+    real_lower = cs.lower
+    monkeypatch.setattr(cs, "lower", lambda circ: calls.append(1) or real_lower(circ))
+    theta = c.init_params(torch.float64)
+    x = torch.rand(2, 3, c.n_inputs, dtype=torch.float64)
+    probs, _ = cs.circuit_scan(c, theta, x)
+    assert len(calls) == 1 and probs.shape == (2, 3, 1, 2**c.n_qubits)
+
+
+@pytest.mark.parametrize("method", cs.METHODS)
+def test_batched_theta_is_refused_by_every_method(method):
+    """A batch of parameter vectors is named as the problem (it used to reach "auto"'s
+    factored path at 9+ qubits and be reported as a circuit that does not factor)."""
+    c = benchmark_circuit(cs.FACTORED_MIN_QUBITS)
+    theta = c.init_params(torch.float64).expand(2, -1)
+    with pytest.raises(ValueError, match=rf"theta must have shape \({c.n_params},\)"):
+        cs.circuit_scan(c, theta, torch.zeros(1, 2, 1, dtype=torch.float64), method=method)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from qlam.circuit import Circuit
-from qlam.sim.lowering import kron_factors, lower, scan_tables
+from qlam.sim.lowering import Lowered, factorable, kron, lower, qubit_factors, scan_tables
 from qlam.sim.scan import scan
 from qlam.sim.scan.factored import scan_factored
 
@@ -28,64 +28,65 @@ FACTORED_MIN_QUBITS = 9
 METHODS = ("auto", "dense", "factored")
 
 
-def factored_tables(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor):
+def factored_tables(low: Lowered, theta: torch.Tensor, x: torch.Tensor):
     """``(phases (B, L, 1, R, N), a (1, R, A, A), b (1, R, C, C), perms)`` for
     :func:`~qlam.sim.scan.factored.scan_factored` (factors built in float64 from theta, cast
     to x's complex dtype), or None when a layer's block does not factor."""
-    low = lower(circuit)
-    n = circuit.n_qubits
+    n = low.n_qubits
     rows = n // 2
     cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
-    factors = []
-    for ops in low.dense:
-        if ops is None:
-            return None
-        f = kron_factors(ops, n, theta.double(), rows)
-        if f is None:
-            return None
-        factors.append(f)
-    a = torch.stack([f[0] for f in factors]).to(cdtype).unsqueeze(0)
-    b = torch.stack([f[1] for f in factors]).to(cdtype).unsqueeze(0)
+    factors = [qubit_factors(ops, n, theta.double()) for ops in low.dense]
+    if any(f is None for f in factors):
+        return None
+    a = torch.stack([kron(g[:rows]) for g, _ in factors]).to(cdtype).unsqueeze(0)
+    b = torch.stack([kron(g[rows:]) for g, _ in factors]).to(cdtype).unsqueeze(0)
     # phases that take no parameter carry no gradient to theta: leave theta out of the graph
     phases = low.phases(x, theta if bool(low.param_map.any()) else None)
-    return phases.unsqueeze(2), a, b, [f[2] for f in factors]
+    return phases.unsqueeze(2), a, b, [perm for _, perm in factors]
 
 
-def choose(circuit: Circuit, method: str = "auto") -> str:
-    """The method that runs: ``method``, or for "auto" the rule of the module docstring."""
+def _pick(low: Lowered, method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method != "auto":
         return method
-    if circuit.n_qubits < FACTORED_MIN_QUBITS:
-        return "dense"
-    low = lower(circuit)
-    theta = torch.zeros(circuit.n_params, dtype=torch.float64)
-    ok = all(ops is not None and kron_factors(ops, circuit.n_qubits, theta,
-                                              circuit.n_qubits // 2) is not None
-             for ops in low.dense)
-    return "factored" if ok else "dense"
+    if low.n_qubits >= FACTORED_MIN_QUBITS and all(factorable(ops, low.n_qubits)
+                                                   for ops in low.dense):
+        return "factored"
+    return "dense"
+
+
+def choose(circuit: Circuit, method: str = "auto") -> str:
+    """The method that runs: ``method``, or for "auto" the rule of the module docstring
+    (from the circuit's structure; no matrix is built)."""
+    return _pick(lower(circuit), method)
 
 
 def circuit_scan(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor,
                  method: str = "auto", backward: str = "auto"):
     """Every token's state from |0...0>: probs (B, L, 1, N) and the final state
     (B, 1, 2, N) in real pairs (:mod:`qlam.sim.scan.contract`); ``backward`` is the dense
-    scan's (see :func:`qlam.sim.scan.scan`)."""
+    scan's (see :func:`qlam.sim.scan.scan`). The circuit is lowered once and its matrices
+    built once. theta must be one parameter vector (P,) for every method (a batch of
+    parameter vectors is refused with a ValueError, never silently run densely)."""
     if x.dim() != 3 or x.shape[-1] < circuit.n_inputs:
         raise ValueError(f"x must have shape (batch, length, >= {circuit.n_inputs}), "
                          f"got {tuple(x.shape)}")
-    method = choose(circuit, method)
+    if theta.shape != (circuit.n_params,):
+        raise ValueError(f"theta must have shape ({circuit.n_params},), got "
+                         f"{tuple(theta.shape)}")
+    low = lower(circuit)
+    method = _pick(low, method)
     n_states = 2**circuit.n_qubits
     psi0 = x.new_zeros(x.shape[0], 1, 2, n_states)
     psi0[:, 0, 0, 0] = 1
     if method == "factored":
-        tables = factored_tables(circuit, theta, x)
+        tables = factored_tables(low, theta, x)
         if tables is None:
             raise ValueError("method='factored' needs every block of the circuit to be "
                              "single-qubit gates followed by a permutation")
         return scan_factored(psi0, *tables)
-    phases, w = scan_tables(circuit, theta, x)
+    phases, w = scan_tables(low, theta, x)
     return scan(psi0, phases, w, backward=backward)
 
 

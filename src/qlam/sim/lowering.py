@@ -142,22 +142,61 @@ def structured_unitary(ops, n_qubits: int, theta: torch.Tensor) -> torch.Tensor 
     return u[perm] if perm is not None else t.to(u.dtype) @ u
 
 
-def kron_factors(ops, n_qubits: int, theta: torch.Tensor, rows: int):
-    """W of a structured block (see :func:`structured_unitary`) as ``(A, B, perm)`` with
-    ``W = P (A ⊗ B)``: A (2^rows, 2^rows) on wires 0..rows-1, B on the others, complex, and
-    ``perm`` (N,) the row gather of the parameter-free tail (None: no tail); None when the
-    block has another shape or its tail is not a permutation."""
-    split = _split_structured(ops, theta)
-    if split is None or not 0 < rows < n_qubits:
+def _factor_split(ops, n_qubits: int):
+    """(single-qubit head, row permutation or None) of a block that is single-qubit gates
+    followed by a parameter-free permutation, else None; no matrix is built but the cached
+    tail's."""
+    if ops is None:
         return None
-    head, tail = split
-    perm = None
-    if tail:
-        perm, _ = _tail(tuple(tail), n_qubits)
-        if perm is None:
-            return None
-    return (_qubit_kron(head, range(rows), theta), _qubit_kron(head, range(rows, n_qubits), theta),
-            perm)
+    k = 0
+    while k < len(ops) and len(ops[k].wires) == 1:
+        k += 1
+    head, tail = ops[:k], ops[k:]
+    if any(a.kind != "const" for op in tail for a in op.angles):
+        return None
+    if not tail:
+        return head, None
+    perm, _ = _tail(tuple(tail), n_qubits)
+    return None if perm is None else (head, perm)
+
+
+def factorable(ops, n_qubits: int) -> bool:
+    """Whether a block (None: identity) is ``P (U_0 ⊗ ... ⊗ U_{n-1})``: single-qubit gates
+    followed by a parameter-free permutation (a CNOT ring, say). Structure only, no theta."""
+    return _factor_split(ops, n_qubits) is not None
+
+
+def qubit_factors(ops, n_qubits: int, theta: torch.Tensor):
+    """A factorable block (see :func:`factorable`) as ``(gates, perm)`` with
+    ``W = P (gates[0] ⊗ ... ⊗ gates[n-1])``: gates (n, 2, 2) complex (wire 0 the most
+    significant; identity where a wire has no gate) built from theta (P,) with autograd, and
+    ``perm`` (N,) the row gather of P (None: no permutation); None if the block does not
+    factor."""
+    split = _factor_split(ops, n_qubits)
+    if split is None or theta.dim() != 1:
+        return None
+    head, perm = split
+    gates = torch.stack([_qubit_kron(head, range(q, q + 1), theta) for q in range(n_qubits)])
+    return gates, perm
+
+
+def kron(gates: torch.Tensor) -> torch.Tensor:
+    """The Kronecker product of (k, 2, 2) matrices, the first the most significant: (2^k, 2^k)."""
+    u = gates[0]
+    for g in gates[1:]:
+        u = torch.kron(u, g)
+    return u
+
+
+def kron_factors(ops, n_qubits: int, theta: torch.Tensor, rows: int):
+    """W of a factorable block as ``(A, B, perm)`` with ``W = P (A ⊗ B)``: A (2^rows, 2^rows)
+    on wires 0..rows-1, B on the others, complex, and ``perm`` as in :func:`qubit_factors`;
+    None when the block does not factor (or rows is not in 1..n-1)."""
+    f = qubit_factors(ops, n_qubits, theta) if 0 < rows < n_qubits else None
+    if f is None:
+        return None
+    gates, perm = f
+    return kron(gates[:rows]), kron(gates[rows:]), perm
 
 
 _TAILS: dict = {}
@@ -179,11 +218,11 @@ def _tail(ops: tuple, n_qubits: int):
     return _TAILS[key]
 
 
-def scan_tables(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor):
-    """One head running ``circuit`` on every token, as scan inputs: x (B, L, F) -> phases
-    (B, L, 1, R, N) in x's dtype and w (1, R, 2, N, N) [re, im], W built in float64 from
-    theta (P,) and cast to x's dtype."""
-    low = lower(circuit)
+def scan_tables(circuit: Circuit | Lowered, theta: torch.Tensor, x: torch.Tensor):
+    """One head running ``circuit`` (or its :func:`lower` form) on every token, as scan
+    inputs: x (B, L, F) -> phases (B, L, 1, R, N) in x's dtype and w (1, R, 2, N, N)
+    [re, im], W built in float64 from theta (P,) and cast to x's dtype."""
+    low = circuit if isinstance(circuit, Lowered) else lower(circuit)
     phases = low.phases(x, theta)
     u = low.unitaries(theta.double())
     w = torch.stack([u.real, u.imag], -3).to(x.dtype)
@@ -191,4 +230,4 @@ def scan_tables(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor):
 
 
 __all__ = ["GENERIC_W_MAX_QUBITS", "Lowered", "lower", "block_unitary", "structured_unitary",
-           "kron_factors", "scan_tables"]
+           "factorable", "qubit_factors", "kron", "kron_factors", "scan_tables"]
