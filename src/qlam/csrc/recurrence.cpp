@@ -618,6 +618,265 @@ int64_t backward_scratch(const Plan<T>& p) {
 }
 
 // ------------------------------------------------------------------------------------------
+// The gate-factored scan. A layer whose fixed block is single-qubit gates followed by a
+// permutation (a CNOT ring, say) is W = P (U_0 ⊗ ... ⊗ U_{G-1} ⊗ M): G gates of 2x2 on the
+// high qubits (wire q's bit has stride N >> (q + 1)) and one FK x FK matrix M on the low
+// log2(FK) qubits, FK = 16, so that every gate's pairs lie at least a vector apart. Per token
+// and layer the state of one example (cache-resident: 64 KiB at 12 qubits in float64) is
+// rotated, each gate applied in place (O(N) each), M applied to the N / FK contiguous groups
+// and the result scattered by the inverse permutation inv (P y)[inv[j]] = y[j]:
+// O(N (G + FK)) instead of the dense O(N^2). A task is one (head, example); the backward is
+// the same reversible walk as the dense one, with per-thread accumulators of the gates' and
+// M's gradients (dU += g x^H).
+constexpr int FK = 16;
+
+template <typename T>
+struct FPlan {
+  int64_t B, L, H, R, N, G;
+  int64_t renorm = 0;
+  const T* phases = nullptr;  // (B, L, H, R, N)
+  const T* gates = nullptr;   // (H, R, G, 2, 2, 2): [re, im] planes of each 2x2
+  const T* low = nullptr;     // (H, R, 2, FK, FK); the forward gets it transposed
+  const int64_t* inv = nullptr;  // (R, N)
+  const T* state_in = nullptr;   // (B, H, 2, N): psi0 (forward) or the final state
+  const T* adj_in = nullptr;     // (B, H, 2, N) or null: the final state's gradient
+  T* state_out = nullptr;        // (B, H, 2, N): the final state (forward)
+  T* adj_out = nullptr;          // (B, H, 2, N): the gradient of psi0 (backward)
+  T* probs = nullptr;            // (B, L, H, N)
+  const T* gprobs = nullptr;     // (B, L, H, N) or null
+  T* gphase = nullptr;           // (B, L, H, R, N)
+  T* acc = nullptr;              // per thread (H, R, acc_size): 8 G gate entries, 2 FK^2 of M
+  int64_t acc_size = 0;
+  T* scratch = nullptr;          // per thread: 6 N (forward), 10 N (backward)
+  int64_t scratch_size = 0;
+};
+
+// z <- U z on the pairs (i, i + s), i with bit s clear; u: re00 re01 re10 re11 im00 .. im11.
+template <typename T>
+QLAM_INLINE void gate_apply(T* zr, T* zi, const T* u, int64_t N, int64_t s) {
+  const T ar = u[0], br = u[1], cr = u[2], dr = u[3], ai = u[4], bi = u[5], ci = u[6],
+          di = u[7];
+  for (int64_t base = 0; base < N; base += 2 * s) {
+    T* __restrict r0p = zr + base;
+    T* __restrict i0p = zi + base;
+    T* __restrict r1p = r0p + s;
+    T* __restrict i1p = i0p + s;
+#pragma omp simd
+    for (int64_t j = 0; j < s; ++j) {
+      const T r0 = r0p[j], i0 = i0p[j], r1 = r1p[j], i1 = i1p[j];
+      r0p[j] = ar * r0 - ai * i0 + br * r1 - bi * i1;
+      i0p[j] = ar * i0 + ai * r0 + br * i1 + bi * r1;
+      r1p[j] = cr * r0 - ci * i0 + dr * r1 - di * i1;
+      i1p[j] = cr * i0 + ci * r0 + dr * i1 + di * r1;
+    }
+  }
+}
+
+// The backward through one gate, in place: the state y -> x = U^H y, its adjoint g -> U^H g,
+// and du += g x^H summed over the pairs (layout of u).
+template <typename T>
+QLAM_INLINE void gate_unapply(T* zr, T* zi, T* gr, T* gi, const T* u, T* du, int64_t N,
+                              int64_t s) {
+  const T ar = u[0], br = u[1], cr = u[2], dr = u[3], ai = u[4], bi = u[5], ci = u[6],
+          di = u[7];
+  T e00r = 0, e01r = 0, e10r = 0, e11r = 0, e00i = 0, e01i = 0, e10i = 0, e11i = 0;
+  for (int64_t base = 0; base < N; base += 2 * s) {
+    T* __restrict zr0 = zr + base;
+    T* __restrict zi0 = zi + base;
+    T* __restrict zr1 = zr0 + s;
+    T* __restrict zi1 = zi0 + s;
+    T* __restrict gr0 = gr + base;
+    T* __restrict gi0 = gi + base;
+    T* __restrict gr1 = gr0 + s;
+    T* __restrict gi1 = gi0 + s;
+#pragma omp simd reduction(+ : e00r, e01r, e10r, e11r, e00i, e01i, e10i, e11i)
+    for (int64_t j = 0; j < s; ++j) {
+      const T y0r = zr0[j], y0i = zi0[j], y1r = zr1[j], y1i = zi1[j];
+      const T h0r = gr0[j], h0i = gi0[j], h1r = gr1[j], h1i = gi1[j];
+      const T x0r = ar * y0r + ai * y0i + cr * y1r + ci * y1i;
+      const T x0i = ar * y0i - ai * y0r + cr * y1i - ci * y1r;
+      const T x1r = br * y0r + bi * y0i + dr * y1r + di * y1i;
+      const T x1i = br * y0i - bi * y0r + dr * y1i - di * y1r;
+      zr0[j] = x0r;
+      zi0[j] = x0i;
+      zr1[j] = x1r;
+      zi1[j] = x1i;
+      gr0[j] = ar * h0r + ai * h0i + cr * h1r + ci * h1i;
+      gi0[j] = ar * h0i - ai * h0r + cr * h1i - ci * h1r;
+      gr1[j] = br * h0r + bi * h0i + dr * h1r + di * h1i;
+      gi1[j] = br * h0i - bi * h0r + dr * h1i - di * h1r;
+      e00r += h0r * x0r + h0i * x0i;
+      e00i += h0i * x0r - h0r * x0i;
+      e01r += h0r * x1r + h0i * x1i;
+      e01i += h0i * x1r - h0r * x1i;
+      e10r += h1r * x0r + h1i * x0i;
+      e10i += h1i * x0r - h1r * x0i;
+      e11r += h1r * x1r + h1i * x1i;
+      e11i += h1i * x1r - h1r * x1i;
+    }
+  }
+  du[0] += e00r;
+  du[1] += e01r;
+  du[2] += e10r;
+  du[3] += e11r;
+  du[4] += e00i;
+  du[5] += e01i;
+  du[6] += e10i;
+  du[7] += e11i;
+}
+
+// out[inv[g + j]] = sum_k M[j, k] x[g + k] for every group g of FK amplitudes; mt: M^T planes.
+template <typename T>
+QLAM_INLINE void low_apply(const T* __restrict xr, const T* __restrict xi, const T* __restrict mt,
+                           const int64_t* __restrict inv, T* __restrict outr,
+                           T* __restrict outi, int64_t N) {
+  const T* mtr = mt;
+  const T* mti = mt + FK * FK;
+  for (int64_t g = 0; g < N; g += FK) {
+    T yr[FK], yi[FK];
+    for (int j = 0; j < FK; ++j) yr[j] = yi[j] = T(0);
+    for (int k = 0; k < FK; ++k) {
+      const T a = xr[g + k], b = xi[g + k];
+      const T* pr = mtr + k * FK;
+      const T* pi = mti + k * FK;
+#pragma omp simd
+      for (int j = 0; j < FK; ++j) {
+        yr[j] += pr[j] * a - pi[j] * b;
+        yi[j] += pr[j] * b + pi[j] * a;
+      }
+    }
+    for (int j = 0; j < FK; ++j) {
+      outr[inv[g + j]] = yr[j];
+      outi[inv[g + j]] = yi[j];
+    }
+  }
+}
+
+// The backward through M and the permutation: y = z[inv], h = a[inv] per group;
+// x = M^H y, gx = M^H h into (xr, xi), (gxr, gxi); dm += h x^H (planes of M).
+template <typename T>
+QLAM_INLINE void low_unapply(const T* __restrict zr, const T* __restrict zi,
+                             const T* __restrict ar, const T* __restrict ai,
+                             const T* __restrict m, const int64_t* __restrict inv,
+                             T* __restrict xr, T* __restrict xi, T* __restrict gxr,
+                             T* __restrict gxi, T* __restrict dm, int64_t N) {
+  const T* mr = m;
+  const T* mi = m + FK * FK;
+  T* dmr = dm;
+  T* dmi = dm + FK * FK;
+  for (int64_t g = 0; g < N; g += FK) {
+    T yr[FK], yi[FK], hr[FK], hi[FK], ur[FK], ui[FK], vr[FK], vi[FK];
+    for (int j = 0; j < FK; ++j) {
+      const int64_t src = inv[g + j];
+      yr[j] = zr[src];
+      yi[j] = zi[src];
+      hr[j] = ar[src];
+      hi[j] = ai[src];
+      ur[j] = ui[j] = vr[j] = vi[j] = T(0);
+    }
+    for (int j = 0; j < FK; ++j) {
+      const T* pr = mr + j * FK;
+      const T* pi = mi + j * FK;
+      const T a = yr[j], b = yi[j], c = hr[j], d = hi[j];
+#pragma omp simd
+      for (int k = 0; k < FK; ++k) {
+        ur[k] += pr[k] * a + pi[k] * b;
+        ui[k] += pr[k] * b - pi[k] * a;
+        vr[k] += pr[k] * c + pi[k] * d;
+        vi[k] += pr[k] * d - pi[k] * c;
+      }
+    }
+    for (int j = 0; j < FK; ++j) {
+      const T c = hr[j], d = hi[j];
+      T* qr = dmr + j * FK;
+      T* qi = dmi + j * FK;
+#pragma omp simd
+      for (int k = 0; k < FK; ++k) {
+        qr[k] += c * ur[k] + d * ui[k];
+        qi[k] += d * ur[k] - c * ui[k];
+      }
+    }
+    for (int k = 0; k < FK; ++k) {
+      xr[g + k] = ur[k];
+      xi[g + k] = ui[k];
+      gxr[g + k] = vr[k];
+      gxi[g + k] = vi[k];
+    }
+  }
+}
+
+template <typename T>
+QLAM_INLINE void factored_forward_tasks(const FPlan<T>& p, int64_t begin, int64_t end, int thr) {
+  const int64_t N = p.N, L = p.L, H = p.H, R = p.R, G = p.G;
+  T* z = p.scratch + thr * p.scratch_size;  // the state [re | im]
+  T* u = z + 2 * N;                          // rotated, then through the gates
+  T* cs = u + 2 * N;                         // cos, sin
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t h = task / p.B, b = task % p.B;
+    std::memcpy(z, p.state_in + (b * H + h) * 2 * N, 2 * N * sizeof(T));
+    for (int64_t t = 0; t < L; ++t) {
+      for (int64_t r = 0; r < R; ++r) {
+        sincos_row<T>(p.phases + (((b * L + t) * H + h) * R + r) * N, cs, cs + N, N);
+        rotate_row<T>(z, cs, cs + N, u, N);
+        const T* gt = p.gates + (h * R + r) * G * 8;
+        for (int64_t q = 0; q < G; ++q) gate_apply<T>(u, u + N, gt + q * 8, N, N >> (q + 1));
+        low_apply<T>(u, u + N, p.low + (h * R + r) * 2 * FK * FK, p.inv + r * N, z, z + N, N);
+      }
+      if (p.renorm > 0 && (t + 1) % p.renorm == 0) {
+        T sq = T(0);
+        for (int64_t k = 0; k < 2 * N; ++k) sq += z[k] * z[k];
+        const T scale = T(1) / std::sqrt(sq);
+        for (int64_t k = 0; k < 2 * N; ++k) z[k] *= scale;
+      }
+      T* out = p.probs + ((b * L + t) * H + h) * N;
+      for (int64_t k = 0; k < N; ++k) out[k] = z[k] * z[k] + z[N + k] * z[N + k];
+    }
+    std::memcpy(p.state_out + (b * H + h) * 2 * N, z, 2 * N * sizeof(T));
+  }
+}
+
+template <typename T>
+QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64_t end,
+                                         int thr) {
+  const int64_t N = p.N, L = p.L, H = p.H, R = p.R, G = p.G;
+  T* z = p.scratch + thr * p.scratch_size;  // the state after the layer, and its adjoint
+  T* a = z + 2 * N;
+  T* u = a + 2 * N;  // before M (then before the gates), and its adjoint
+  T* g = u + 2 * N;
+  T* cs = g + 2 * N;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t h = task / p.B, b = task % p.B;
+    T* acc = p.acc + (static_cast<int64_t>(thr) * H + h) * R * p.acc_size;
+    std::memcpy(z, p.state_in + (b * H + h) * 2 * N, 2 * N * sizeof(T));
+    if (p.adj_in != nullptr)
+      std::memcpy(a, p.adj_in + (b * H + h) * 2 * N, 2 * N * sizeof(T));
+    else
+      std::fill(a, a + 2 * N, T(0));
+    for (int64_t t = L - 1; t >= 0; --t) {
+      if (p.gprobs != nullptr) {
+        const T* gp = p.gprobs + ((b * L + t) * H + h) * N;
+        for (int64_t k = 0; k < N; ++k) {
+          a[k] += T(2) * z[k] * gp[k];
+          a[N + k] += T(2) * z[N + k] * gp[k];
+        }
+      }
+      for (int64_t r = R - 1; r >= 0; --r) {
+        T* ar = acc + r * p.acc_size;
+        low_unapply<T>(z, z + N, a, a + N, p.low + (h * R + r) * 2 * FK * FK, p.inv + r * N, u,
+                       u + N, g, g + N, ar + 8 * G, N);
+        const T* gt = p.gates + (h * R + r) * G * 8;
+        for (int64_t q = G - 1; q >= 0; --q)
+          gate_unapply<T>(u, u + N, g, g + N, gt + q * 8, ar + q * 8, N, N >> (q + 1));
+        const int64_t off = (((b * L + t) * H + h) * R + r) * N;
+        sincos_row<T>(p.phases + off, cs, cs + N, N);
+        unrotate_step<T>(u, g, cs, cs + N, z, a, p.gphase + off, N);
+      }
+    }
+    std::memcpy(p.adj_out + (b * H + h) * 2 * N, a, 2 * N * sizeof(T));
+  }
+}
+
+// ------------------------------------------------------------------------------------------
 // ISA variants. Each entry point is compiled for its target; the templates above are
 // always_inline, so their code is generated with the caller's instruction set.
 enum Isa { ISA_BASE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
@@ -640,6 +899,18 @@ constexpr IsaShape kShapes[3] = {{4, 32}, {6, 64}, {8, 128}};
   }                                                                                        \
   TARGET void NAME##_bwd_d(const Plan<double>& p, int64_t b, int64_t e, int t) {          \
     backward_tasks<double, VB, MR, NV>(p, b, e, t);                                        \
+  }                                                                                        \
+  TARGET void NAME##_ffwd_f(const FPlan<float>& p, int64_t b, int64_t e, int t) {         \
+    factored_forward_tasks<float>(p, b, e, t);                                             \
+  }                                                                                        \
+  TARGET void NAME##_ffwd_d(const FPlan<double>& p, int64_t b, int64_t e, int t) {        \
+    factored_forward_tasks<double>(p, b, e, t);                                            \
+  }                                                                                        \
+  TARGET void NAME##_fbwd_f(const FPlan<float>& p, int64_t b, int64_t e, int t) {         \
+    factored_backward_tasks<float>(p, b, e, t);                                            \
+  }                                                                                        \
+  TARGET void NAME##_fbwd_d(const FPlan<double>& p, int64_t b, int64_t e, int t) {        \
+    factored_backward_tasks<double>(p, b, e, t);                                           \
   }
 
 QLAM_DEFINE_VARIANT(base, , 16, 4, 2)
@@ -656,26 +927,30 @@ template <typename T>
 using TaskFn = void (*)(const Plan<T>&, int64_t, int64_t, int);
 
 template <typename T>
+using FTaskFn = void (*)(const FPlan<T>&, int64_t, int64_t, int);
+
+template <typename T>
 struct Fns {
   TaskFn<T> fwd, bwd;
+  FTaskFn<T> ffwd, fbwd;  // the gate-factored scan
 };
 
 Fns<float> fns_f(int isa) {
 #if QLAM_HAVE_X86
-  if (isa == ISA_AVX512) return {avx512_fwd_f, avx512_bwd_f};
-  if (isa == ISA_AVX2) return {avx2_fwd_f, avx2_bwd_f};
+  if (isa == ISA_AVX512) return {avx512_fwd_f, avx512_bwd_f, avx512_ffwd_f, avx512_fbwd_f};
+  if (isa == ISA_AVX2) return {avx2_fwd_f, avx2_bwd_f, avx2_ffwd_f, avx2_fbwd_f};
 #endif
   (void)isa;
-  return {base_fwd_f, base_bwd_f};
+  return {base_fwd_f, base_bwd_f, base_ffwd_f, base_fbwd_f};
 }
 
 Fns<double> fns_d(int isa) {
 #if QLAM_HAVE_X86
-  if (isa == ISA_AVX512) return {avx512_fwd_d, avx512_bwd_d};
-  if (isa == ISA_AVX2) return {avx2_fwd_d, avx2_bwd_d};
+  if (isa == ISA_AVX512) return {avx512_fwd_d, avx512_bwd_d, avx512_ffwd_d, avx512_fbwd_d};
+  if (isa == ISA_AVX2) return {avx2_fwd_d, avx2_bwd_d, avx2_ffwd_d, avx2_fbwd_d};
 #endif
   (void)isa;
-  return {base_fwd_d, base_bwd_d};
+  return {base_fwd_d, base_bwd_d, base_ffwd_d, base_fbwd_d};
 }
 
 template <typename T>
@@ -1052,6 +1327,146 @@ std::vector<at::Tensor> backward(const at::Tensor& last, const at::Tensor& phase
 }
 
 // ------------------------------------------------------------------------------------------
+// Host side of the gate-factored scan (factored_forward_tasks / factored_backward_tasks).
+void check_factored(const at::Tensor& state, const at::Tensor& phases, const at::Tensor& gates,
+                    const at::Tensor& low, const at::Tensor& inv) {
+  TORCH_CHECK(phases.dim() == 5, "phases must be (B, L, H, R, N)");
+  const int64_t B = phases.size(0), H = phases.size(2), R = phases.size(3), N = phases.size(4);
+  TORCH_CHECK(phases.scalar_type() == at::kFloat || phases.scalar_type() == at::kDouble,
+              "qlam kernel: float32 or float64 only");
+  TORCH_CHECK(N >= FK && (N & (N - 1)) == 0, "the factored kernel needs N = 2^n >= ", FK);
+  const int64_t G = __builtin_ctzll(N) - __builtin_ctzll(FK);
+  TORCH_CHECK(state.sizes() == at::IntArrayRef({B, H, 2, N}), "state must be (B, H, 2, N)");
+  TORCH_CHECK(gates.sizes() == at::IntArrayRef({H, R, G, 2, 2, 2}), "gates must be (H, R, ", G,
+              ", 2, 2, 2)");
+  TORCH_CHECK(low.sizes() == at::IntArrayRef({H, R, 2, FK, FK}), "low must be (H, R, 2, ", FK,
+              ", ", FK, ")");
+  TORCH_CHECK(inv.sizes() == at::IntArrayRef({R, N}) && inv.scalar_type() == at::kLong,
+              "inv must be (R, N) int64");
+  for (const at::Tensor* t : {&state, &phases, &gates, &low, &inv})
+    TORCH_CHECK(t->device().is_cpu(), "qlam kernel: CPU tensors only");
+  for (const at::Tensor* t : {&state, &gates, &low})
+    TORCH_CHECK(t->scalar_type() == phases.scalar_type(),
+                "qlam kernel: all tensors must share one dtype");
+  const at::Tensor sorted = std::get<0>(inv.sort(1));
+  TORCH_CHECK(sorted.equal(at::arange(N, inv.options()).expand({R, N})),
+              "inv must hold R permutations of range(N)");
+}
+
+template <typename T>
+FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, const at::Tensor& low,
+               const at::Tensor& inv, int64_t scratch_per_thread) {
+  FPlan<T> p;
+  p.B = phases.size(0);
+  p.L = phases.size(1);
+  p.H = phases.size(2);
+  p.R = phases.size(3);
+  p.N = phases.size(4);
+  p.G = gates.size(2);
+  p.phases = phases.data_ptr<T>();
+  p.gates = gates.data_ptr<T>();
+  p.low = low.data_ptr<T>();
+  p.inv = inv.data_ptr<int64_t>();
+  p.scratch_size = roundup(scratch_per_thread * p.N, 64);
+  return p;
+}
+
+template <typename T>
+void run_ftasks(const FPlan<T>& p, FTaskFn<T> fn) {
+  at::parallel_for(0, p.H * p.B, 1, [&](int64_t begin, int64_t end) {
+    fn(p, begin, end, at::get_thread_num());
+  });
+}
+
+template <typename T>
+std::vector<at::Tensor> factored_forward_impl(const at::Tensor& psi0_, const at::Tensor& phases_,
+                                              const at::Tensor& gates_, const at::Tensor& low_,
+                                              const at::Tensor& inv_, int64_t renorm_every) {
+  const at::Tensor psi0 = psi0_.contiguous(), phases = phases_.contiguous(),
+                   gates = gates_.contiguous(), inv = inv_.contiguous();
+  const at::Tensor low_t = low_.transpose(-1, -2).contiguous();  // M^T: rows of the output
+  FPlan<T> p = fplan<T>(phases, gates, low_t, inv, 6);  // z, u, cos | sin
+  p.renorm = renorm_every;
+  const auto opts = phases.options();
+  at::Tensor probs = empty_output({p.B, p.L, p.H, p.N}, opts);
+  at::Tensor last = at::empty({p.B, p.H, 2, p.N}, opts);
+  at::Tensor scratch = at::empty({at::get_num_threads() * p.scratch_size}, opts);
+  p.state_in = psi0.data_ptr<T>();
+  p.state_out = last.data_ptr<T>();
+  p.probs = probs.data_ptr<T>();
+  p.scratch = scratch.data_ptr<T>();
+  run_ftasks<T>(p, fns<T>(current_isa()).ffwd);
+  return {probs, last};
+}
+
+template <typename T>
+std::vector<at::Tensor> factored_backward_impl(const at::Tensor& last_, const at::Tensor& phases_,
+                                               const at::Tensor& gates_, const at::Tensor& low_,
+                                               const at::Tensor& inv_,
+                                               const c10::optional<at::Tensor>& g_probs,
+                                               const c10::optional<at::Tensor>& g_last) {
+  const at::Tensor last = last_.contiguous(), phases = phases_.contiguous(),
+                   gates = gates_.contiguous(), low = low_.contiguous(), inv = inv_.contiguous();
+  FPlan<T> p = fplan<T>(phases, gates, low, inv, 10);  // z, a, u, g, cos | sin
+  const auto opts = phases.options();
+  const int64_t nthr = at::get_num_threads();
+  p.acc_size = 8 * p.G + 2 * FK * FK;
+  at::Tensor acc = at::zeros({nthr, p.H, p.R, p.acc_size}, opts);
+  at::Tensor gphase = empty_output({p.B, p.L, p.H, p.R, p.N}, opts);
+  at::Tensor g_psi0 = at::empty({p.B, p.H, 2, p.N}, opts);
+  at::Tensor scratch = at::empty({nthr * p.scratch_size}, opts);
+  at::Tensor gp, gl;
+  if (g_probs.has_value() && g_probs->defined()) {
+    gp = g_probs->contiguous();
+    p.gprobs = gp.data_ptr<T>();
+  }
+  if (g_last.has_value() && g_last->defined()) {
+    gl = g_last->contiguous();
+    p.adj_in = gl.data_ptr<T>();
+  }
+  p.state_in = last.data_ptr<T>();
+  p.adj_out = g_psi0.data_ptr<T>();
+  p.gphase = gphase.data_ptr<T>();
+  p.acc = acc.data_ptr<T>();
+  p.scratch = scratch.data_ptr<T>();
+  run_ftasks<T>(p, fns<T>(current_isa()).fbwd);
+  const at::Tensor total = acc.sum(0);  // (H, R, acc_size)
+  // two separate tensors (the operator's outputs may not alias one another)
+  at::Tensor g_gates = total.narrow(2, 0, 8 * p.G).clone().view({p.H, p.R, p.G, 2, 2, 2});
+  at::Tensor g_low = total.narrow(2, 8 * p.G, 2 * FK * FK).clone().view({p.H, p.R, 2, FK, FK});
+  return {g_psi0, gphase, g_gates, g_low};
+}
+
+std::vector<at::Tensor> factored_forward(const at::Tensor& psi0, const at::Tensor& phases,
+                                         const at::Tensor& gates, const at::Tensor& low,
+                                         const at::Tensor& inv, int64_t renorm_every) {
+  check_factored(psi0, phases, gates, low, inv);
+  TORCH_CHECK(renorm_every >= 0, "renorm_every must be >= 0 (0: never)");
+  if (phases.scalar_type() == at::kDouble)
+    return factored_forward_impl<double>(psi0, phases, gates, low, inv, renorm_every);
+  return factored_forward_impl<float>(psi0, phases, gates, low, inv, renorm_every);
+}
+
+std::vector<at::Tensor> factored_backward(const at::Tensor& last, const at::Tensor& phases,
+                                          const at::Tensor& gates, const at::Tensor& low,
+                                          const at::Tensor& inv,
+                                          const c10::optional<at::Tensor>& g_probs,
+                                          const c10::optional<at::Tensor>& g_last) {
+  check_factored(last, phases, gates, low, inv);
+  const int64_t B = phases.size(0), L = phases.size(1), H = phases.size(2), N = phases.size(4);
+  if (g_probs.has_value() && g_probs->defined())
+    TORCH_CHECK(g_probs->sizes() == at::IntArrayRef({B, L, H, N}) &&
+                    g_probs->scalar_type() == phases.scalar_type(),
+                "g_probs must be (B, L, H, N) of the inputs' dtype");
+  if (g_last.has_value() && g_last->defined())
+    TORCH_CHECK(g_last->sizes() == last.sizes() && g_last->scalar_type() == last.scalar_type(),
+                "g_last must match the final state");
+  if (phases.scalar_type() == at::kDouble)
+    return factored_backward_impl<double>(last, phases, gates, low, inv, g_probs, g_last);
+  return factored_backward_impl<float>(last, phases, gates, low, inv, g_probs, g_last);
+}
+
+// ------------------------------------------------------------------------------------------
 // Streaming: one token of the whole QLAM layer in one call (a one-token forward without
 // gradients, as QLAM.step streams; qlam.memory.layer). One GEMM gives the token's phases
 // (H, R, N), read phases (H, N, with a readout basis) and query weights (H, N - 1):
@@ -1193,6 +1608,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "the QLAM layer without gradients",
         py::arg("x"), py::arg("psi"), py::arg("w_in"), py::arg("b_in"), py::arg("ut"),
         py::arg("walsh"), py::arg("w_out"), py::arg("b_out"), py::arg("read"));
+  m.def("factored_forward", &factored_forward,
+        "probs, last = factored_forward(psi0, phases, gates, low, inv, renorm_every): the scan "
+        "with W_r = P_r (U_0 ⊗ .. ⊗ U_{G-1} ⊗ M), (P y)[inv[j]] = y[j]",
+        py::arg("psi0"), py::arg("phases"), py::arg("gates"), py::arg("low"), py::arg("inv"),
+        py::arg("renorm_every") = 0);
+  m.def("factored_backward", &factored_backward,
+        "g_psi0, g_phases, g_gates, g_low = factored_backward(last, phases, gates, low, inv, "
+        "g_probs, g_last)",
+        py::arg("last"), py::arg("phases"), py::arg("gates"), py::arg("low"), py::arg("inv"),
+        py::arg("g_probs"), py::arg("g_last"));
   m.def("isa", &get_isa, "the instruction set in use (base, avx2, avx512)");
   m.def("set_isa", &set_isa, "select base / avx2 / avx512 / auto; returns the one in use");
   m.def(

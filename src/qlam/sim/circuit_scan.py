@@ -21,7 +21,8 @@ import torch
 
 from qlam.circuit import Circuit
 from qlam.sim.lowering import Lowered, factorable, kron, lower, qubit_factors, scan_tables
-from qlam.sim.scan import scan
+from qlam.sim.scan import cpp, scan
+from qlam.sim.scan.dispatch import resolve
 from qlam.sim.scan.factored import scan_factored
 
 FACTORED_MIN_QUBITS = 9
@@ -29,20 +30,36 @@ METHODS = ("auto", "dense", "factored")
 
 
 def factored_tables(low: Lowered, theta: torch.Tensor, x: torch.Tensor):
-    """``(phases (B, L, 1, R, N), a (1, R, A, A), b (1, R, C, C), perms)`` for
-    :func:`~qlam.sim.scan.factored.scan_factored` (factors built in float64 from theta, cast
-    to x's complex dtype), or None when a layer's block does not factor."""
-    n = low.n_qubits
-    rows = n // 2
-    cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
-    factors = [qubit_factors(ops, n, theta.double()) for ops in low.dense]
+    """``(phases (B, L, 1, R, N), gates (1, R, n, 2, 2), perms)``: every layer's
+    ``W_r = P_r (gates[0, r, 0] ⊗ ... ⊗ gates[0, r, n-1])``, gates complex128 built from theta
+    with autograd, perms one (N,) row gather or None per layer; None when a layer's block does
+    not factor."""
+    factors = [qubit_factors(ops, low.n_qubits, theta.double()) for ops in low.dense]
     if any(f is None for f in factors):
         return None
-    a = torch.stack([kron(g[:rows]) for g, _ in factors]).to(cdtype).unsqueeze(0)
-    b = torch.stack([kron(g[rows:]) for g, _ in factors]).to(cdtype).unsqueeze(0)
+    gates = torch.stack([g for g, _ in factors]).unsqueeze(0)
     # phases that take no parameter carry no gradient to theta: leave theta out of the graph
     phases = low.phases(x, theta if bool(low.param_map.any()) else None)
-    return phases.unsqueeze(2), a, b, [perm for _, perm in factors]
+    return phases.unsqueeze(2), gates, [perm for _, perm in factors]
+
+
+def _run_factored(psi0, phases, gates, perms, backward: str):
+    """The factored scan: on the C++ kernel (the gates applied one by one in cache) where the
+    dense scan's ``backward`` would pick it and it applies, else in PyTorch (``W = P (A ⊗ B)``,
+    two GEMMs, rows = n // 2)."""
+    engine, _ = resolve(backward)
+    n = gates.shape[2]
+    kernel = engine == "compiled" or (
+        engine == "auto" and n >= cpp.FACTORED_LOW_QUBITS and cpp.supports(psi0, phases)
+        and cpp.available())
+    if kernel:
+        return cpp.scan_factored_kernel(psi0, phases,
+                                        *cpp.factored_inputs(gates, perms, phases.dtype))
+    cdtype = torch.complex128 if phases.dtype == torch.float64 else torch.complex64
+    rows = n // 2
+    a = torch.stack([kron(g[:rows]) for g in gates[0]]).to(cdtype).unsqueeze(0)
+    b = torch.stack([kron(g[rows:]) for g in gates[0]]).to(cdtype).unsqueeze(0)
+    return scan_factored(psi0, phases, a, b, perms)
 
 
 def _pick(low: Lowered, method: str) -> str:
@@ -65,10 +82,11 @@ def choose(circuit: Circuit, method: str = "auto") -> str:
 def circuit_scan(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor,
                  method: str = "auto", backward: str = "auto"):
     """Every token's state from |0...0>: probs (B, L, 1, N) and the final state
-    (B, 1, 2, N) in real pairs (:mod:`qlam.sim.scan.contract`); ``backward`` is the dense
-    scan's (see :func:`qlam.sim.scan.scan`). The circuit is lowered once and its matrices
-    built once. theta must be one parameter vector (P,) for every method (a batch of
-    parameter vectors is refused with a ValueError, never silently run densely)."""
+    (B, 1, 2, N) in real pairs (:mod:`qlam.sim.scan.contract`). ``backward`` as in
+    :func:`qlam.sim.scan.scan`; for the factored method "auto" and "kernel" run the C++
+    kernel (where it applies), "reversible" and "autograd" the PyTorch path. The circuit is
+    lowered once and its matrices built once. theta must be one parameter vector (P,) for
+    every method (a batch of them is refused with a ValueError)."""
     if x.dim() != 3 or x.shape[-1] < circuit.n_inputs:
         raise ValueError(f"x must have shape (batch, length, >= {circuit.n_inputs}), "
                          f"got {tuple(x.shape)}")
@@ -85,7 +103,7 @@ def circuit_scan(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor,
         if tables is None:
             raise ValueError("method='factored' needs every block of the circuit to be "
                              "single-qubit gates followed by a permutation")
-        return scan_factored(psi0, *tables)
+        return _run_factored(psi0, *tables, backward)
     phases, w = scan_tables(low, theta, x)
     return scan(psi0, phases, w, backward=backward)
 

@@ -250,6 +250,89 @@ def scan_kernel(psi0, phases, w, read_phases=None, w_read=None):
     return scan_forward(psi0, phases, w, read_phases, w_read, RENORM_EVERY)
 
 
+# The gate-factored scan (W_r = P_r (U_0 ⊗ ... ⊗ U_{G-1} ⊗ M_r), recurrence.cpp) as two more
+# operators, paired the same way.
+FACTORED_LOW_QUBITS = 4  # M acts on the last 4 wires (16 x 16); the kernel needs n >= 4
+
+
+@torch.library.custom_op("qlam::factored_forward", mutates_args=())
+def factored_forward(psi0: torch.Tensor, phases: torch.Tensor, gates: torch.Tensor,
+                     low: torch.Tensor, inv: torch.Tensor,
+                     renorm_every: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """probs (B, L, H, N), last (B, H, 2, N) of the factored scan."""
+    probs, last = load().factored_forward(psi0, phases, gates, low, inv, renorm_every)
+    return probs, last
+
+
+@factored_forward.register_fake
+def _(psi0, phases, gates, low, inv, renorm_every):
+    b, length, h, _, n = phases.shape
+    return phases.new_empty(b, length, h, n), psi0.new_empty(b, h, 2, n)
+
+
+@torch.library.custom_op("qlam::factored_backward", mutates_args=())
+def factored_backward(last: torch.Tensor, phases: torch.Tensor, gates: torch.Tensor,
+                      low: torch.Tensor, inv: torch.Tensor, g_probs: torch.Tensor | None,
+                      g_last: torch.Tensor | None,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reversible backward: gradients of psi0, phases, gates and low."""
+    g_psi0, g_ph, g_gates, g_low = load().factored_backward(last, phases, gates, low, inv,
+                                                            g_probs, g_last)
+    return g_psi0, g_ph, g_gates, g_low
+
+
+@factored_backward.register_fake
+def _(last, phases, gates, low, inv, g_probs, g_last):
+    return (last.new_empty(last.shape), phases.new_empty(phases.shape),
+            gates.new_empty(gates.shape), low.new_empty(low.shape))
+
+
+def _factored_setup(ctx, inputs, output):
+    _, phases, gates, low, inv, _ = inputs
+    ctx.save_for_backward(output[1], phases, gates, low, inv)
+
+
+def _factored_backward(ctx, g_probs, g_last):
+    return (*factored_backward(*ctx.saved_tensors, g_probs, g_last), None, None)
+
+
+factored_forward.register_autograd(_factored_backward, setup_context=_factored_setup)
+
+
+def factored_inputs(gates: torch.Tensor, perms, dtype: torch.dtype):
+    """The kernel's form of layers ``W_r = P_r (gates[:, r, 0] ⊗ ... ⊗ gates[:, r, n-1])``:
+    gates (H, R, n, 2, 2) complex, perms (one (N,) row gather or None per layer) ->
+    (high gates (H, R, n-4, 2, 2, 2) and low block (H, R, 2, 16, 16) as [re, im] planes in
+    ``dtype``, inv (R, N) the inverse permutations). Differentiable in gates."""
+    n = gates.shape[2]
+    split = n - FACTORED_LOW_QUBITS
+    if split < 0:
+        raise ValueError(f"the factored kernel needs >= {FACTORED_LOW_QUBITS} qubits, got {n}")
+    low = gates[:, :, split]
+    for q in range(split + 1, n):  # the Kronecker product of the last wires, batched
+        g = gates[:, :, q]
+        low = (low[..., :, None, :, None] * g[..., None, :, None, :]).flatten(-4, -3).flatten(-2)
+    high = gates[:, :, :split]
+    arange = torch.arange(2**n)
+    inv = torch.stack([arange if p is None else torch.argsort(p.cpu()) for p in perms])
+    return (torch.stack([high.real, high.imag], -3).to(dtype),
+            torch.stack([low.real, low.imag], -3).to(dtype), inv)
+
+
+def scan_factored_kernel(psi0, phases, gates, low, inv):
+    """The factored scan on the compiled kernel (inputs from :func:`factored_inputs`; the
+    other shapes in :mod:`~qlam.sim.scan.contract`), adjoint gradients: probs (B, L, H, N),
+    last (B, H, 2, N)."""
+    if not available():
+        raise RuntimeError(f"compiled recurrence kernel unavailable: {_error}")
+    if not supports(psi0, phases, gates, low):
+        raise ValueError("the compiled kernel needs CPU tensors of one dtype, float32 or float64")
+    if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        probs, last = load().factored_forward(psi0, phases, gates, low, inv, RENORM_EVERY)
+        return probs, last
+    return factored_forward(psi0, phases, gates, low, inv, RENORM_EVERY)
+
+
 GRADIENTS = {"adjoint": scan_kernel}
 
 
