@@ -90,11 +90,13 @@ def test_circuit_scan_factored_equals_dense(n_qubits):
         torch.testing.assert_close(f, d, atol=1e-11, rtol=0)
 
 
-def test_auto_picks_factored_from_the_threshold_where_the_circuit_factors():
-    below, at = cs.FACTORED_MIN_QUBITS - 1, cs.FACTORED_MIN_QUBITS
-    assert cs.choose(benchmark_circuit(below)) == "dense"
-    assert cs.choose(benchmark_circuit(at)) == "factored"
-    assert cs.choose(token_circuit(at)) == "dense"  # does not factor
+@pytest.mark.parametrize("kernel", [False, True])
+def test_auto_picks_factored_from_the_threshold_where_the_circuit_factors(kernel):
+    at = cs.min_factored_qubits(kernel)
+    assert at == (4 if kernel else cs.FACTORED_MIN_QUBITS)
+    assert cs.choose(benchmark_circuit(at - 1), kernel=kernel) == "dense"
+    assert cs.choose(benchmark_circuit(at), kernel=kernel) == "factored"
+    assert cs.choose(token_circuit(at), kernel=kernel) == "dense"  # does not factor
     assert cs.choose(benchmark_circuit(2), "factored") == "factored"
 
 

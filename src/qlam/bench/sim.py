@@ -15,10 +15,11 @@ Every implementation runs the identical circuit from the identical qlam ``Circui
 - ``qlam-compiled-autograd``: the same scan with plain autograd through every token;
 - ``qlam-kernel``: the same scan on the C++ engine (:mod:`qlam.sim.scan.cpp`: forward
   and reversible backward in C++), where it builds;
-- ``qlam-factored``: each token's fixed block applied as ``P (A ⊗ B)`` (two GEMMs and a
-  gather, :mod:`qlam.sim.scan.factored`), autograd checkpointed per chunk of tokens;
-- ``qlam-auto``: what :func:`qlam.sim.circuit_scan.circuit_scan` picks by itself (dense
-  kernel below ``FACTORED_MIN_QUBITS`` qubits, factored from there);
+- ``qlam-factored``: each token's fixed block applied gate-factored, ``P (U_0 ⊗ ... ⊗
+  U_{n-1})``, by the C++ kernel where it builds (else in PyTorch as ``P (A ⊗ B)``, two GEMMs
+  and a gather, :mod:`qlam.sim.scan.factored`);
+- ``qlam-auto``: what :func:`qlam.sim.circuit_scan.circuit_scan` picks by itself (factored
+  from :func:`~qlam.sim.circuit_scan.min_factored_qubits` qubits, dense below);
 - ``qlam-reference``: gate by gate with complex autograd (fewer tokens);
 - ``pennylane-default.qubit``: PennyLane, torch interface, backprop, parameter broadcasting
   over the batch (fewer tokens);
@@ -65,14 +66,15 @@ import torch
 
 from qlam.bench import common, sim_peers
 from qlam.bench.sim_impls import BASELINE, IMPLS, PEERS, QLAM_ROWS, Impl, make_setup
-from qlam.sim.circuit_scan import FACTORED_MIN_QUBITS
+from qlam.sim.circuit_scan import min_factored_qubits
+from qlam.sim.scan import cpp
 
 MIN_TOKENS = 4
 LARGE_N = 10  # run_benchmark(large=(batch, seq_len)) applies from this register size on
 # work budgets per timed run: dense rows cost ~ max(batch, 16) * 4^n per token (a batch-1
 # matvec streams the whole W, like a batch of ~16), gate-by-gate rows ~ batch * 2^n * n.
 DENSE_BUDGET = {True: 2e9, False: 8e9}  # quick, full
-# factored rows: ~ batch * 2^n * (2^rows + 2^(n-rows)) per token (qlam.sim.circuit_scan)
+# factored rows: ~ batch * 2^n * (n + 12) per token (the C++ kernel; qlam.sim.circuit_scan)
 FACTORED_BUDGET = {True: 5e8, False: 3e9}
 GATES_BUDGET = {True: 8.4e6, False: 3.4e7}
 REPEAT_SECONDS = {True: 5.0, False: 20.0}  # stop repeating once this much time is spent
@@ -105,12 +107,11 @@ def tokens_for(impl: Impl, n_qubits: int, batch: int, seq_len: int, quick: bool)
     tokens = min(seq_len, cap) if cap else seq_len
     cost = impl.cost
     if cost == "auto":
-        cost = "factored" if n_qubits >= FACTORED_MIN_QUBITS else "dense"
+        cost = "factored" if n_qubits >= min_factored_qubits(cpp.available()) else "dense"
     if cost == "dense":
         per_token, budget = max(batch, 16) * 4.0**n_qubits, DENSE_BUDGET[quick]
     elif cost == "factored":
-        rows = n_qubits // 2
-        per_token = batch * 2.0**n_qubits * (2.0**rows + 2.0**(n_qubits - rows))
+        per_token = batch * 2.0**n_qubits * (n_qubits + 12)
         budget = FACTORED_BUDGET[quick]
     elif cost == "gates":
         per_token, budget = batch * 2.0**n_qubits * n_qubits, GATES_BUDGET[quick]

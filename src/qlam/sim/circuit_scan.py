@@ -5,14 +5,17 @@ scan layers (:func:`qlam.sim.lowering.lower`). Each layer's fixed block W is app
 
 - ``"dense"``: as one 2^n x 2^n matrix (:func:`qlam.sim.lowering.scan_tables`, run by the
   scan dispatcher, the C++ kernel where it builds): 4^n multiply-adds per example and token;
-- ``"factored"``: as ``P (A ⊗ B)`` (:mod:`qlam.sim.scan.factored`), two GEMMs of
-  2^n (2^rows + 2^(n-rows)) multiply-adds and a gather, when every block is single-qubit
-  gates followed by a permutation (:func:`qlam.sim.lowering.kron_factors`).
+- ``"factored"``: as ``P (U_0 ⊗ ... ⊗ U_{n-1})`` when every block is single-qubit gates
+  followed by a permutation (:func:`qlam.sim.lowering.qubit_factors`): on the C++ kernel
+  (:func:`qlam.sim.scan.cpp.scan_factored_kernel`; the 2x2 gates applied one by one to each
+  example's state in cache, the last four wires as one 16 x 16 block: O(2^n (n + 12))), or
+  in PyTorch (:mod:`qlam.sim.scan.factored`: ``P (A ⊗ B)``, two GEMMs of
+  2^n (2^rows + 2^(n-rows)) multiply-adds and a gather) where the kernel does not run.
 
-``"auto"`` picks ``"factored"`` from ``FACTORED_MIN_QUBITS`` qubits on where the circuit
-allows it: below that the dense kernel's single fused pass beats the factored path's
-per-token PyTorch calls, above it the 4^n product loses (measured by ``qlam bench sim``;
-benchmarks/results/peers/README.md).
+``"auto"`` picks ``"factored"`` where the circuit allows it from 4 qubits on when the C++
+kernel runs it (it beats the dense kernel from 4 qubits on: 1.1-1.2x at 4 and 5, 1.1-1.7x at
+6, 1.8x at 7 in `qlam bench sim`), else from ``FACTORED_MIN_QUBITS`` (the PyTorch factored
+path's per-token calls lose to the dense kernel below that; benchmarks/results/peers/).
 """
 
 from __future__ import annotations
@@ -43,40 +46,50 @@ def factored_tables(low: Lowered, theta: torch.Tensor, x: torch.Tensor):
     return phases.unsqueeze(2), gates, [perm for _, perm in factors]
 
 
-def _run_factored(psi0, phases, gates, perms, backward: str):
-    """The factored scan: on the C++ kernel (the gates applied one by one in cache) where the
-    dense scan's ``backward`` would pick it and it applies, else in PyTorch (``W = P (A ⊗ B)``,
-    two GEMMs, rows = n // 2)."""
+def _kernel_runs(backward: str, n_qubits: int, *tensors) -> bool:
+    """Whether the factored scan runs on the C++ kernel: ``backward`` "kernel", or "auto" where
+    the kernel applies (CPU, float32/float64, >= 4 qubits) and builds here."""
     engine, _ = resolve(backward)
-    n = gates.shape[2]
-    kernel = engine == "compiled" or (
-        engine == "auto" and n >= cpp.FACTORED_LOW_QUBITS and cpp.supports(psi0, phases)
-        and cpp.available())
+    return engine == "compiled" or (engine == "auto" and n_qubits >= cpp.FACTORED_LOW_QUBITS
+                                    and cpp.supports(*tensors) and cpp.available())
+
+
+def _run_factored(psi0, phases, gates, perms, kernel: bool):
+    """The factored scan: on the C++ kernel (the gates applied one by one in cache), or in
+    PyTorch (``W = P (A ⊗ B)``, two GEMMs, rows = n // 2)."""
     if kernel:
         return cpp.scan_factored_kernel(psi0, phases,
                                         *cpp.factored_inputs(gates, perms, phases.dtype))
     cdtype = torch.complex128 if phases.dtype == torch.float64 else torch.complex64
-    rows = n // 2
+    rows = gates.shape[2] // 2
     a = torch.stack([kron(g[:rows]) for g in gates[0]]).to(cdtype).unsqueeze(0)
     b = torch.stack([kron(g[rows:]) for g in gates[0]]).to(cdtype).unsqueeze(0)
     return scan_factored(psi0, phases, a, b, perms)
 
 
-def _pick(low: Lowered, method: str) -> str:
+def min_factored_qubits(kernel: bool) -> int:
+    """From how many qubits "auto" runs a factorable circuit factored: with the C++ kernel
+    from the kernel's minimum, 4 (:data:`qlam.sim.scan.cpp.FACTORED_LOW_QUBITS`), else from
+    ``FACTORED_MIN_QUBITS``."""
+    return cpp.FACTORED_LOW_QUBITS if kernel else FACTORED_MIN_QUBITS
+
+
+def _pick(low: Lowered, method: str, kernel: bool) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method != "auto":
         return method
-    if low.n_qubits >= FACTORED_MIN_QUBITS and all(factorable(ops, low.n_qubits)
-                                                   for ops in low.dense):
+    if low.n_qubits >= min_factored_qubits(kernel) and all(factorable(ops, low.n_qubits)
+                                                           for ops in low.dense):
         return "factored"
     return "dense"
 
 
-def choose(circuit: Circuit, method: str = "auto") -> str:
+def choose(circuit: Circuit, method: str = "auto", kernel: bool = False) -> str:
     """The method that runs: ``method``, or for "auto" the rule of the module docstring
-    (from the circuit's structure; no matrix is built)."""
-    return _pick(lower(circuit), method)
+    (``kernel``: whether the C++ kernel would run the factored scan; from the circuit's
+    structure, no matrix is built)."""
+    return _pick(lower(circuit), method, kernel)
 
 
 def circuit_scan(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor,
@@ -94,18 +107,20 @@ def circuit_scan(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor,
         raise ValueError(f"theta must have shape ({circuit.n_params},), got "
                          f"{tuple(theta.shape)}")
     low = lower(circuit)
-    method = _pick(low, method)
     n_states = 2**circuit.n_qubits
     psi0 = x.new_zeros(x.shape[0], 1, 2, n_states)
     psi0[:, 0, 0, 0] = 1
+    kernel = _kernel_runs(backward, circuit.n_qubits, psi0, x)
+    method = _pick(low, method, kernel)
     if method == "factored":
         tables = factored_tables(low, theta, x)
         if tables is None:
             raise ValueError("method='factored' needs every block of the circuit to be "
                              "single-qubit gates followed by a permutation")
-        return _run_factored(psi0, *tables, backward)
+        return _run_factored(psi0, *tables, kernel)
     phases, w = scan_tables(low, theta, x)
     return scan(psi0, phases, w, backward=backward)
 
 
-__all__ = ["FACTORED_MIN_QUBITS", "METHODS", "choose", "circuit_scan", "factored_tables"]
+__all__ = ["FACTORED_MIN_QUBITS", "METHODS", "choose", "circuit_scan", "factored_tables",
+           "min_factored_qubits"]
