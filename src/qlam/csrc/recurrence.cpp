@@ -673,56 +673,55 @@ QLAM_INLINE void gate_apply(T* zr, T* zi, const T* u, int64_t N, int64_t s) {
 }
 
 // The backward through one gate, in place: the state y -> x = U^H y, its adjoint g -> U^H g,
-// and du += g x^H summed over the pairs (layout of u).
+// and du += g x^H summed over the pairs (layout of u). s is a multiple of FK: the sums are
+// kept per lane of FK (e[entry][lane]) and reduced once at the end, not once per block.
 template <typename T>
 QLAM_INLINE void gate_unapply(T* zr, T* zi, T* gr, T* gi, const T* u, T* du, int64_t N,
                               int64_t s) {
   const T ar = u[0], br = u[1], cr = u[2], dr = u[3], ai = u[4], bi = u[5], ci = u[6],
           di = u[7];
-  T e00r = 0, e01r = 0, e10r = 0, e11r = 0, e00i = 0, e01i = 0, e10i = 0, e11i = 0;
-  for (int64_t base = 0; base < N; base += 2 * s) {
-    T* __restrict zr0 = zr + base;
-    T* __restrict zi0 = zi + base;
-    T* __restrict zr1 = zr0 + s;
-    T* __restrict zi1 = zi0 + s;
-    T* __restrict gr0 = gr + base;
-    T* __restrict gi0 = gi + base;
-    T* __restrict gr1 = gr0 + s;
-    T* __restrict gi1 = gi0 + s;
-#pragma omp simd reduction(+ : e00r, e01r, e10r, e11r, e00i, e01i, e10i, e11i)
-    for (int64_t j = 0; j < s; ++j) {
-      const T y0r = zr0[j], y0i = zi0[j], y1r = zr1[j], y1i = zi1[j];
-      const T h0r = gr0[j], h0i = gi0[j], h1r = gr1[j], h1i = gi1[j];
-      const T x0r = ar * y0r + ai * y0i + cr * y1r + ci * y1i;
-      const T x0i = ar * y0i - ai * y0r + cr * y1i - ci * y1r;
-      const T x1r = br * y0r + bi * y0i + dr * y1r + di * y1i;
-      const T x1i = br * y0i - bi * y0r + dr * y1i - di * y1r;
-      zr0[j] = x0r;
-      zi0[j] = x0i;
-      zr1[j] = x1r;
-      zi1[j] = x1i;
-      gr0[j] = ar * h0r + ai * h0i + cr * h1r + ci * h1i;
-      gi0[j] = ar * h0i - ai * h0r + cr * h1i - ci * h1r;
-      gr1[j] = br * h0r + bi * h0i + dr * h1r + di * h1i;
-      gi1[j] = br * h0i - bi * h0r + dr * h1i - di * h1r;
-      e00r += h0r * x0r + h0i * x0i;
-      e00i += h0i * x0r - h0r * x0i;
-      e01r += h0r * x1r + h0i * x1i;
-      e01i += h0i * x1r - h0r * x1i;
-      e10r += h1r * x0r + h1i * x0i;
-      e10i += h1i * x0r - h1r * x0i;
-      e11r += h1r * x1r + h1i * x1i;
-      e11i += h1i * x1r - h1r * x1i;
+  T e[8][FK] = {};
+  for (int64_t base = 0; base < N; base += 2 * s)
+    for (int64_t j0 = base; j0 < base + s; j0 += FK) {
+      T* __restrict zr0 = zr + j0;
+      T* __restrict zi0 = zi + j0;
+      T* __restrict zr1 = zr0 + s;
+      T* __restrict zi1 = zi0 + s;
+      T* __restrict gr0 = gr + j0;
+      T* __restrict gi0 = gi + j0;
+      T* __restrict gr1 = gr0 + s;
+      T* __restrict gi1 = gi0 + s;
+#pragma omp simd
+      for (int j = 0; j < FK; ++j) {
+        const T y0r = zr0[j], y0i = zi0[j], y1r = zr1[j], y1i = zi1[j];
+        const T h0r = gr0[j], h0i = gi0[j], h1r = gr1[j], h1i = gi1[j];
+        const T x0r = ar * y0r + ai * y0i + cr * y1r + ci * y1i;
+        const T x0i = ar * y0i - ai * y0r + cr * y1i - ci * y1r;
+        const T x1r = br * y0r + bi * y0i + dr * y1r + di * y1i;
+        const T x1i = br * y0i - bi * y0r + dr * y1i - di * y1r;
+        zr0[j] = x0r;
+        zi0[j] = x0i;
+        zr1[j] = x1r;
+        zi1[j] = x1i;
+        gr0[j] = ar * h0r + ai * h0i + cr * h1r + ci * h1i;
+        gi0[j] = ar * h0i - ai * h0r + cr * h1i - ci * h1r;
+        gr1[j] = br * h0r + bi * h0i + dr * h1r + di * h1i;
+        gi1[j] = br * h0i - bi * h0r + dr * h1i - di * h1r;
+        e[0][j] += h0r * x0r + h0i * x0i;  // re (0, 0)
+        e[1][j] += h0r * x1r + h0i * x1i;  // re (0, 1)
+        e[2][j] += h1r * x0r + h1i * x0i;  // re (1, 0)
+        e[3][j] += h1r * x1r + h1i * x1i;  // re (1, 1)
+        e[4][j] += h0i * x0r - h0r * x0i;  // im (0, 0)
+        e[5][j] += h0i * x1r - h0r * x1i;
+        e[6][j] += h1i * x0r - h1r * x0i;
+        e[7][j] += h1i * x1r - h1r * x1i;
+      }
     }
+  for (int c = 0; c < 8; ++c) {
+    T sum = T(0);
+    for (int j = 0; j < FK; ++j) sum += e[c][j];
+    du[c] += sum;
   }
-  du[0] += e00r;
-  du[1] += e01r;
-  du[2] += e10r;
-  du[3] += e11r;
-  du[4] += e00i;
-  du[5] += e01i;
-  du[6] += e10i;
-  du[7] += e11i;
 }
 
 // out[inv[g + j]] = sum_k M[j, k] x[g + k] for every group g of FK amplitudes; mt: M^T planes.

@@ -290,6 +290,7 @@ def _(last, phases, gates, low, inv, g_probs, g_last):
 def _factored_setup(ctx, inputs, output):
     _, phases, gates, low, inv, _ = inputs
     ctx.save_for_backward(output[1], phases, gates, low, inv)
+    ctx.set_materialize_grads(False)  # unused probs: None, not a (B, L, H, N) tensor of zeros
 
 
 def _factored_backward(ctx, g_probs, g_last):
