@@ -171,10 +171,15 @@ def test_factored_kernel_equals_the_dense_scan_values_and_gradients(n_qubits):
     wp = torch.randn(probs.shape, dtype=torch.float64, generator=g)
     wl = torch.randn(last.shape, dtype=torch.float64, generator=g)
     ins = (psi0, phases, gates)
-    grads = torch.autograd.grad((probs * wp).sum() + (last * wl).sum(), ins)
-    grads_ref = torch.autograd.grad((probs_ref * wp).sum() + (last_ref * wl).sum(), ins)
-    for got, want in zip(grads, grads_ref):
-        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    def loss(p, lst, use_probs):  # without: the probabilities get no gradient (None)
+        return (lst * wl).sum() + ((p * wp).sum() if use_probs else 0)
+
+    for use_probs in (True, False):
+        grads = torch.autograd.grad(loss(probs, last, use_probs), ins, retain_graph=True)
+        grads_ref = torch.autograd.grad(loss(probs_ref, last_ref, use_probs), ins,
+                                        retain_graph=True)
+        for got, want in zip(grads, grads_ref):
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
 
 
 @needs_kernel
