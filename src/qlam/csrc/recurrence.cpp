@@ -1294,6 +1294,20 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor&
   return {g_psi0, gphase, g_w, g_read_phases, g_w_read};
 }
 
+// The incoming gradients of a backward: g_probs (B, L, H, N) and g_last like the final state.
+void check_grads(const at::Tensor& last, const at::Tensor& phases,
+                 const c10::optional<at::Tensor>& g_probs,
+                 const c10::optional<at::Tensor>& g_last) {
+  if (g_probs.has_value() && g_probs->defined())
+    TORCH_CHECK(g_probs->sizes() == at::IntArrayRef({phases.size(0), phases.size(1),
+                                                     phases.size(2), phases.size(4)}) &&
+                    g_probs->scalar_type() == phases.scalar_type(),
+                "g_probs must be (B, L, H, N) of the inputs' dtype");
+  if (g_last.has_value() && g_last->defined())
+    TORCH_CHECK(g_last->sizes() == last.sizes() && g_last->scalar_type() == last.scalar_type(),
+                "g_last must match the final state");
+}
+
 std::vector<at::Tensor> forward(const at::Tensor& psi0, const at::Tensor& phases,
                                 const at::Tensor& w,
                                 const c10::optional<at::Tensor>& read_phases,
@@ -1312,14 +1326,7 @@ std::vector<at::Tensor> backward(const at::Tensor& last, const at::Tensor& phase
                                  const c10::optional<at::Tensor>& g_probs,
                                  const c10::optional<at::Tensor>& g_last) {
   check_inputs(last, phases, w, read_phases, w_read);
-  if (g_probs.has_value() && g_probs->defined())
-    TORCH_CHECK(g_probs->sizes() == at::IntArrayRef({phases.size(0), phases.size(1),
-                                                     phases.size(2), phases.size(4)}) &&
-                    g_probs->scalar_type() == phases.scalar_type(),
-                "g_probs must be (B, L, H, N) of the inputs' dtype");
-  if (g_last.has_value() && g_last->defined())
-    TORCH_CHECK(g_last->sizes() == last.sizes() && g_last->scalar_type() == last.scalar_type(),
-                "g_last must match the final state");
+  check_grads(last, phases, g_probs, g_last);
   if (phases.scalar_type() == at::kDouble)
     return backward_impl<double>(last, phases, w, read_phases, w_read, g_probs, g_last);
   return backward_impl<float>(last, phases, w, read_phases, w_read, g_probs, g_last);
@@ -1452,14 +1459,7 @@ std::vector<at::Tensor> factored_backward(const at::Tensor& last, const at::Tens
                                           const c10::optional<at::Tensor>& g_probs,
                                           const c10::optional<at::Tensor>& g_last) {
   check_factored(last, phases, gates, low, inv);
-  const int64_t B = phases.size(0), L = phases.size(1), H = phases.size(2), N = phases.size(4);
-  if (g_probs.has_value() && g_probs->defined())
-    TORCH_CHECK(g_probs->sizes() == at::IntArrayRef({B, L, H, N}) &&
-                    g_probs->scalar_type() == phases.scalar_type(),
-                "g_probs must be (B, L, H, N) of the inputs' dtype");
-  if (g_last.has_value() && g_last->defined())
-    TORCH_CHECK(g_last->sizes() == last.sizes() && g_last->scalar_type() == last.scalar_type(),
-                "g_last must match the final state");
+  check_grads(last, phases, g_probs, g_last);
   if (phases.scalar_type() == at::kDouble)
     return factored_backward_impl<double>(last, phases, gates, low, inv, g_probs, g_last);
   return factored_backward_impl<float>(last, phases, gates, low, inv, g_probs, g_last);
