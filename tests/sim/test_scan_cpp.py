@@ -268,6 +268,31 @@ def test_no_compiler_falls_back_with_one_warning(tmp_path):
     assert "\n" not in message
 
 
+def test_a_build_lock_left_by_a_killed_builder_is_cleared(tmp_path, monkeypatch):
+    """torch's builder waits forever on its lock file if a builder was killed mid-build;
+    under qlam's OS lock that file can only be stale, so the build goes ahead."""
+    from pathlib import Path
+
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("QLAM_EXT_DIR", str(tmp_path / "ext"))
+    source = tmp_path / "tiny.cpp"
+    source.write_text("// a source\n")
+    where = cpp.build_dir(source)
+    where.mkdir(parents=True)
+    (where / "lock").touch()  # what a killed build leaves
+    seen = []
+
+    def fake_load(name, build_directory, **_):
+        seen.append((Path(build_directory) / "lock").exists())
+        (Path(build_directory) / f"{name}.so").write_bytes(b"")
+        return "built"
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    assert cpp.build(source) == "built"
+    assert seen == [False] and (where / "ok").read_text().strip().endswith(".so")
+
+
 @pytest.mark.skipif("avx512" not in ISAS, reason="the breakdown script times the AVX-512 build")
 def test_breakdown_script_times_the_kernel_source():
     """scripts/kernel_breakdown.sh compiles the kernel's own task loops without torch: it must

@@ -1,10 +1,11 @@
 """Checks and helpers shared by the memory layers (:mod:`qlam.memory.layer`,
 :mod:`qlam.memory.mixed`): head / token-count arguments, the parameters a layer's cache is
-keyed on, and whether calling a module runs forward hooks."""
+keyed on, whether calling a module runs forward hooks, and a layer's input."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
 
@@ -42,3 +43,21 @@ def hooked(module: nn.Module) -> bool:
     """Whether calling ``module`` runs forward hooks, its own or global ones."""
     return bool(module._forward_hooks or module._forward_pre_hooks
                 or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
+
+
+def check_input(x, d_model: int, dtype: torch.dtype) -> None:
+    """A memory layer's input: a finite floating-point tensor (B, L, d_model) of the layer's
+    parameter ``dtype`` (another dtype only under autocast), or an error naming the problem."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"input must be a floating-point tensor, got {x.dtype}")
+    if x.dim() != 3 or x.shape[-1] != d_model:
+        raise ValueError(f"input must have shape (batch, length, {d_model}), "
+                         f"got {tuple(x.shape)}")
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"input is {x.dtype} but the layer's parameters are {dtype}: convert "
+                        "one to the other (x.to(layer.in_proj.weight.dtype), or "
+                        "layer.to(x.dtype))")
+    if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
+        raise ValueError("input contains NaN or inf")

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from qlam.circuit import MAX_QUBITS, Circuit
-from qlam.memory.checks import check_index, check_tokens, hooked, parameters_of
+from qlam.memory.checks import check_index, check_input, check_tokens, hooked, parameters_of
 from qlam.memory.circuits import prep_circuit, readout_circuit, token_circuit
 from qlam.optim_hints import mark_memory
 from qlam.padding import padded_lengths, zero_padding
@@ -299,20 +299,7 @@ class QLAM(nn.Module):
         return final
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"input must be a floating-point tensor, got {x.dtype}")
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"input must have shape (batch, length, {self.d_model}), "
-                             f"got {tuple(x.shape)}")
-        if (x.dtype != self.in_proj.weight.dtype
-                and not torch.is_autocast_enabled(x.device.type)):  # autocast: see below
-            raise TypeError(f"input is {x.dtype} but the layer's parameters are "
-                            f"{self.in_proj.weight.dtype}: convert one to the other "
-                            "(x.to(layer.in_proj.weight.dtype), or layer.to(x.dtype))")
-        if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
-            raise ValueError("input contains NaN or inf")
+        check_input(x, self.d_model, self.in_proj.weight.dtype)
 
     # ---- forward ------------------------------------------------------------------------
     def _scan(self, psi0, phases, w, read_phases, w_read):

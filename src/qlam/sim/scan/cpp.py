@@ -18,7 +18,10 @@ that calls the kernel as a single op.
 Build: the first use compiles the extension just in time with ``torch.utils.cpp_extension``
 into ``$QLAM_EXT_DIR`` (default ``~/.cache/qlam/ext``), in a folder named by a hash of the
 source, the flags and the torch / Python versions, so it is built once and reused by every
-later process; torch's file lock makes concurrent first uses build it once. ``python -m
+later process. Concurrent first uses build it once: each builder holds an OS lock
+(``fcntl.flock`` on ``<folder>.flock``, released when its process dies), and under it clears
+the lock file torch's own builder leaves behind when it is killed mid-build (which would
+otherwise make every later process wait for it forever). ``python -m
 qlam.sim.scan.cpp`` builds it ahead of time. The code is compiled without ``-march``: the hot
 loops exist in baseline, AVX2 and AVX-512 variants chosen at run time, so a shared cache
 works across machines.
@@ -30,6 +33,7 @@ and ``scan(..., engine="auto")`` falls back to the PyTorch engine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -109,11 +113,34 @@ def build(source: Path = SOURCE, verbose: bool = False):
         raise RuntimeError(f"no C++ compiler ({cxx!r} not on PATH)")
     _ensure_ninja_on_path()
     where.mkdir(parents=True, exist_ok=True)
-    module = cpp_extension.load(name=name, sources=[str(source)], extra_cflags=list(CFLAGS),
-                                extra_ldflags=list(LDFLAGS), build_directory=str(where),
-                                verbose=verbose)
-    atomic_write_text(ok, f"{lib}\n")  # a reader never sees a half-built library marked usable
+    with _builder_lock(where):
+        if ok.exists() and lib.exists():  # built by another process while this one waited
+            return _import(name, lib)
+        # torch's baton file: only a builder killed mid-build can have left it (every live
+        # builder holds the OS lock), and torch would wait on it forever
+        (where / "lock").unlink(missing_ok=True)
+        module = cpp_extension.load(name=name, sources=[str(source)],
+                                    extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
+                                    build_directory=str(where), verbose=verbose)
+        atomic_write_text(ok, f"{lib}\n")  # never a half-built library marked usable
     return module
+
+
+@contextlib.contextmanager
+def _builder_lock(where: Path):
+    """An exclusive OS lock on ``<where>.flock`` (released by the OS if the holder dies);
+    without ``fcntl`` (not POSIX), no lock beyond torch's own."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(where.with_name(where.name + ".flock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load(verbose: bool = False):
