@@ -266,6 +266,13 @@ def test_import_registry_package_files(synth, tmp_path):
     assert sources.info("fashion-mnist")["splits"]["test"]["images"]["shape"] == [N_TEST, 28, 28]
 
 
+def test_ar_members_with_padding_and_an_empty_last_member():
+    """ar pads an odd-sized body to an even offset; a last member may be empty (its header
+    ends the file)."""
+    members = {"debian-binary": b"2.0\n", "odd": b"abc", "empty": b""}
+    assert bundles._ar_members(ar_bytes(members), "x.deb") == members
+
+
 def test_broken_deb(tmp_path):
     p = tmp_path / "x.deb"
     p.write_bytes(b"not an ar archive")

@@ -304,6 +304,7 @@ def test_cli_fetch_info_import(synth, tmp_path, monkeypatch, capsys):
     assert qlam_main(["data", "info", "mnist", "--root", str(root), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["splits"]["test"]["labels"]["shape"] == [N_TEST]
+    assert d["splits"]["train"]["first_labels"] == synth["mnist"]["train_labels"][:10].tolist()
 
     d = write_idx_dir(tmp_path / "raw", synth["fashion-mnist"], gz=True)
     assert qlam_main(["data", "import", "fashion-mnist", str(d), "--root", str(root)]) == 0

@@ -116,6 +116,18 @@ def test_copy_layout_hand_case():
     assert y.tolist() == [[IGNORE_INDEX] * 6 + [3, 1, 2]]
 
 
+def test_ignored_targets_are_what_torch_cross_entropy_ignores():
+    """-100, the default of torch's cross-entropy: per-token targets can be given to it as they
+    are (qlam.objectives masks them itself)."""
+    assert IGNORE_INDEX == torch.nn.CrossEntropyLoss().ignore_index
+
+
+def test_copying_puts_the_data_first_unless_selective():
+    """Plain copying (the default): the m data tokens, the blank delay, then m markers."""
+    x, y = recall.copying(np.random.default_rng(0), 4, 20, vocab=6, m=5)
+    assert (x[:, :5] == y[:, 15:]).all() and (x[:, 5:15] == 0).all() and (x[:, 15:] == 5).all()
+
+
 @pytest.mark.parametrize("selective", [False, True])
 def test_copying_targets_are_the_data_tokens_in_order(selective):
     x, y = recall.copying(np.random.default_rng(0), 30, 40, vocab=6, m=5, selective=selective)
@@ -252,3 +264,16 @@ def test_generated_task_names():
     assert generated.GENERATED_TASKS[0] == "parity"
     with pytest.raises(ValueError, match="unknown generated task"):
         generated.spec("smnist")
+
+
+def test_the_task_table_has_its_header_and_hand_checked_rows(capsys):
+    from qlam.cli import main
+
+    assert main(["data", "tasks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["task", "target", "outputs", "chance", "length",
+                                "train/val/test", "input", "about"]
+    rows = {line.split()[0]: line.split() for line in lines[1:] if line.strip()}
+    assert rows["parity"][:6] == ["parity", "class", "2", "0.5", "64", "10000/1000/1000"]
+    assert rows["s3-running"][:5] == ["s3-running", "tokens", "6", "0.1667", "64"]
+    assert set(generated.SPECS) <= set(rows)

@@ -140,8 +140,8 @@ def test_initial_state_is_used_and_validated():
     y0, _ = m(x)
     y1, _ = m(x, state)
     assert not torch.allclose(y0, y1)
-    with pytest.raises(ValueError, match="not normalised"):
-        m(x, 2 * state)
+    with pytest.raises(ValueError, match=r"not normalised \(max \| \|psi\|\^2 - 1 \| = 3\)"):
+        m(x, 2 * state)  # |2 psi|^2 = 4
     with pytest.raises(ValueError, match="state must have shape"):
         m(x, state[:, :2])
     with pytest.raises(TypeError, match="complex"):

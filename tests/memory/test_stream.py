@@ -67,6 +67,19 @@ def test_fused_step_checks_input_and_state():
     torch.testing.assert_close(y64, y32)
 
 
+def test_one_token_forward_without_gradients_takes_the_fused_path():
+    torch.manual_seed(0)
+    layer = QLAM(6, n_heads=2, n_qubits=2)
+    x = torch.randn(3, 1, 6)
+    y_grad, s_grad = layer(x)  # recording gradients: the general path
+    assert layer._cache is None or "stream" not in layer._cache[1]
+    with torch.no_grad():
+        y, s = layer(x)
+    assert "stream" in layer._cache[1]  # (B, 1, d_model) as the docstring of _streams says
+    torch.testing.assert_close(y, y_grad.detach())
+    torch.testing.assert_close(s, s_grad.detach())
+
+
 def test_step_steps_aside_for_hooks_shots_and_a_replaced_readout():
     torch.manual_seed(0)
     layer = QLAM(6, n_heads=2, n_qubits=2)
@@ -77,6 +90,17 @@ def test_step_steps_aside_for_hooks_shots_and_a_replaced_readout():
         layer.step(x)
     handle.remove()
     assert calls == [(3, 1, 6)]
+    # global hooks too, either kind alone
+    for register in (torch.nn.modules.module.register_module_forward_hook,
+                     torch.nn.modules.module.register_module_forward_pre_hook):
+        seen: list[str] = []
+        handle = register(lambda m, *args, seen=seen: seen.append(type(m).__name__))
+        try:
+            with torch.no_grad():
+                layer.step(x)
+        finally:
+            handle.remove()
+        assert "QLAM" in seen, register.__name__
     # shots: the sampled readout of forward, not the fused exact one
     layer.shots = 20
     with torch.no_grad():

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from qlam.cli import main
-from qlam.data import get_task
+from qlam.data import generated, get_task
 from qlam.data.recall import IGNORE_INDEX
 from qlam.data.tasks import Split, Task
 from qlam.models import REGISTRY, build_model
@@ -230,13 +230,14 @@ def test_split_objects_and_old_tasks_still_class():
         task.test_at(10)
 
 
-@pytest.mark.parametrize("name,best", [("adding", 2), ("parity", 1)])
+@pytest.mark.parametrize("name,best,acc2", [("adding", 2, 0.1), ("parity", 1, 0.1),
+                                             ("parity", 1, 0.2)])  # a tie keeps the first
 def test_best_epoch_is_lowest_mse_for_regression_highest_accuracy_otherwise(
-        tmp_path, monkeypatch, name, best):
+        tmp_path, monkeypatch, name, best, acc2):
     import qlam.train as train_mod
 
     real = train_mod.evaluate
-    scripted = iter([(0.5, 0.2), (0.1, 0.1)])  # (val loss, val acc) of epochs 1 and 2
+    scripted = iter([(0.5, 0.2), (0.1, acc2)])  # (val loss, val acc) of epochs 1 and 2
 
     def fake(model, task, split, *args, **kwargs):
         return next(scripted) if split == "val" else real(model, task, split, *args, **kwargs)
@@ -244,7 +245,16 @@ def test_best_epoch_is_lowest_mse_for_regression_highest_accuracy_otherwise(
     monkeypatch.setattr(train_mod, "evaluate", fake)
     summary = train(_cfg(tmp_path, name, length=8, epochs=2, model="rnn"))
     assert summary["best_epoch"] == best
-    assert summary["val_acc"] == (0.1 if best == 2 else 0.2)
+    assert summary["val_acc"] == (acc2 if best == 2 else 0.2)
+
+
+def test_per_length_test_sets_without_a_limit_hold_the_documented_size(tmp_path):
+    """No --limit-test: each extra test length is evaluated on the task's full test size."""
+    cfg = _cfg(tmp_path, "parity", length=6, test_lengths="12", limit_test=None, limit_train=32)
+    summary = train(cfg)
+    assert summary["test_lengths"]["12"]["n_test"] == generated.SPECS["parity"].sizes[2]
+    acc = summary["test_lengths"]["12"]["test_acc"]
+    assert f"test length 12: accuracy {acc:.4f}" in (tmp_path / "parity" / "train.log").read_text()
 
 
 def test_export_a_head_of_a_token_id_model():

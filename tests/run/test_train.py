@@ -1,6 +1,7 @@
 """Training loop: outputs, exact resume after preemption, eval, configs and bad files,
 on a tiny synthetic task (no dataset download)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import qlam.train as train_mod
 from qlam import config
 from qlam.cli import main
 from qlam.data.tasks import Split, Task
+from qlam.store import atomic_save, load_checkpoint
 from qlam.train import TrainConfig, eval_checkpoint, read_config_file, train
 
 
@@ -51,6 +53,8 @@ def test_train_writes_metrics_summary_and_model(tmp_path):
                 "command", "config"):
         assert key in saved
     assert saved == json.loads(json.dumps(summary))
+    assert json.loads((run / "config.json").read_text()) == saved["config"] == json.loads(
+        json.dumps(dataclasses.asdict(_cfg(tmp_path))))
     assert 0.0 <= saved["test_acc"] <= 1.0 and saved["epochs"] == 2
     assert saved["steps_per_epoch"] == 6 and saved["steps"] == 12  # 96 examples, batches of 16
     assert saved["params"] == sum(p.numel() for p in torch.load(
@@ -230,6 +234,20 @@ def test_step_records_average_to_the_epoch_and_survive_a_resume(tmp_path):
         assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-6)
         assert r["train_acc"] == s["train_acc"]
 
+    # a checkpoint of an older qlam, without the record window in its state, written on a
+    # record boundary (step 4): resumed, it logs the same records too
+    c = tmp_path / "c" / "run"
+    train(_cfg(tmp_path / "c", log_every=2, stop_after_steps=4))
+    ck = load_checkpoint(c / "checkpoint.pt")
+    del ck["state"]["window"]
+    atomic_save(ck, c / "checkpoint.pt")
+    train(_cfg(tmp_path / "c", log_every=2), resume=True)
+    steps_c, epochs_c = _records(c)
+    assert [r["step"] for r in steps_c] == [2, 4, 6, 8, 10, 12]
+    for r, s in zip(steps_c + epochs_c, steps + epochs):
+        assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-6)
+        assert r["train_acc"] == s["train_acc"]
+
 
 def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
     pytest.importorskip("tensorboard")
@@ -250,6 +268,37 @@ def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
         assert [e.step for e in events] == [r["step"] for r in recs] == (
             [3, 6, 9, 12] if recs is steps else [6, 12])
         assert [e.value for e in events] == pytest.approx([r[key] for r in recs], rel=1e-6)
+
+
+def test_the_scalar_log_is_closed_on_every_exit(tmp_path, monkeypatch):
+    """A stopped run (preemption, --stop-after-steps) releases its TensorBoard writer as a
+    finished one does."""
+    logs = []
+
+    class Counted(train_mod.ScalarLog):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.closed = False
+            logs.append(self)
+
+        def close(self):
+            self.closed = True
+            super().close()
+
+    monkeypatch.setattr(train_mod, "ScalarLog", Counted)
+    assert train(_cfg(tmp_path, stop_after_steps=3))["stopped"] == "preempted"
+    train(_cfg(tmp_path), resume=True)
+    assert len(logs) == 2 and all(log.closed for log in logs)
+
+
+def test_threads_sets_torch_threads(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train(_cfg(tmp_path, epochs=1, threads=2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_learning_curve_of_a_one_epoch_run_has_a_training_curve(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qlam.sim.scan import dispatch, random_unitaries, scan
+from qlam.sim.scan import cpp, dispatch, random_unitaries, scan, torch_engine
 from qlam.sim.scan.contract import check_inputs
 
 
@@ -64,3 +64,10 @@ def test_contract_names_the_bad_argument():
         check_inputs(psi, phases, w, rp, None)
     with pytest.raises(ValueError, match="phases must have shape"):
         scan(psi, phases[0], w)
+    # every engine checks the contract itself when called directly (w with one unitary per
+    # head instead of r = 2 would otherwise be zipped short: a wrong answer, no error)
+    engines = [torch_engine.scan_autograd, torch_engine.scan_reversible]
+    engines += [cpp.scan_kernel] if cpp.available() else []
+    for engine in engines:
+        with pytest.raises(ValueError, match="w must have shape"):
+            engine(psi, phases, w[:, :1], rp, wr)

@@ -242,6 +242,33 @@ def test_scan_dispatch():
         cpp.scan_kernel(inputs[0].float(), *inputs[1:])  # mixed dtypes
 
 
+def test_both_kernels_are_found_and_built():
+    """The mixed memory's channel kernel sits beside the recurrence kernel (qlam/csrc) and
+    builds wherever that one does: a wrong path would fall back to the slow loop silently."""
+    from qlam.sim.scan import channel
+
+    assert channel.SOURCE.parent == cpp.SOURCE.parent and channel.SOURCE.is_file()
+    assert channel._extension() is not None
+
+
+@pytest.mark.parametrize("present", ["library", "marker"])
+def test_a_half_built_extension_is_built_again(tmp_path, monkeypatch, present):
+    """Only the marker ``ok`` written after a complete build, with the library, is reused:
+    either one alone (a build killed midway, a cleaned library) means build again."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("QLAM_EXT_DIR", str(tmp_path))
+    where = cpp.build_dir()
+    where.mkdir(parents=True)
+    (where / ("ok" if present == "marker" else f"{where.name}.so")).write_text("")
+    built = []
+    monkeypatch.setattr(cpp_extension, "load", lambda **kw: built.append(kw["name"]) or "module")
+    monkeypatch.setattr(cpp.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert cpp.build() == "module"
+    assert built == [where.name]
+    assert (where / "ok").read_text().strip() == str(where / f"{where.name}.so")
+
+
 def test_no_compiler_falls_back_with_one_warning(tmp_path):
     code = (
         "import warnings, torch\n"
