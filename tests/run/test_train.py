@@ -228,12 +228,15 @@ def test_step_records_average_to_the_epoch_and_survive_a_resume(tmp_path):
     with open(b / "metrics.jsonl", "a") as f:  # a record the killed run wrote after its checkpoint
         f.write(json.dumps({"step": 4, "train_loss": -1.0, "train_acc": -1.0}) + "\n")
     train(_cfg(tmp_path / "b", log_every=2), resume=True)
-    steps_b, epochs_b = _records(b)
-    assert [r["step"] for r in steps_b] == [2, 4, 6, 8, 10, 12]
-    for r, s in zip(steps_b + epochs_b, steps + epochs):
-        assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-6)
-        assert r["train_acc"] == s["train_acc"]
 
+    def same_as_uninterrupted(run):
+        steps_r, epochs_r = _records(run)
+        assert [r["step"] for r in steps_r] == [2, 4, 6, 8, 10, 12]
+        for r, s in zip(steps_r + epochs_r, steps + epochs):
+            assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-6)
+            assert r["train_acc"] == s["train_acc"]
+
+    same_as_uninterrupted(b)
     # a checkpoint of an older qlam, without the record window in its state, written on a
     # record boundary (step 4): resumed, it logs the same records too
     c = tmp_path / "c" / "run"
@@ -242,11 +245,7 @@ def test_step_records_average_to_the_epoch_and_survive_a_resume(tmp_path):
     del ck["state"]["window"]
     atomic_save(ck, c / "checkpoint.pt")
     train(_cfg(tmp_path / "c", log_every=2), resume=True)
-    steps_c, epochs_c = _records(c)
-    assert [r["step"] for r in steps_c] == [2, 4, 6, 8, 10, 12]
-    for r, s in zip(steps_c + epochs_c, steps + epochs):
-        assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-6)
-        assert r["train_acc"] == s["train_acc"]
+    same_as_uninterrupted(c)
 
 
 def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
@@ -299,6 +298,18 @@ def test_threads_sets_torch_threads(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_plot_that_cannot_be_drawn_is_a_line_in_the_log(tmp_path, monkeypatch):
+    import qlam.plots
+
+    def no_plot(*args, **kwargs):
+        raise RuntimeError("matplotlib is not installed")
+
+    monkeypatch.setattr(qlam.plots, "learning_curve", no_plot)
+    assert "test_acc" in train(_cfg(tmp_path, epochs=1))
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "no learning_curve.png: matplotlib is not installed" in log
 
 
 def test_learning_curve_of_a_one_epoch_run_has_a_training_curve(tmp_path):
