@@ -161,6 +161,11 @@ def test_bad_inputs_are_named():
         m(torch.randn(2, 8, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"shape \(batch, length, 8\)"):
         m(torch.randn(2, 3, 5, dtype=torch.float64))
+    for empty in [(0, 3, 8), (2, 0, 8)]:  # no example / no token: named, not a reshape error
+        with pytest.raises(ValueError, match="at least one example of at least one token"):
+            m(torch.randn(*empty, dtype=torch.float64))
+    with torch.no_grad(), pytest.raises(ValueError, match="at least one example"):
+        m.step(torch.randn(0, 8, dtype=torch.float64))
     bad = torch.randn(2, 3, 8, dtype=torch.float64)
     bad[0, 1, 2] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):

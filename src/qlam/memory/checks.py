@@ -55,6 +55,9 @@ def check_input(x, d_model: int, dtype: torch.dtype) -> None:
     if x.dim() != 3 or x.shape[-1] != d_model:
         raise ValueError(f"input must have shape (batch, length, {d_model}), "
                          f"got {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"input must hold at least one example of at least one token, got "
+                         f"shape {tuple(x.shape)}")
     if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"input is {x.dtype} but the layer's parameters are {dtype}: convert "
                         "one to the other (x.to(layer.in_proj.weight.dtype), or "
