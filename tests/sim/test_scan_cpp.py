@@ -245,15 +245,13 @@ def test_scan_dispatch():
 @pytest.mark.parametrize("read", [True, False])
 def test_fake_implementations_give_the_kernels_shapes(read):
     """torch.compile traces the kernel through its fake implementations: opcheck compares
-    their shapes and dtypes with the real outputs', forward and backward. (Without a readout
-    basis the backward's fake returns one empty tensor twice, outputs aliasing each other,
-    which opcheck refuses: left to issue 21's follow-up, so only the forward is checked.)"""
+    their shapes and dtypes with the real outputs', forward and backward (without a readout
+    basis the backward's two empty gradients must not alias each other, as the real op's do
+    not)."""
     inputs, _, g_last = problem(3, 5, 2, 2, 4, read, seed=11)
     probs, last = torch.ops.qlam.scan_forward(*inputs, 4)
     torch.library.opcheck(torch.ops.qlam.scan_forward.default, (*inputs, 4),
                           test_utils="test_faketensor")
-    if not read:
-        return
     psi0, phases, w, rp, wr = inputs
     torch.library.opcheck(torch.ops.qlam.scan_backward.default,
                           (last, phases, w, rp, wr, torch.ones_like(probs), g_last),

@@ -239,10 +239,11 @@ def scan_backward(last: torch.Tensor, phases: torch.Tensor, w: torch.Tensor,
 
 @scan_backward.register_fake
 def _(last, phases, w, read_phases, w_read, g_probs, g_last):
-    empty = phases.new_empty(0)
+    # (no readout basis: two distinct empty tensors, as the real op returns; outputs that
+    # alias each other would be a different op to torch.compile)
     return (last.new_empty(last.shape), phases.new_empty(phases.shape), w.new_empty(w.shape),
-            empty if read_phases is None else read_phases.new_empty(read_phases.shape),
-            empty if w_read is None else w_read.new_empty(w_read.shape))
+            phases.new_empty(0) if read_phases is None else read_phases.new_empty(read_phases.shape),
+            phases.new_empty(0) if w_read is None else w_read.new_empty(w_read.shape))
 
 
 def _setup_context(ctx, inputs, output):
