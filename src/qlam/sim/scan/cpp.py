@@ -250,6 +250,7 @@ def _setup_context(ctx, inputs, output):
     psi0, phases, w, read_phases, w_read, _ = inputs
     ctx.save_for_backward(output[1], phases, w, read_phases, w_read)
     ctx.has_read = read_phases is not None
+    ctx.set_materialize_grads(False)  # unused probs: None, not a (B, L, H, N) tensor of zeros
 
 
 def _backward(ctx, g_probs, g_last):
