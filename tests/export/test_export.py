@@ -67,7 +67,9 @@ QLAM_OPTS = dict(n_heads=2, n_qubits=3, depth=1, dt_min=0.1, dt_max=1.0)
 def models():
     a, _ = _trained(**QLAM_OPTS)
     b, _ = _trained(n_heads=3, n_qubits=2, depth=2, query_basis=False, dt_min=0.2, dt_max=2.0)
-    return [a, b]
+    # QLAM v2 (issue 17): a causal convolution before each memory, Z-strings on <= 2 qubits
+    c, _ = _trained(conv=3, read_order=2, **QLAM_OPTS)
+    return [a, b, c]
 
 
 def _save(model, cfg, path):
@@ -84,7 +86,8 @@ def ckpt(use_task, tmp_path, monkeypatch):
     return _save(model, cfg, tmp_path / "model.pt")
 
 
-CASES = [(0, 0, 0, None), (0, 1, 1, 4), (1, 0, 0, 1), (1, 1, 2, 7)]  # model, layer, head, K
+CASES = [(0, 0, 0, None), (0, 1, 1, 4), (1, 0, 0, 1), (1, 1, 2, 7),  # model, layer, head, K
+         (2, 0, 1, None), (2, 1, 0, 6)]
 
 
 def _example(seed):
