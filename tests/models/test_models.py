@@ -76,6 +76,20 @@ def test_parameter_budget(name):
     assert 0.5 * target < n < 1.5 * target
 
 
+def test_build_model_passes_layer_options_on_and_names_unknown_ones():
+    """QLAM's layer options reach the layer (they were dropped without a word before);
+    an option no model takes is refused by name; one that only another model takes (a
+    shared sweep config) is ignored."""
+    model = build_model("qlam", 2, 3, backward="reversible", **SMALL)
+    assert [m.backward_mode for m in model.memories()] == ["reversible"]
+    with pytest.raises(ValueError, match="'qlam' does not take bogus"):
+        build_model("qlam", 2, 3, bogus=1, **SMALL)
+    with pytest.raises(ValueError, match="'lstm' does not take backward"):
+        build_model("lstm", 2, 3, backward="reversible", **SMALL)
+    assert count_params(build_model("lstm", 2, 3, **SMALL)) == count_params(
+        build_model("lstm", 2, 3, d_model=8, n_layers=1))
+
+
 def test_count_params_and_budget_in_config():
     model = build_model("lstm", 1, 10, d_model=4, n_layers=1)
     # embed 1*4+4, LSTM 4*(4*4 + 4*4 + 4 + 4), norm 8, head 4*10+10

@@ -48,10 +48,25 @@ def model_options(name: str) -> tuple[str, ...]:
 
 
 def build_model(name: str, n_features: int, n_classes: int, **options) -> SequenceClassifier:
-    """Build model ``name``; options it does not take are ignored, None means default."""
+    """Build model ``name`` with ``options`` (None: the model's default). Options that only
+    other registered models take are ignored, so one set of options builds every model (as
+    in a sweep); a model whose constructor takes ``**kwargs`` (QLAM: its memory layer's
+    options, e.g. ``backward``) passes the rest on; any other option is an error naming it."""
     accepted = model_options(name)
-    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
-    return REGISTRY[name](n_features, n_classes, **kwargs)
+    cls = REGISTRY[name]
+    forwards = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values())
+    others = set().union(*(model_options(m) for m in REGISTRY)) - set(accepted)
+    kwargs = {k: v for k, v in options.items() if v is not None and k not in others}
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown and not forwards:
+        raise ValueError(f"model {name!r} does not take {', '.join(unknown)}; its options: "
+                         f"{', '.join(accepted)}")
+    try:
+        return cls(n_features, n_classes, **kwargs)
+    except TypeError as e:  # an option that the layer behind **kwargs does not take either
+        if not unknown or "unexpected keyword argument" not in str(e):
+            raise
+        raise ValueError(f"model {name!r} does not take {', '.join(unknown)} ({e})") from None
 
 
 def count_params(model: nn.Module) -> int:
