@@ -139,16 +139,16 @@ def markdown(rows: list[dict]) -> str:
              "| Epochs | Runs |",
              "|---|---|---|---|---|---|---|---|---|"]
     notes = []
+    subsets: dict[str, list[str]] = {}  # "trained on .., tested on .." -> the rows it holds for
     for r in rows:
         acc = f"{r['test_acc_mean']:.2f} ± " + ("–" if math.isnan(r["test_acc_std"])
                                                 else f"{r['test_acc_std']:.2f}")
         mark = ""
         if r["limit_train"] != [None]:
             mark = "*"
-            notes.append(f"\\* {TASK_NAMES.get(r['task'], r['task'])} "
-                         f"{MODEL_NAMES.get(r['model'], r['model'])}: "
-                         f"trained on {', '.join(map(str, r['limit_train']))} examples, "
-                         f"tested on {', '.join(map(str, r['n_test']))}")
+            subsets.setdefault(f"trained on {', '.join(map(str, r['limit_train']))} examples, "
+                               f"tested on {', '.join(map(str, r['n_test']))}", []).append(
+                f"{TASK_NAMES.get(r['task'], r['task'])} {MODEL_NAMES.get(r['model'], r['model'])}")
         paper = "" if r["paper"] is None else f"{r['paper']:.1f}"
         epochs = f"{r['epochs_mean']:.3g}" + ("†" if r["time_capped"] else "")
         lines.append(f"| {TASK_NAMES.get(r['task'], r['task'])} | "
@@ -157,6 +157,7 @@ def markdown(rows: list[dict]) -> str:
                      f"{'/'.join('?' if t is None else str(t) for t in r['threads'])} | "
                      f"{epochs} | {r['runs']} |")
     text = "\n".join(lines) + "\n"
+    notes += [f"\\* {'; '.join(names)}: {what}" for what, names in subsets.items()]
     for r in rows:
         if r.get("duplicates"):
             notes.append(f"‡ {TASK_NAMES.get(r['task'], r['task'])} "
@@ -279,8 +280,10 @@ def write_report(dirs, out, plot: bool = True, log=sys.stderr) -> list[dict]:
     curves = length_curves(summaries)
     chance = {s["task"]: s["chance"] for s in summaries if s.get("chance") is not None}
     out = Path(out)
-    header = ("# Results\n\nTest accuracy on the official test set, mean ± sample std over seeds "
-              "(`qlam report`); *Paper*: the figures reported in the QLAM paper.\n\n")
+    header = ("# Results\n\nTest accuracy on each task's test set (the official one for "
+              "the image datasets, a seeded held-out one for generated tasks), mean ± sample "
+              "std over seeds (`qlam report`); *Paper*: the figures reported in the QLAM "
+              "paper.\n\n")
     body = markdown(rows) if rows else "No finished runs.\n"
     if curves:
         body += ("\n## Length generalisation\n\nTest accuracy on fresh test sets of each "

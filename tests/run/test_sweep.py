@@ -106,6 +106,7 @@ def test_report_table_csv_and_plot(tmp_path, capsys):
         fake_summary(runs / "smnist" / "qlam" / f"seed{seed}", seed=seed, acc=acc, params=65034)
     fake_summary(runs / "smnist" / "transformer" / "seed0", model="transformer", acc=0.9,
                  params=67850, limit_train=1000)
+    fake_summary(runs / "smnist" / "gru" / "seed0", model="gru", acc=0.88, limit_train=1000)
     fake_summary(runs / "sfashion" / "ssm" / "seed0", task="sfashion", model="ssm", acc=0.8)
     # stopped by the time budget 3/4 into its third epoch (300 of 400 steps per epoch done)
     fake_summary(runs / "sfashion" / "gru" / "seed0", task="sfashion", model="gru", acc=0.85,
@@ -115,20 +116,24 @@ def test_report_table_csv_and_plot(tmp_path, capsys):
 
     rows = report.aggregate(report.collect([runs], log=None))
     assert [(r["task"], r["model"], r["runs"]) for r in rows] == [
-        ("smnist", "qlam", 3), ("smnist", "transformer", 1), ("sfashion", "ssm", 1),
-        ("sfashion", "gru", 1)]
-    assert [r["epochs_mean"] for r in rows] == [3, 3, 3, 2.75]
-    assert [r["time_capped"] for r in rows] == [0, 0, 0, 1]
+        ("smnist", "qlam", 3), ("smnist", "transformer", 1), ("smnist", "gru", 1),
+        ("sfashion", "ssm", 1), ("sfashion", "gru", 1)]
+    assert [r["epochs_mean"] for r in rows] == [3, 3, 3, 3, 2.75]
+    assert [r["time_capped"] for r in rows] == [0, 0, 0, 0, 1]
     assert rows[0]["test_acc_mean"] == pytest.approx(93.0)
     assert rows[0]["test_acc_std"] == pytest.approx(1.0)  # sample std
     assert math.isnan(rows[1]["test_acc_std"])
-    assert [r["paper"] for r in rows] == [92.6, 91.3, 79.6, None]
+    assert [r["paper"] for r in rows] == [92.6, 91.3, None, 79.6, None]
 
     out = tmp_path / "report"
     assert main(["report", str(runs), "--out", str(out)]) == 0
     table = (out / "TABLE.md").read_text()
     assert "| sMNIST | QLAM | 93.00 ± 1.00 | 92.6 | 65,034 | 1.0 min | 1 | 3 | 3 |" in table
-    assert "| sMNIST | Transformer* |" in table and "trained on 1000 examples" in table
+    assert "| sMNIST | Transformer* |" in table and "| sMNIST | GRU* |" in table
+    # one footnote for the two rows trained on the same subset
+    assert table.count("trained on 1000 examples") == 1
+    assert "\\* sMNIST Transformer; sMNIST GRU: trained on 1000 examples" in table
+    assert "official one for the image datasets" in table
     assert "| sFashion-MNIST | SSM (S4D) | 80.00 ± – | 79.6 |" in table
     assert "| sFashion-MNIST | GRU | 85.00 ± – |  | 1,000 | 1.0 min | 1 | 2.75† | 1 |" in table
     assert "† the time budget" in table and table.count("†") == 2
@@ -137,7 +142,7 @@ def test_report_table_csv_and_plot(tmp_path, capsys):
         recs = list(csv.DictReader(f))
     assert recs[0]["model"] == "qlam" and float(recs[0]["test_acc_mean"]) == pytest.approx(93.0)
     assert recs[0]["seeds"] == "0 1 2" and recs[1]["test_acc_std"] == ""
-    assert [r["time_capped"] for r in recs] == ["0", "0", "0", "1"]
+    assert [r["time_capped"] for r in recs] == ["0", "0", "0", "0", "1"]
     png = (out / "accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
