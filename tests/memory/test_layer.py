@@ -8,6 +8,7 @@ import torch
 
 import qlam
 from qlam.memory import QLAM, sample_probs, walsh_matrix
+from qlam.memory.checks import all_finite
 from qlam.models.qlam import QLAMClassifier
 from qlam.sim.scan import cpp, random_unitaries, scan
 
@@ -166,10 +167,16 @@ def test_bad_inputs_are_named():
             m(torch.randn(*empty, dtype=torch.float64))
     with torch.no_grad(), pytest.raises(ValueError, match="at least one example"):
         m.step(torch.randn(0, 8, dtype=torch.float64))
-    bad = torch.randn(2, 3, 8, dtype=torch.float64)
-    bad[0, 1, 2] = float("nan")
-    with pytest.raises(ValueError, match="NaN or inf"):
-        m(bad)
+    for value in (float("nan"), float("inf"), -float("inf")):
+        bad = torch.randn(2, 3, 8, dtype=torch.float64)
+        bad[0, 1, 2] = value
+        with pytest.raises(ValueError, match="NaN or inf"):
+            m(bad)
+    # finite values whose sum overflows are no NaN or inf (the check sums first)
+    big = torch.full((2, 3, 8), torch.finfo(torch.float64).max / 2, dtype=torch.float64)
+    assert all_finite(big) and not torch.isfinite(big.sum())
+    big[0, 0, 0] = float("inf")
+    assert not all_finite(big)
     with pytest.raises(TypeError, match="floating-point"):
         m(torch.ones(2, 3, 8, dtype=torch.long))
     with pytest.raises(ValueError, match="qubits per head"):

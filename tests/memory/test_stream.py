@@ -20,10 +20,12 @@ def _stream(layer, x, state=None):
     return torch.stack(ys, 1), state
 
 
-# float32 rounding accumulates over the tokens (the unfused one-token forward drifts as much);
-# 150 tokens pass the forward's renormalisation (every 64 tokens; the step renormalises always)
+# float32 rounding accumulates over the tokens (the unfused one-token forward drifts as much),
+# and the two round the phases differently (the forward's kernel maps angles to phases, the
+# step folds the map into its input matrix); 150 tokens pass the forward's renormalisation
+# (every 64 tokens; the step renormalises always)
 @pytest.mark.parametrize(("dtype", "tokens", "tol"), [
-    (torch.float32, 30, 1e-6), (torch.float32, 150, 5e-6), (torch.float64, 150, 1e-12)])
+    (torch.float32, 30, 2e-6), (torch.float32, 150, 5e-6), (torch.float64, 150, 1e-12)])
 @pytest.mark.parametrize(("depth", "query_basis"), [(1, True), (2, False), (3, True)])
 def test_fused_step_equals_forward(dtype, tokens, tol, depth, query_basis):
     torch.manual_seed(0)

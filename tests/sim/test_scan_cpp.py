@@ -242,6 +242,92 @@ def test_scan_dispatch():
         cpp.scan_kernel(inputs[0].float(), *inputs[1:])  # mixed dtypes
 
 
+def _mapped_problem(read, seed, r=2, f=5, fr=3, n=4):
+    """A scan given angles and phase maps: (psi0, angles, w, read angles, w_read, maps)
+    in float64, random maps and offsets (the kernel's general case, not only the layer's)."""
+    g = torch.Generator().manual_seed(seed)
+    inputs, _, _ = problem(3, 9, 2, r, 2**n, read, seed=seed)
+    psi0, phases, w, _, w_read = inputs
+    b, length, h = phases.shape[:3]
+    angles = torch.randn(b, length, h, f, generator=g, dtype=torch.float64)
+    pmap = torch.randn(r, f, 2**n, generator=g, dtype=torch.float64)
+    poff = torch.randn(r, 2**n, generator=g, dtype=torch.float64)
+    rangles = rmap = roff = None
+    if read:
+        rangles = torch.randn(b, length, h, fr, generator=g, dtype=torch.float64)
+        rmap = torch.randn(fr, 2**n, generator=g, dtype=torch.float64)
+        roff = torch.randn(2**n, generator=g, dtype=torch.float64)
+    return psi0, angles, w, rangles, w_read, (pmap, poff, rmap, roff)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("read", [True, False])
+def test_phase_maps_match_the_expanded_phases_float64(isa, read):
+    """Angles expanded by the kernel (``maps``) give the outputs of the plain-autograd scan
+    on the phases expanded in PyTorch, and the angles' gradients through that expansion."""
+    from qlam.sim.scan.contract import expand_angles
+
+    psi0, angles, w, rangles, w_read, maps = _mapped_problem(read, seed=21)
+    leaves = [t.clone().requires_grad_() if t is not None else None
+              for t in (psi0, angles, w, rangles, w_read)]
+    g = torch.Generator().manual_seed(5)
+    probs_w = torch.randn(3, 9, 2, 16, generator=g, dtype=torch.float64)
+    last_w = torch.randn(3, 2, 2, 16, generator=g, dtype=torch.float64)
+
+    def outputs(fn):
+        probs, last = fn()
+        want = [t for t in leaves if t is not None]
+        grads = torch.autograd.grad((probs * probs_w).sum() + (last * last_w).sum(), want)
+        return [probs, last, *grads]
+
+    pm, po, rm, ro = maps
+    got = outputs(lambda: cpp.scan_kernel(*leaves, maps=maps))
+    want = outputs(lambda: scan_autograd(
+        leaves[0], expand_angles(leaves[1], pm, po), leaves[2],
+        None if rm is None else expand_angles(leaves[3], rm, ro), leaves[4]))
+    assert_close(got, want, 1e-10)
+
+
+def test_phase_maps_gradcheck():
+    psi0, angles, w, rangles, w_read, maps = _mapped_problem(True, seed=22, f=3, fr=2)
+    leaves = [t.clone().requires_grad_() for t in (psi0, angles, w, rangles, w_read)]
+    assert torch.autograd.gradcheck(lambda *a: cpp.scan_kernel(*a, maps=maps), leaves,
+                                    eps=1e-6, atol=1e-7)
+
+
+def test_phase_maps_fake_implementations():
+    """torch.compile's view of the operators with maps: angles in, phases' shapes out."""
+    psi0, angles, w, rangles, w_read, maps = _mapped_problem(True, seed=24)
+    args = (psi0, angles, w, rangles, w_read, 4, *maps)
+    probs, last = torch.ops.qlam.scan_forward(*args)
+    torch.library.opcheck(torch.ops.qlam.scan_forward.default, args,
+                          test_utils="test_faketensor")
+    torch.library.opcheck(torch.ops.qlam.scan_backward.default,
+                          (last, angles, w, rangles, w_read, torch.ones_like(probs), None, *maps),
+                          test_utils="test_faketensor")
+
+
+def test_phase_maps_bad_input():
+    psi0, angles, w, rangles, w_read, (pm, po, rm, ro) = _mapped_problem(True, seed=23)
+    with pytest.raises(ValueError, match="phase_offset must have shape"):
+        cpp.scan_kernel(psi0, angles, w, rangles, w_read, maps=(pm, po[:1], rm, ro))
+    with pytest.raises(ValueError, match="angles must have shape"):
+        cpp.scan_kernel(psi0, angles[..., :2], w, rangles, w_read, maps=(pm, po, rm, ro))
+    with pytest.raises(ValueError, match="read angles must have shape"):
+        cpp.scan_kernel(psi0, angles, w, rangles[..., :1], w_read, maps=(pm, po, rm, ro))
+    with pytest.raises(ValueError, match="read_map and read_offset"):
+        cpp.scan_kernel(psi0, angles, w, rangles, w_read, maps=(pm, po, rm, None))
+    with pytest.raises(ValueError, match="read_map needs read angles"):
+        cpp.scan_kernel(psi0, angles, w, None, None, maps=(pm, po, rm, ro))
+    with pytest.raises(ValueError, match="maps are constants"):
+        cpp.scan_kernel(psi0, angles, w, rangles, w_read,
+                        maps=(pm.requires_grad_(), po, rm, ro))
+    with pytest.raises(ValueError, match=r"maps must be \(phase_map"):
+        cpp.scan_kernel(psi0, angles, w, rangles, w_read, maps=(pm, po))
+    with pytest.raises(ValueError, match="w must have shape"):
+        cpp.scan_kernel(psi0, angles, w[:, :1], rangles, w_read, maps=(pm.detach(), po, rm, ro))
+
+
 @pytest.mark.parametrize("read", [True, False])
 def test_fake_implementations_give_the_kernels_shapes(read):
     """torch.compile traces the kernel through its fake implementations: opcheck compares

@@ -112,8 +112,19 @@ struct Plan {
   int64_t Bt, ntile;      // rows per task tile, tiles per head
   int64_t TB;             // tokens per staged block
   int64_t renorm = 0;     // forward: rescale the state to norm 1 every renorm tokens
-  const T* phases = nullptr;       // (B, L, H, R, N)
-  const T* read_phases = nullptr;  // (B, L, H, N) or null
+  const T* phases = nullptr;       // (B, L, H, F): F = R N phases, or F angles (pmap)
+  const T* read_phases = nullptr;  // (B, L, H, Fr) or null: Fr = N phases, or angles (rmap)
+  // Phase maps (null: the phases are given): a row's phases are off + angles . map, with
+  // pmap (F, R N) and poff (R N) for the layers, rmap (Fr, N) and roff (N) for the readout;
+  // the backward returns the angles' gradients, g . map^T (pmap_t (R N, roundup(F, AB)) and
+  // rmap_t (N, roundup(Fr, AB)): the maps transposed, zero-padded to blocks of AB angles)
+  int64_t F = 0, Fr = 0;
+  const T* pmap = nullptr;
+  const T* poff = nullptr;
+  const T* pmap_t = nullptr;
+  const T* rmap = nullptr;
+  const T* roff = nullptr;
+  const T* rmap_t = nullptr;
   // packed matrices: wpack (H, R): C = W^T in the forward, conj(W) in the backward;
   // rpack (H): W_read^T; rbpack (H): conj(W_read) (backward only)
   const T* wpack = nullptr;
@@ -125,8 +136,8 @@ struct Plan {
   // outputs / incoming gradients
   T* probs = nullptr;          // (B, L, H, N)
   const T* gprobs = nullptr;   // (B, L, H, N) or null
-  T* gphase = nullptr;         // (B, L, H, R, N)
-  T* grphase = nullptr;        // (B, L, H, N)
+  T* gphase = nullptr;         // (B, L, H, F)
+  T* grphase = nullptr;        // (B, L, H, Fr)
   T* gw = nullptr;             // per thread (nthr, H, R, acc_size)
   T* gwr = nullptr;            // per thread (nthr, H, acc_size)
   T* scratch = nullptr;        // per thread scratch_size elements
@@ -167,6 +178,8 @@ Plan<T> plan_layout(int64_t B, int64_t L, int64_t H, int64_t R, int64_t N, int64
   p.Bt = nblk * p.MR;
   p.ntile = (B + p.Bt - 1) / p.Bt;
   p.TB = 4;
+  p.F = R * N;
+  p.Fr = N;
   return p;
 }
 
@@ -448,6 +461,66 @@ QLAM_INLINE void prefetch_token(const T* src, int64_t L, int64_t H, int64_t h, i
   }
 }
 
+// The phases of a block of tokens, staged as rows of width W at dst (row i * TB + tl): copied
+// from src (map null, rows of width W) or expanded from its rows of F angles, gathered into
+// tmp, as off + angles . map (map (F, W)).
+template <typename T>
+QLAM_INLINE void gather_phases(const T* src, const T* __restrict map, const T* __restrict off,
+                               int64_t F, int64_t W, int64_t L, int64_t H, int64_t h,
+                               int64_t b0, int64_t nv, int64_t t0, int64_t nt, int64_t TB,
+                               T* __restrict tmp, T* __restrict dst) {
+  if (map == nullptr) {
+    gather<T>(src, L, H, h, b0, nv, t0, nt, TB, W, dst);
+    return;
+  }
+  gather<T>(src, L, H, h, b0, nv, t0, nt, TB, F, tmp);
+  for (int64_t i = 0; i < nv; ++i)
+    for (int64_t tl = 0; tl < nt; ++tl) {
+      const T* a = tmp + (i * TB + tl) * F;
+      T* o = dst + (i * TB + tl) * W;
+      for (int64_t j = 0; j < W; ++j) o[j] = off[j];
+      for (int64_t f = 0; f < F; ++f) {
+        const T af = a[f];
+        const T* m = map + f * W;
+        for (int64_t j = 0; j < W; ++j) o[j] += af * m[j];
+      }
+    }
+}
+
+// The phase gradients of a block (rows of width W at src, as gather_phases stages them) out
+// to dst: as they are (map_t null), or as the angles' gradients g . map^T (rows of F, via
+// tmp). map_t (W, roundup(F, AB)) is the map transposed and zero-padded, so each block of AB
+// angles is summed in registers along the row, without a reduction across lanes.
+constexpr int64_t AB = 16;
+
+template <typename T>
+QLAM_INLINE void scatter_phase_grads(const T* __restrict src, const T* __restrict map_t,
+                                     int64_t F, int64_t W, int64_t L, int64_t H, int64_t h,
+                                     int64_t b0, int64_t nv, int64_t t0, int64_t nt, int64_t TB,
+                                     T* __restrict tmp, T* dst) {
+  if (map_t == nullptr) {
+    scatter<T>(src, L, H, h, b0, nv, t0, nt, TB, W, dst);
+    return;
+  }
+  for (int64_t i = 0; i < nv; ++i)
+    for (int64_t tl = 0; tl < nt; ++tl) {
+      const T* g = src + (i * TB + tl) * W;
+      T* o = tmp + (i * TB + tl) * F;
+      const int64_t Fp = roundup(F, AB);
+      typedef T avec __attribute__((vector_size(AB * sizeof(T))));
+      for (int64_t f0 = 0; f0 < F; f0 += AB) {
+        avec acc{};
+        for (int64_t j = 0; j < W; ++j) {
+          avec m;
+          std::memcpy(&m, map_t + j * Fp + f0, sizeof(avec));
+          acc += g[j] * m;
+        }
+        for (int64_t f = 0; f < std::min(AB, F - f0); ++f) o[f0 + f] = acc[f];
+      }
+    }
+  scatter<T>(tmp, L, H, h, b0, nv, t0, nt, TB, F, dst);
+}
+
 template <typename T, int VB, int MR, int NV>
 QLAM_INLINE void forward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int thr) {
   const int64_t N = p.N, N2 = 2 * N, L = p.L, H = p.H, R = p.R, P = p.P, Pu = p.Pu, Bt = p.Bt;
@@ -459,6 +532,7 @@ QLAM_INLINE void forward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int
   T* s_ph = cs + 2 * N;                      // staged phases, Bt x TB x R N
   T* s_rp = s_ph + Bt * TB * RN;             // staged read phases, Bt x TB x N
   T* s_pr = s_rp + Bt * TB * N;              // staged probabilities, Bt x TB x N
+  T* s_ang = s_pr + Bt * TB * N;             // gathered angles (phase maps), Bt x TB x F
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task / p.ntile, tile = task % p.ntile;
     const int64_t b0 = tile * Bt, nv = std::min(Bt, p.B - b0);
@@ -466,11 +540,14 @@ QLAM_INLINE void forward_tasks(const Plan<T>& p, int64_t begin, int64_t end, int
     std::fill(U, U + Bt * Pu, T(0));
     for (int64_t t0 = 0; t0 < L; t0 += TB) {
       const int64_t nt = std::min(TB, L - t0);
-      gather<T>(p.phases, L, H, h, b0, nv, t0, nt, TB, RN, s_ph);
-      if (p.rpack != nullptr) gather<T>(p.read_phases, L, H, h, b0, nv, t0, nt, TB, N, s_rp);
+      gather_phases<T>(p.phases, p.pmap, p.poff, p.F, RN, L, H, h, b0, nv, t0, nt, TB, s_ang,
+                       s_ph);
+      if (p.rpack != nullptr)
+        gather_phases<T>(p.read_phases, p.rmap, p.roff, p.Fr, N, L, H, h, b0, nv, t0, nt, TB,
+                         s_ang, s_rp);
       for (int64_t tl = 0; tl < nt; ++tl) {
         const int64_t t = t0 + tl;
-        if (t + TB < L) prefetch_token<T>(p.phases, L, H, h, b0, nv, t + TB, RN);
+        if (t + TB < L) prefetch_token<T>(p.phases, L, H, h, b0, nv, t + TB, p.F);
         for (int64_t r = 0; r < R; ++r) {
           for (int64_t i = 0; i < nv; ++i) {
             sincos_row<T>(s_ph + (i * TB + tl) * RN + r * N, cs, cs + N, N);
@@ -525,6 +602,7 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
   T* s_gp = s_gph + Bt * TB * RN;            // probability gradients,
   T* s_rp = s_gp + Bt * TB * N;              // read phases
   T* s_grp = s_rp + Bt * TB * N;             // and their gradients
+  T* s_ang = s_grp + Bt * TB * N;            // angles / their gradients (phase maps)
   const bool read = p.rpack != nullptr, has_gp = p.gprobs != nullptr;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task / p.ntile, tile = task % p.ntile;
@@ -538,11 +616,14 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
     std::fill(tmp, tmp + ntmp, T(0));
     for (int64_t t0 = ((L - 1) / TB) * TB; t0 >= 0; t0 -= TB) {
       const int64_t nt = std::min(TB, L - t0);
-      gather<T>(p.phases, L, H, h, b0, nv, t0, nt, TB, RN, s_ph);
+      gather_phases<T>(p.phases, p.pmap, p.poff, p.F, RN, L, H, h, b0, nv, t0, nt, TB, s_ang,
+                       s_ph);
       if (has_gp) gather<T>(p.gprobs, L, H, h, b0, nv, t0, nt, TB, N, s_gp);
-      if (read) gather<T>(p.read_phases, L, H, h, b0, nv, t0, nt, TB, N, s_rp);
+      if (read)
+        gather_phases<T>(p.read_phases, p.rmap, p.roff, p.Fr, N, L, H, h, b0, nv, t0, nt, TB,
+                         s_ang, s_rp);
       for (int64_t tl = nt - 1; tl >= 0; --tl) {
-        if (t0 + tl >= TB) prefetch_token<T>(p.phases, L, H, h, b0, nv, t0 + tl - TB, RN);
+        if (t0 + tl >= TB) prefetch_token<T>(p.phases, L, H, h, b0, nv, t0 + tl - TB, p.F);
         // readout at t: the adjoint of psi_t receives the probability gradient
         if (has_gp && read) {
           for (int64_t i = 0; i < nv; ++i) {
@@ -594,26 +675,36 @@ QLAM_INLINE void backward_tasks(const Plan<T>& p, int64_t begin, int64_t end, in
           }
         }
       }
-      scatter<T>(s_gph, L, H, h, b0, nv, t0, nt, TB, RN, p.gphase);
-      if (has_gp && read) scatter<T>(s_grp, L, H, h, b0, nv, t0, nt, TB, N, p.grphase);
+      scatter_phase_grads<T>(s_gph, p.pmap_t, p.F, RN, L, H, h, b0, nv, t0, nt, TB, s_ang,
+                             p.gphase);
+      if (has_gp && read)
+        scatter_phase_grads<T>(s_grp, p.rmap_t, p.Fr, N, L, H, h, b0, nv, t0, nt, TB, s_ang,
+                               p.grphase);
     }
   }
   stream_fence();
 }
 
 // Scratch elements per thread of each pass: the buffers carved out at the top of forward_tasks
-// and backward_tasks, rounded up to a 64-element multiple.
+// and backward_tasks, rounded up to a 64-element multiple. angles: the width of the staged
+// angles (0 without phase maps).
+template <typename T>
+int64_t angles(const Plan<T>& p) {
+  return std::max(p.pmap != nullptr ? p.F : 0, p.rmap != nullptr ? p.Fr : 0);
+}
+
 template <typename T>
 int64_t forward_scratch(const Plan<T>& p) {
   const int64_t N = p.N;
-  return roundup(p.Bt * (p.Pu + p.P + 2 * N) + 2 * N + p.Bt * p.TB * (p.R + 2) * N, 64);
+  return roundup(p.Bt * (p.Pu + p.P + 2 * N) + 2 * N + p.Bt * p.TB * ((p.R + 2) * N + angles(p)),
+                 64);
 }
 
 template <typename T>
 int64_t backward_scratch(const Plan<T>& p) {
   const int64_t N = p.N;
   return roundup(p.Bt * (p.Pu + 2 * p.P + std::max(p.Ma + N, 2 * N) + 2 * N) +
-                     p.Bt * p.TB * (2 * p.R + 3) * N,
+                     p.Bt * p.TB * ((2 * p.R + 3) * N + angles(p)),
                  64);
 }
 
@@ -1116,33 +1207,100 @@ Plan<T> make_plan(int64_t B, int64_t L, int64_t H, int64_t R, int64_t N, int isa
                         at::get_num_threads());
 }
 
-void check_inputs(const at::Tensor& psi0, const at::Tensor& phases, const at::Tensor& w,
-                  const c10::optional<at::Tensor>& read_phases,
-                  const c10::optional<at::Tensor>& w_read) {
-  TORCH_CHECK(phases.dim() == 5, "phases must be (B, L, H, R, N)");
-  const int64_t B = phases.size(0), L = phases.size(1), H = phases.size(2), R = phases.size(3),
-                N = phases.size(4);
+using OptT = c10::optional<at::Tensor>;
+
+bool given(const OptT& t) { return t.has_value() && t->defined(); }
+
+// The optional phase maps of a scan (see Plan): phase_map (R, F, N) with phase_offset (R, N),
+// read_map (Fr, N) with read_offset (N); with a map, the phases it expands arrive as angles.
+struct Maps {
+  OptT phase_map, phase_offset, read_map, read_offset;
+};
+
+// (B, L, H, R, N) of a scan: batch, tokens and heads from phases, layers and N from w.
+struct Dims {
+  int64_t B, L, H, R, N;
+};
+
+Dims check_inputs(const at::Tensor& psi0, const at::Tensor& phases, const at::Tensor& w,
+                  const OptT& read_phases, const OptT& w_read, const Maps& maps) {
+  TORCH_CHECK(w.dim() == 5 && w.size(2) == 2 && w.size(3) == w.size(4),
+              "w must be (H, R, 2, N, N)");
+  TORCH_CHECK(phases.dim() == (given(maps.phase_map) ? 4 : 5),
+              given(maps.phase_map) ? "angles must be (B, L, H, F) with a phase map"
+                                    : "phases must be (B, L, H, R, N)");
+  const Dims d{phases.size(0), phases.size(1), phases.size(2), w.size(1), w.size(3)};
+  const int64_t B = d.B, L = d.L, H = d.H, R = d.R, N = d.N;
   TORCH_CHECK(phases.scalar_type() == at::kFloat || phases.scalar_type() == at::kDouble,
               "qlam kernel: float32 or float64 only");
-  TORCH_CHECK(phases.device().is_cpu(), "qlam kernel: CPU tensors only");
+  TORCH_CHECK(w.size(0) == H, "w must be (H, R, 2, N, N) with H = ", H);
+  TORCH_CHECK(given(maps.phase_map) == given(maps.phase_offset),
+              "phase_map and phase_offset must be given together");
+  TORCH_CHECK(given(maps.read_map) == given(maps.read_offset),
+              "read_map and read_offset must be given together");
+  std::vector<const at::Tensor*> all{&psi0, &phases, &w};
+  if (given(maps.phase_map)) {
+    TORCH_CHECK(maps.phase_map->sizes() == at::IntArrayRef({R, phases.size(3), N}),
+                "phase_map must be (R, F, N) = (", R, ", ", phases.size(3), ", ", N, ")");
+    TORCH_CHECK(maps.phase_offset->sizes() == at::IntArrayRef({R, N}),
+                "phase_offset must be (R, N) = (", R, ", ", N, ")");
+    all.insert(all.end(), {&*maps.phase_map, &*maps.phase_offset});
+  } else {
+    TORCH_CHECK(phases.size(3) == R && phases.size(4) == N, "phases must be (B, L, H, R, N)");
+  }
   TORCH_CHECK(psi0.sizes() == at::IntArrayRef({B, H, 2, N}), "psi0 must be (B, H, 2, N)");
-  TORCH_CHECK(w.sizes() == at::IntArrayRef({H, R, 2, N, N}), "w must be (H, R, 2, N, N)");
-  TORCH_CHECK(psi0.scalar_type() == phases.scalar_type() &&
-                  w.scalar_type() == phases.scalar_type(),
-              "qlam kernel: all tensors must share one dtype");
-  TORCH_CHECK(psi0.device().is_cpu() && w.device().is_cpu(), "qlam kernel: CPU tensors only");
   TORCH_CHECK(read_phases.has_value() == w_read.has_value(),
               "read_phases and w_read must be given together");
+  TORCH_CHECK(!given(maps.read_map) || read_phases.has_value(),
+              "read_map needs read_phases (the read angles)");
   if (read_phases.has_value()) {
-    TORCH_CHECK(read_phases->sizes() == at::IntArrayRef({B, L, H, N}),
-                "read_phases must be (B, L, H, N)");
+    const int64_t Fr = given(maps.read_map) ? maps.read_map->size(0) : N;
+    TORCH_CHECK(read_phases->sizes() == at::IntArrayRef({B, L, H, Fr}),
+                given(maps.read_map) ? "read angles must be (B, L, H, Fr)"
+                                     : "read_phases must be (B, L, H, N)");
     TORCH_CHECK(w_read->sizes() == at::IntArrayRef({H, 2, N, N}), "w_read must be (H, 2, N, N)");
-    TORCH_CHECK(read_phases->scalar_type() == phases.scalar_type() &&
-                    w_read->scalar_type() == phases.scalar_type(),
-                "qlam kernel: all tensors must share one dtype");
-    TORCH_CHECK(read_phases->device().is_cpu() && w_read->device().is_cpu(),
-                "qlam kernel: CPU tensors only");
+    all.insert(all.end(), {&*read_phases, &*w_read});
+    if (given(maps.read_map)) {
+      TORCH_CHECK(maps.read_map->dim() == 2 && maps.read_map->size(1) == N,
+                  "read_map must be (Fr, N) with N = ", N);
+      TORCH_CHECK(maps.read_offset->sizes() == at::IntArrayRef({N}), "read_offset must be (N)");
+      all.insert(all.end(), {&*maps.read_map, &*maps.read_offset});
+    }
   }
+  for (const at::Tensor* t : all) {
+    TORCH_CHECK(t->scalar_type() == phases.scalar_type(),
+                "qlam kernel: all tensors must share one dtype");
+    TORCH_CHECK(t->device().is_cpu(), "qlam kernel: CPU tensors only");
+  }
+  return d;
+}
+
+// The maps in the kernel's layout (pmap (F, R N) and its transpose, the others contiguous),
+// kept alive by the caller, their pointers set in p.
+template <typename T>
+std::vector<at::Tensor> set_maps(Plan<T>& p, const Maps& maps) {
+  std::vector<at::Tensor> keep;
+  auto hold = [&keep](at::Tensor t) -> const T* {
+    keep.push_back(t.contiguous());
+    return keep.back().data_ptr<T>();
+  };
+  auto padded_t = [](const at::Tensor& m) {  // (F, W) -> (W, roundup(F, AB)), zero-padded
+    return at::constant_pad_nd(m.t(), {0, roundup(m.size(0), AB) - m.size(0)});
+  };
+  if (given(maps.phase_map)) {
+    const at::Tensor m = maps.phase_map->permute({1, 0, 2}).reshape({maps.phase_map->size(1), -1});
+    p.F = m.size(0);
+    p.pmap = hold(m);
+    p.pmap_t = hold(padded_t(m));
+    p.poff = hold(*maps.phase_offset);
+  }
+  if (given(maps.read_map)) {
+    p.Fr = maps.read_map->size(0);
+    p.rmap = hold(*maps.read_map);
+    p.rmap_t = hold(padded_t(*maps.read_map));
+    p.roff = hold(*maps.read_offset);
+  }
+  return keep;
 }
 
 // state tensor (B, H, 2, N) -> tiles (H, ntile, Bt, P) (rows beyond B and columns beyond 2N
@@ -1177,16 +1335,15 @@ void run_tasks(const Plan<T>& p, F fn) {
 }
 
 template <typename T>
-std::vector<at::Tensor> forward_impl(const at::Tensor& psi0_, const at::Tensor& phases_,
-                                     const at::Tensor& w_,
-                                     const c10::optional<at::Tensor>& read_phases,
-                                     const c10::optional<at::Tensor>& w_read,
-                                     int64_t renorm_every) {
+std::vector<at::Tensor> forward_impl(const Dims& d, const at::Tensor& psi0_,
+                                     const at::Tensor& phases_, const at::Tensor& w_,
+                                     const OptT& read_phases, const OptT& w_read,
+                                     int64_t renorm_every, const Maps& maps) {
   const at::Tensor psi0 = psi0_.contiguous(), phases = phases_.contiguous(), w = w_.contiguous();
-  const int64_t B = phases.size(0), L = phases.size(1), H = phases.size(2), R = phases.size(3),
-                N = phases.size(4);
+  const int64_t B = d.B, L = d.L, H = d.H, R = d.R, N = d.N;
   const int isa = current_isa();
   Plan<T> p = make_plan<T>(B, L, H, R, N, isa);
+  const std::vector<at::Tensor> keep_maps = set_maps<T>(p, maps);
   p.renorm = renorm_every;
   const bool has_read = read_phases.has_value();
   const auto opts = phases.options();
@@ -1222,17 +1379,15 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& psi0_, const at::Tensor& 
 }
 
 template <typename T>
-std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor& phases_,
-                                      const at::Tensor& w_,
-                                      const c10::optional<at::Tensor>& read_phases,
-                                      const c10::optional<at::Tensor>& w_read,
-                                      const c10::optional<at::Tensor>& g_probs,
-                                      const c10::optional<at::Tensor>& g_last) {
+std::vector<at::Tensor> backward_impl(const Dims& d, const at::Tensor& last_,
+                                      const at::Tensor& phases_, const at::Tensor& w_,
+                                      const OptT& read_phases, const OptT& w_read,
+                                      const OptT& g_probs, const OptT& g_last, const Maps& maps) {
   const at::Tensor last = last_.contiguous(), phases = phases_.contiguous(), w = w_.contiguous();
-  const int64_t B = phases.size(0), L = phases.size(1), H = phases.size(2), R = phases.size(3),
-                N = phases.size(4);
+  const int64_t B = d.B, L = d.L, H = d.H, R = d.R, N = d.N;
   const int isa = current_isa();
   Plan<T> p = make_plan<T>(B, L, H, R, N, isa);
+  const std::vector<at::Tensor> keep_maps = set_maps<T>(p, maps);
   const bool has_read = read_phases.has_value();
   const bool has_gp = g_probs.has_value() && g_probs->defined();
   const auto opts = phases.options();
@@ -1254,7 +1409,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor&
     p.rpack = rpack.data_ptr<T>();
     p.rbpack = rbpack.data_ptr<T>();
     p.read_phases = rph.data_ptr<T>();
-    grphase = has_gp ? empty_output({B, L, H, N}, opts) : at::zeros({B, L, H, N}, opts);
+    grphase = has_gp ? empty_output({B, L, H, p.Fr}, opts) : at::zeros({B, L, H, p.Fr}, opts);
     p.grphase = grphase.data_ptr<T>();
     gwr = zeros_acc({nthr, H, p.acc_size}, opts);
     p.gwr = gwr.data_ptr<T>();
@@ -1274,7 +1429,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor&
   p.Z = Z.data_ptr<T>();
   p.A = A.data_ptr<T>();
   p.phases = phases.data_ptr<T>();
-  at::Tensor gphase = empty_output({B, L, H, R, N}, opts);
+  at::Tensor gphase = empty_output(phases.sizes(), opts);
   p.gphase = gphase.data_ptr<T>();
   at::Tensor gw = zeros_acc({nthr, H * R, p.acc_size}, opts);
   p.gw = gw.data_ptr<T>();
@@ -1295,41 +1450,42 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& last_, const at::Tensor&
 }
 
 // The incoming gradients of a backward: g_probs (B, L, H, N) and g_last like the final state.
-void check_grads(const at::Tensor& last, const at::Tensor& phases,
-                 const c10::optional<at::Tensor>& g_probs,
-                 const c10::optional<at::Tensor>& g_last) {
-  if (g_probs.has_value() && g_probs->defined())
+void check_grads(const at::Tensor& last, const at::Tensor& phases, int64_t N,
+                 const OptT& g_probs, const OptT& g_last) {
+  if (given(g_probs))
     TORCH_CHECK(g_probs->sizes() == at::IntArrayRef({phases.size(0), phases.size(1),
-                                                     phases.size(2), phases.size(4)}) &&
+                                                     phases.size(2), N}) &&
                     g_probs->scalar_type() == phases.scalar_type(),
                 "g_probs must be (B, L, H, N) of the inputs' dtype");
-  if (g_last.has_value() && g_last->defined())
+  if (given(g_last))
     TORCH_CHECK(g_last->sizes() == last.sizes() && g_last->scalar_type() == last.scalar_type(),
                 "g_last must match the final state");
 }
 
 std::vector<at::Tensor> forward(const at::Tensor& psi0, const at::Tensor& phases,
-                                const at::Tensor& w,
-                                const c10::optional<at::Tensor>& read_phases,
-                                const c10::optional<at::Tensor>& w_read, int64_t renorm_every) {
-  check_inputs(psi0, phases, w, read_phases, w_read);
+                                const at::Tensor& w, const OptT& read_phases, const OptT& w_read,
+                                int64_t renorm_every, const OptT& phase_map,
+                                const OptT& phase_offset, const OptT& read_map,
+                                const OptT& read_offset) {
+  const Maps maps{phase_map, phase_offset, read_map, read_offset};
+  const Dims d = check_inputs(psi0, phases, w, read_phases, w_read, maps);
   TORCH_CHECK(renorm_every >= 0, "renorm_every must be >= 0 (0: never)");
   if (phases.scalar_type() == at::kDouble)
-    return forward_impl<double>(psi0, phases, w, read_phases, w_read, renorm_every);
-  return forward_impl<float>(psi0, phases, w, read_phases, w_read, renorm_every);
+    return forward_impl<double>(d, psi0, phases, w, read_phases, w_read, renorm_every, maps);
+  return forward_impl<float>(d, psi0, phases, w, read_phases, w_read, renorm_every, maps);
 }
 
 std::vector<at::Tensor> backward(const at::Tensor& last, const at::Tensor& phases,
-                                 const at::Tensor& w,
-                                 const c10::optional<at::Tensor>& read_phases,
-                                 const c10::optional<at::Tensor>& w_read,
-                                 const c10::optional<at::Tensor>& g_probs,
-                                 const c10::optional<at::Tensor>& g_last) {
-  check_inputs(last, phases, w, read_phases, w_read);
-  check_grads(last, phases, g_probs, g_last);
+                                 const at::Tensor& w, const OptT& read_phases, const OptT& w_read,
+                                 const OptT& g_probs, const OptT& g_last, const OptT& phase_map,
+                                 const OptT& phase_offset, const OptT& read_map,
+                                 const OptT& read_offset) {
+  const Maps maps{phase_map, phase_offset, read_map, read_offset};
+  const Dims d = check_inputs(last, phases, w, read_phases, w_read, maps);
+  check_grads(last, phases, d.N, g_probs, g_last);
   if (phases.scalar_type() == at::kDouble)
-    return backward_impl<double>(last, phases, w, read_phases, w_read, g_probs, g_last);
-  return backward_impl<float>(last, phases, w, read_phases, w_read, g_probs, g_last);
+    return backward_impl<double>(d, last, phases, w, read_phases, w_read, g_probs, g_last, maps);
+  return backward_impl<float>(d, last, phases, w, read_phases, w_read, g_probs, g_last, maps);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1459,7 +1615,7 @@ std::vector<at::Tensor> factored_backward(const at::Tensor& last, const at::Tens
                                           const c10::optional<at::Tensor>& g_probs,
                                           const c10::optional<at::Tensor>& g_last) {
   check_factored(last, phases, gates, low, inv);
-  check_grads(last, phases, g_probs, g_last);
+  check_grads(last, phases, phases.size(4), g_probs, g_last);
   if (phases.scalar_type() == at::kDouble)
     return factored_backward_impl<double>(last, phases, gates, low, inv, g_probs, g_last);
   return factored_backward_impl<float>(last, phases, gates, low, inv, g_probs, g_last);
@@ -1593,15 +1749,23 @@ std::vector<at::Tensor> step(const at::Tensor& x, const at::Tensor& psi, const a
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "qlam: compiled quantum-memory recurrence (forward and reversible backward)";
   m.def("forward", &forward,
-        "probs, last = forward(psi0, phases, w, read_phases, w_read, renorm_every); the state "
-        "is rescaled to norm 1 after every renorm_every-th token (0: never)",
+        "probs, last = forward(psi0, phases, w, read_phases, w_read, renorm_every, phase_map, "
+        "phase_offset, read_map, read_offset); the state is rescaled to norm 1 after every "
+        "renorm_every-th token (0: never); with a phase map (R, F, N) and offset (R, N), "
+        "phases are the angles (B, L, H, F) it expands (read_map (Fr, N), read_offset (N): "
+        "read_phases are (B, L, H, Fr) angles)",
         py::arg("psi0"), py::arg("phases"), py::arg("w"), py::arg("read_phases"),
-        py::arg("w_read"), py::arg("renorm_every") = 0);
+        py::arg("w_read"), py::arg("renorm_every") = 0, py::arg("phase_map") = py::none(),
+        py::arg("phase_offset") = py::none(), py::arg("read_map") = py::none(),
+        py::arg("read_offset") = py::none());
   m.def("backward", &backward,
         "g_psi0, g_phases, g_w, g_read_phases, g_w_read = backward(last, phases, w, "
-        "read_phases, w_read, g_probs, g_last)",
+        "read_phases, w_read, g_probs, g_last, phase_map, phase_offset, read_map, "
+        "read_offset); with maps, the phase gradients are the angles'",
         py::arg("last"), py::arg("phases"), py::arg("w"), py::arg("read_phases"),
-        py::arg("w_read"), py::arg("g_probs"), py::arg("g_last"));
+        py::arg("w_read"), py::arg("g_probs"), py::arg("g_last"),
+        py::arg("phase_map") = py::none(), py::arg("phase_offset") = py::none(),
+        py::arg("read_map") = py::none(), py::arg("read_offset") = py::none());
   m.def("step", &step,
         "y, state = step(x, psi, w_in, b_in, ut, walsh, w_out, b_out, read): one token of "
         "the QLAM layer without gradients",

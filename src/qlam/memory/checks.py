@@ -62,5 +62,13 @@ def check_input(x, d_model: int, dtype: torch.dtype) -> None:
         raise TypeError(f"input is {x.dtype} but the layer's parameters are {dtype}: convert "
                         "one to the other (x.to(layer.in_proj.weight.dtype), or "
                         "layer.to(x.dtype))")
-    if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
+    if not torch.compiler.is_compiling() and not all_finite(x):
         raise ValueError("input contains NaN or inf")
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether every entry of ``x`` is finite, in one reduction without a boolean tensor of
+    x's size: a finite sum has no NaN or inf among its terms; only a sum that is not finite
+    (NaN or inf in x, or finite values whose sum overflows) takes the entrywise test."""
+    with torch.no_grad():
+        return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())

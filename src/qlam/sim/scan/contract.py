@@ -55,6 +55,53 @@ def check_inputs(psi0, phases, w, read_phases, w_read) -> None:
             raise ValueError(f"w_read must have shape {(h, 2, n, n)}, got {tuple(w_read.shape)}")
 
 
+def expand_angles(angles: torch.Tensor, phase_map: torch.Tensor,
+                  offset: torch.Tensor) -> torch.Tensor:
+    """The phases ``offset + angles . map`` of angles (..., F) through a phase map (F, N) ->
+    (..., N), or (R, F, N) with offset (R, N) -> (..., R, N): what the compiled kernel computes
+    from the angles it is given with ``maps`` (:func:`qlam.sim.scan.cpp.scan_kernel`)."""
+    if phase_map.dim() == 2:
+        return angles @ phase_map + offset
+    return torch.einsum("...f,rfn->...rn", angles, phase_map) + offset
+
+
+def check_maps(psi0, angles, w, read_angles, w_read, maps) -> None:
+    """The inputs of a scan given angles and ``maps`` (phase_map (R, F, N), phase_offset
+    (R, N), read_map (Fr, N) or None, read_offset (N,) or None): angles (B, L, H, F) and
+    read_angles (B, L, H, Fr) expand to phases of the contract's shapes; the maps are constants
+    (no gradient). Raises a ValueError naming the first argument that breaks it."""
+    if not isinstance(maps, (tuple, list)) or len(maps) != 4:
+        raise ValueError("maps must be (phase_map, phase_offset, read_map, read_offset)")
+    phase_map, phase_offset, read_map, read_offset = maps
+    if phase_map is None or phase_offset is None or phase_map.dim() != 3:
+        raise ValueError("maps: phase_map (R, F, N) and phase_offset (R, N) are required")
+    r, f, n = phase_map.shape
+    if phase_offset.shape != (r, n):
+        raise ValueError(f"phase_offset must have shape {(r, n)}, got {tuple(phase_offset.shape)}")
+    if angles.dim() != 4 or angles.shape[3] != f:
+        raise ValueError(f"angles must have shape (batch, length, heads, {f}) for a phase map "
+                         f"of {f} angles, got {tuple(angles.shape)}")
+    if (read_map is None) != (read_offset is None):
+        raise ValueError("read_map and read_offset must be given together")
+    read_phases = None
+    if read_map is not None:
+        if read_angles is None:
+            raise ValueError("read_map needs read angles")
+        if read_map.dim() != 2 or read_map.shape[1] != n or read_offset.shape != (n,):
+            raise ValueError(f"read_map must be (Fr, {n}) and read_offset ({n},), got "
+                             f"{tuple(read_map.shape)} and {tuple(read_offset.shape)}")
+        if read_angles.dim() != 4 or read_angles.shape[3] != read_map.shape[0]:
+            raise ValueError(f"read angles must have shape (batch, length, heads, "
+                             f"{read_map.shape[0]}), got {tuple(read_angles.shape)}")
+        read_phases = torch.empty(*read_angles.shape[:3], n, device="meta")
+    elif read_angles is not None:
+        read_phases = read_angles
+    if any(m is not None and m.requires_grad for m in maps):
+        raise ValueError("maps are constants: the kernel returns no gradient for them")
+    check_inputs(psi0, torch.empty(*angles.shape[:3], r, n, device="meta"), w, read_phases,
+                 w_read)
+
+
 def _complex(pair: torch.Tensor, axis: int) -> torch.Tensor:
     re, im = pair.unbind(axis)
     return torch.complex(re, im)
@@ -120,5 +167,6 @@ def compiled_function(name: str, run_forward, run_backward) -> type:
                 {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
-__all__ = ["RENORM_EVERY", "check_state_and_phases", "check_inputs", "as_complex",
+__all__ = ["RENORM_EVERY", "check_state_and_phases", "check_inputs", "expand_angles",
+           "check_maps", "as_complex",
            "one_float_dtype", "real_form", "random_unitaries", "compiled_function"]

@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 from qlam.atomic import atomic_write_text
-from qlam.sim.scan.contract import RENORM_EVERY, check_inputs, one_float_dtype
+from qlam.sim.scan.contract import RENORM_EVERY, check_inputs, check_maps, one_float_dtype
 
 SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "recurrence.cpp"
 CFLAGS = ["-O3", "-ffp-contract=fast", "-fopenmp", "-Wno-psabi"]
@@ -207,19 +207,27 @@ def supports(*tensors) -> bool:
 
 # The kernel as two PyTorch custom operators (torch.library): torch.compile sees each as one
 # op (its fake implementation gives the output shapes), and autograd pairs them.
+# Optional phase maps (the kernel's maps): with phase_map (R, F, N) and phase_offset (R, N),
+# ``phases`` are angles (B, L, H, F) and the kernel expands every row to the phases
+# offset + angles . map itself (read_map (Fr, N), read_offset (N): read angles (B, L, H, Fr));
+# the gradients returned are then the angles'. The maps are constants (no gradient).
 @torch.library.custom_op("qlam::scan_forward", mutates_args=())
 def scan_forward(psi0: torch.Tensor, phases: torch.Tensor, w: torch.Tensor,
                  read_phases: torch.Tensor | None, w_read: torch.Tensor | None,
-                 renorm_every: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 renorm_every: int, phase_map: torch.Tensor | None = None,
+                 phase_offset: torch.Tensor | None = None, read_map: torch.Tensor | None = None,
+                 read_offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """probs (B, L, H, N), last (B, H, 2, N); the state is renormalised every
     ``renorm_every`` tokens (0: never)."""
-    probs, last = load().forward(psi0, phases, w, read_phases, w_read, renorm_every)
+    probs, last = load().forward(psi0, phases, w, read_phases, w_read, renorm_every,
+                                 phase_map, phase_offset, read_map, read_offset)
     return probs, last
 
 
 @scan_forward.register_fake
-def _(psi0, phases, w, read_phases, w_read, renorm_every):
-    b, length, h, _, n = phases.shape
+def _(psi0, phases, w, read_phases, w_read, renorm_every, phase_map=None, phase_offset=None,
+      read_map=None, read_offset=None):
+    b, length, h, n = *phases.shape[:3], w.shape[-1]
     return phases.new_empty(b, length, h, n), psi0.new_empty(b, h, 2, n)
 
 
@@ -227,18 +235,22 @@ def _(psi0, phases, w, read_phases, w_read, renorm_every):
 def scan_backward(last: torch.Tensor, phases: torch.Tensor, w: torch.Tensor,
                   read_phases: torch.Tensor | None, w_read: torch.Tensor | None,
                   g_probs: torch.Tensor | None, g_last: torch.Tensor | None,
+                  phase_map: torch.Tensor | None = None, phase_offset: torch.Tensor | None = None,
+                  read_map: torch.Tensor | None = None, read_offset: torch.Tensor | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reversible backward: gradients of psi0, phases, w, read_phases, w_read (the last
     two empty without a readout basis)."""
     g_psi0, g_ph, g_w, g_rph, g_wr = load().backward(last, phases, w, read_phases, w_read,
-                                                     g_probs, g_last)
+                                                     g_probs, g_last, phase_map, phase_offset,
+                                                     read_map, read_offset)
     if read_phases is None:
         g_rph, g_wr = phases.new_empty(0), phases.new_empty(0)
     return g_psi0, g_ph, g_w, g_rph, g_wr
 
 
 @scan_backward.register_fake
-def _(last, phases, w, read_phases, w_read, g_probs, g_last):
+def _(last, phases, w, read_phases, w_read, g_probs, g_last, phase_map=None, phase_offset=None,
+      read_map=None, read_offset=None):
     # (no readout basis: two distinct empty tensors, as the real op returns; outputs that
     # alias each other would be a different op to torch.compile)
     return (last.new_empty(last.shape), phases.new_empty(phases.shape), w.new_empty(w.shape),
@@ -247,36 +259,48 @@ def _(last, phases, w, read_phases, w_read, g_probs, g_last):
 
 
 def _setup_context(ctx, inputs, output):
-    psi0, phases, w, read_phases, w_read, _ = inputs
-    ctx.save_for_backward(output[1], phases, w, read_phases, w_read)
+    psi0, phases, w, read_phases, w_read, _, *maps = inputs
+    ctx.save_for_backward(output[1], phases, w, read_phases, w_read, *maps)
     ctx.has_read = read_phases is not None
     ctx.set_materialize_grads(False)  # unused probs: None, not a (B, L, H, N) tensor of zeros
 
 
 def _backward(ctx, g_probs, g_last):
-    g_psi0, g_ph, g_w, g_rph, g_wr = scan_backward(*ctx.saved_tensors, g_probs, g_last)
+    last, phases, w, read_phases, w_read, *maps = ctx.saved_tensors
+    g_psi0, g_ph, g_w, g_rph, g_wr = scan_backward(last, phases, w, read_phases, w_read,
+                                                   g_probs, g_last, *maps)
     if not ctx.has_read:
         g_rph = g_wr = None
-    return g_psi0, g_ph, g_w, g_rph, g_wr, None
+    return g_psi0, g_ph, g_w, g_rph, g_wr, None, None, None, None, None
 
 
 scan_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
-def scan_kernel(psi0, phases, w, read_phases=None, w_read=None):
-    """The scan on the compiled kernel, adjoint gradients: probs (B, L, H, N), last (B, H, 2, N)."""
-    check_inputs(psi0, phases, w, read_phases, w_read)
+def scan_kernel(psi0, phases, w, read_phases=None, w_read=None, maps=None):
+    """The scan on the compiled kernel, adjoint gradients: probs (B, L, H, N), last (B, H, 2, N).
+
+    ``maps`` (phase_map (R, F, N), phase_offset (R, N), read_map (Fr, N) or None, read_offset
+    (N,) or None): ``phases`` are then angles (B, L, H, F) (``read_phases`` (B, L, H, Fr)
+    with a read map) that the kernel expands to phases
+    (:func:`~qlam.sim.scan.contract.expand_angles`) as it streams them, so no
+    (B, L, H, R, N) tensor is built, and returns the angles' gradients."""
+    if maps is None:
+        check_inputs(psi0, phases, w, read_phases, w_read)
+        maps = (None,) * 4
+    else:
+        check_maps(psi0, phases, w, read_phases, w_read, maps)
     if not available():
         raise RuntimeError(f"compiled recurrence kernel unavailable: {_error}")
-    if not supports(psi0, phases, w, read_phases, w_read):
+    if not supports(psi0, phases, w, read_phases, w_read, *maps):
         raise ValueError("the compiled kernel needs CPU tensors of one dtype, float32 or float64")
     # the same periodic renormalisation as the PyTorch engine (identity in the backward)
     if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
         # inference (streaming with step()): the extension directly, without the operator
         # dispatch, which costs more than a one-token scan
-        probs, last = load().forward(psi0, phases, w, read_phases, w_read, RENORM_EVERY)
+        probs, last = load().forward(psi0, phases, w, read_phases, w_read, RENORM_EVERY, *maps)
         return probs, last
-    return scan_forward(psi0, phases, w, read_phases, w_read, RENORM_EVERY)
+    return scan_forward(psi0, phases, w, read_phases, w_read, RENORM_EVERY, *maps)
 
 
 # The gate-factored scan (W_r = P_r (U_0 ⊗ ... ⊗ U_{G-1} ⊗ M_r), recurrence.cpp) as two more
