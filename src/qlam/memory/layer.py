@@ -47,6 +47,7 @@ from torch import nn
 from qlam.circuit import MAX_QUBITS, Circuit
 from qlam.memory.checks import check_index, check_input, check_tokens, hooked, parameters_of
 from qlam.memory.circuits import prep_circuit, readout_circuit, token_circuit
+from qlam.memory.projections import angle_linear, angles, phase_linear
 from qlam.optim_hints import mark_memory
 from qlam.padding import padded_lengths, zero_padding
 from qlam.sim.lowering import Lowered, lower
@@ -206,26 +207,9 @@ class QLAM(nn.Module):
         self.register_buffer(f"{name}_map", lowered.input_map.float(), persistent=False)
         self.register_buffer(f"{name}_offset", lowered.offset.float(), persistent=False)
 
-    def _angle_linear(self, proj: nn.Linear, scale: torch.Tensor | None, dtype):
-        """Weight (H, F, d) and bias (H, F) of ``proj``, which gives each head's F input
-        angles, times the head's ``scale`` (H,) (None: 1)."""
-        weight = proj.weight.view(self.n_heads, -1, proj.in_features).to(dtype)
-        bias = proj.bias.view(self.n_heads, -1).to(dtype)
-        if scale is not None:
-            weight, bias = weight * scale[:, None, None], bias * scale[:, None]
-        return weight, bias
-
-    def _phase_linear(self, proj: nn.Linear, scale: torch.Tensor | None, name: str, dtype):
-        """Weight (H*R*N, d) and bias (H*R*N,) of one Linear map from x to every head's
-        phases: :meth:`_angle_linear`'s angles mapped to phases by the buffers
-        ``name``_map / _offset, folded into one GEMM over d."""
-        a_map = getattr(self, f"{name}_map").to(dtype)  # (R, F, N)
-        offset = getattr(self, f"{name}_offset").to(dtype)  # (R, N)
-        h, (r, _, n) = self.n_heads, a_map.shape
-        weight, bias = self._angle_linear(proj, scale, dtype)
-        w_eff = torch.einsum("hfd,rfn->hrnd", weight, a_map).reshape(h * r * n, -1)
-        b_eff = (torch.einsum("hf,rfn->hrn", bias, a_map) + offset).reshape(-1)
-        return w_eff, b_eff
+    def _phase_linear(self, proj: nn.Linear, scale, name: str, dtype):  # maps: buffers `name`_*
+        return phase_linear(proj, self.n_heads, scale, getattr(self, f"{name}_map"),
+                            getattr(self, f"{name}_offset"), dtype)
 
     def _phases(self, x: torch.Tensor, proj: nn.Linear, scale: torch.Tensor | None,
                 name: str) -> torch.Tensor:
@@ -241,22 +225,20 @@ class QLAM(nn.Module):
         return torch.stack([u.real, u.imag], -3)
 
     def _build(self, dtype) -> dict:
-        """Everything a forward pass derives from the parameters alone: the linear maps from
-        x to the phases and to the angles, the angles' phase maps (the compiled kernel's
-        ``maps``), the heads' unitaries (H, R, 2, N, N) and readout unitaries, the initial
-        state (H, N)."""
+        """Everything a forward pass derives from the parameters alone: the maps from x to the
+        phases and to the angles (with the kernel's ``maps``), the heads' unitaries
+        (H, R, 2, N, N) and readout unitaries, the initial state (H, N)."""
         dt = self.dt()
         out = {"phase": self._phase_linear(self.in_proj, dt.to(dtype), "phase", dtype),
-               "angle": self._angle_linear(self.in_proj, dt.to(dtype), dtype),
+               "angle": angle_linear(self.in_proj, self.n_heads, dt.to(dtype), dtype),
                "maps": (self.phase_map.to(dtype), self.phase_offset.to(dtype), None, None),
                "w": self._dense(self._token,
                                 self.theta.double() * dt.double()[:, None]).to(dtype),
                "psi0": unitary(self.prep.ops, self.n_qubits, self.prep_theta.double())[:, :, 0]}
         if self.query_basis:
             out["read"] = self._phase_linear(self.q_basis, None, "read", dtype)
-            out["read_angle"] = self._angle_linear(self.q_basis, None, dtype)
-            out["maps"] = (*out["maps"][:2], self.read_map[0].to(dtype),
-                           self.read_offset[0].to(dtype))
+            out["read_angle"] = angle_linear(self.q_basis, self.n_heads, None, dtype)
+            out["maps"] = (*out["maps"][:2], self.read_map[0].to(dtype), self.read_offset[0].to(dtype))
             out["w_read"] = self._dense(self._read, self.read_theta)[:, 0].to(dtype)
         return out
 
@@ -316,16 +298,8 @@ class QLAM(nn.Module):
         check_input(x, self.d_model, self.in_proj.weight.dtype)
 
     # ---- forward ------------------------------------------------------------------------
-    def _kernel_expands(self, psi0, x, w) -> bool:
-        """Whether the scan runs on the compiled kernel, which then takes the heads' angles
-        (B, L, H, F) and expands them to phases itself (no (B, L, H, R, N) tensor)."""
-        if self.noise is not None:
-            return False
-        return pick_engine(*resolve(self.backward_mode), (psi0, x, w)) == "cpp"
-
     def _scan(self, psi0, phases, w, read_phases, w_read, maps=None):
-        """The scan of :func:`qlam.sim.scan.scan`; with ``maps`` (:meth:`_kernel_expands`),
-        on the compiled kernel, ``phases`` and ``read_phases`` being angles."""
+        """The scan; with ``maps``, on the kernel, ``phases`` and ``read_phases`` as angles."""
         if maps is not None:
             return cpp.scan_kernel(psi0, phases, w, read_phases, w_read, maps=maps)
         if self.noise is None:
@@ -374,31 +348,23 @@ class QLAM(nn.Module):
             state = self._given_state(state, b)
         psi0 = torch.stack([state.real, state.imag], -2).to(x.dtype)
         read_phases = w_read = maps = None
-        if self._kernel_expands(psi0, x, k["w"]):
-            # the heads' angles (B, L, H, F), Delta_h in_proj(x): the kernel maps them to phases
-            maps = k["maps"]
-            phases = self._angles(x, k["angle"])
+        on_kernel = pick_engine(*resolve(self.backward_mode), (psi0, x, k["w"])) == "cpp"
+        if self.noise is None and on_kernel:  # it expands angles (B, L, H, F) to phases itself
+            maps, phases = k["maps"], angles(x, k["angle"])
             if self.query_basis:
-                read_phases, w_read = self._angles(x, k["read_angle"]), k["w_read"]
+                read_phases, w_read = angles(x, k["read_angle"]), k["w_read"]
         else:
             # one phase vector per (token, head, layer): (B, L, H, R, N) from Delta_h in_proj(x)
             phases = nn.functional.linear(x, *k["phase"]).view(b, length, h, -1, n_states)
             if self.query_basis:
                 read_phases = nn.functional.linear(x, *k["read"]).view(b, length, h, n_states)
                 w_read = k["w_read"]
+        args = (psi0, phases, k["w"], read_phases, w_read)
         if lengths is None:
-            probs, last = self._scan(psi0, phases, k["w"], read_phases, w_read, maps)
+            probs, last = self._scan(*args, maps)
         else:
-            probs, last = self._scan_padded(psi0, phases, k["w"], read_phases, w_read, lengths,
-                                            maps)
+            probs, last = self._scan_padded(*args, lengths, maps)
         return probs, self._returned(torch.complex(last[..., 0, :], last[..., 1, :]))
-
-    @staticmethod
-    def _angles(x: torch.Tensor, linear) -> torch.Tensor:
-        """(B, L, H, F) angles of x (B, L, d) through :meth:`_angle_linear`'s (weight, bias)."""
-        weight, bias = linear
-        return nn.functional.linear(x, weight.flatten(0, 1), bias.flatten()).view(
-            *x.shape[:2], *bias.shape)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None):
