@@ -108,10 +108,11 @@ def _layer_inputs(mem: QLAM, x):
         return real_scan(*args, **kw)
 
     memory.scan = spy
+    mode, mem.backward_mode = mem.backward_mode, "reversible"  # (the kernel takes angles)
     try:
         mem.probabilities(x)
     finally:
-        memory.scan = real_scan
+        memory.scan, mem.backward_mode = real_scan, mode
     return captured["args"]
 
 
