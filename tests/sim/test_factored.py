@@ -202,6 +202,71 @@ def test_circuit_scan_factored_kernel_equals_the_pytorch_paths(n_qubits):
 
 
 @needs_kernel
+@pytest.mark.parametrize("n_qubits", [4, 5])
+def test_factored_kernel_expands_angles_through_phase_maps(n_qubits):
+    """With maps, the kernel takes angles (B, L, H, F) and builds offset + angles . map per
+    layer itself: the same probabilities, final state and gradients (psi0, angles, gates and
+    the offset) as the kernel fed the phases expanded by PyTorch (float64, 1e-10)."""
+    g = torch.Generator().manual_seed(10 + n_qubits)
+    bsz, length, h, r, f, n = 3, 70, 2, 2, 3, 2**n_qubits
+    psi0 = random_unitaries(bsz, h, n=n, generator=g)[..., 0].requires_grad_()
+    angles = torch.randn(bsz, length, h, f, generator=g, dtype=torch.float64).requires_grad_()
+    pmap = torch.randn(r, f, n, generator=g, dtype=torch.float64)
+    offset = torch.randn(r, n, generator=g, dtype=torch.float64).requires_grad_()
+    gates = _random_gates(h, r, n_qubits, g).requires_grad_()
+    perms = [torch.randperm(n, generator=g), None]
+    ins = cpp.factored_inputs(gates, perms, torch.float64)
+    probs, last = cpp.scan_factored_kernel(psi0, angles, *ins, maps=(pmap, offset))
+    phases = offset + torch.einsum("blhf,rfn->blhrn", angles, pmap)
+    probs_ref, last_ref = cpp.scan_factored_kernel(psi0, phases, *ins)
+    torch.testing.assert_close(probs, probs_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(last, last_ref, atol=1e-12, rtol=0)
+    wp = torch.randn(probs.shape, dtype=torch.float64, generator=g)
+    wl = torch.randn(last.shape, dtype=torch.float64, generator=g)
+    leaves = (psi0, angles, gates, offset)
+    grads = torch.autograd.grad((probs * wp).sum() + (last * wl).sum(), leaves,
+                                retain_graph=True)  # ins are shared with the reference
+    grads_ref = torch.autograd.grad((probs_ref * wp).sum() + (last_ref * wl).sum(), leaves)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    with pytest.raises(RuntimeError, match="phase_map must be"):
+        cpp.scan_factored_kernel(psi0, angles, *ins, maps=(pmap[:, :2], offset))
+    with pytest.raises(RuntimeError, match="angles must be"):
+        cpp.scan_factored_kernel(psi0, phases, *ins, maps=(pmap, offset))
+
+
+@needs_kernel
+def test_circuit_scan_factored_kernel_with_trainable_phases_and_input_gradients():
+    """A circuit whose phases take parameters and inputs (trainable RZ and RZ(x) on every
+    wire, then RY and a CNOT ring): the kernel's factored scan (the phases expanded from
+    maps, the parameters' phases in the offset) against the dense autograd scan: values and
+    the gradients of theta and x (float64)."""
+    from qlam.circuit import Circuit
+    from qlam.templates import ring
+
+    n = 5
+    c = Circuit(n)
+    for q in range(n):
+        c.rz(q, c.new_param(0.3 * (q + 1)))
+        c.rz(q, c.input(q % 2))
+        c.ry(q, c.new_param(0.2 - 0.1 * q))
+    for a, b in ring(n):
+        c.cnot(a, b)
+    out = {}
+    for method, backward in [("factored", "kernel"), ("dense", "autograd")]:
+        assert cs.choose(c, method) == method
+        x = torch.rand(2, 30, 2, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(1)).requires_grad_()
+        theta = c.init_params(torch.float64).requires_grad_()
+        probs, last = cs.circuit_scan(c, theta, x, method=method, backward=backward)
+        (probs.square().sum() + last[:, :, 1].sum()).backward()
+        out[method] = (probs.detach(), last.detach(), theta.grad, x.grad)
+    assert out["factored"][2].abs().sum() > 0 and out["factored"][3].abs().sum() > 0
+    for got, want in zip(out["factored"], out["dense"]):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+
+
+@needs_kernel
 def test_factored_kernel_float32_and_bad_input():
     g = torch.Generator().manual_seed(0)
     psi0 = random_unitaries(2, 1, n=16, generator=g)[..., 0]

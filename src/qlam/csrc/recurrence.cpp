@@ -725,7 +725,13 @@ template <typename T>
 struct FPlan {
   int64_t B, L, H, R, N, G;
   int64_t renorm = 0;
-  const T* phases = nullptr;  // (B, L, H, R, N)
+  const T* phases = nullptr;  // (B, L, H, R, N), or the angles (B, L, H, F) with pmap
+  // optional phase map: a row's phases are poff[r] + angles . pmap[r] (pmap (R, F, N), poff
+  // (R, N)); the backward then returns the angles' gradients (B, L, H, F) in gphase and the
+  // offset's, summed over the batch, after the gates' in acc
+  int64_t F = 0;
+  const T* pmap = nullptr;
+  const T* poff = nullptr;
   const T* gates = nullptr;   // (H, R, G, 2, 2, 2): [re, im] planes of each 2x2
   const T* low = nullptr;     // (H, R, 2, FK, FK); the forward gets it transposed
   const int64_t* inv = nullptr;  // (R, N)
@@ -735,10 +741,10 @@ struct FPlan {
   T* adj_out = nullptr;          // (B, H, 2, N): the gradient of psi0 (backward)
   T* probs = nullptr;            // (B, L, H, N)
   const T* gprobs = nullptr;     // (B, L, H, N) or null
-  T* gphase = nullptr;           // (B, L, H, R, N)
+  T* gphase = nullptr;           // (B, L, H, R, N), or (B, L, H, F) with pmap
   T* acc = nullptr;              // per thread (H, R, acc_size): 8 G gate entries, 2 FK^2 of M
-  int64_t acc_size = 0;
-  T* scratch = nullptr;          // per thread: 6 N (forward), 10 N (backward)
+  int64_t acc_size = 0;          // (+ N of the offset with pmap)
+  T* scratch = nullptr;          // per thread: 7 N (forward), 12 N (backward)
   int64_t scratch_size = 0;
 };
 
@@ -895,18 +901,55 @@ QLAM_INLINE void low_unapply(const T* __restrict zr, const T* __restrict zi,
   }
 }
 
+// The phases of layer r for one token: the given row, or poff[r] + angles . pmap[r] expanded
+// into row (N).
+template <typename T>
+QLAM_INLINE const T* factored_phases(const FPlan<T>& p, int64_t b, int64_t t, int64_t h,
+                                     int64_t r, T* __restrict row) {
+  const int64_t N = p.N, F = p.F;
+  if (p.pmap == nullptr) return p.phases + (((b * p.L + t) * p.H + h) * p.R + r) * N;
+  const T* a = p.phases + ((b * p.L + t) * p.H + h) * F;
+  const T* off = p.poff + r * N;
+  for (int64_t k = 0; k < N; ++k) row[k] = off[k];
+  for (int64_t f = 0; f < F; ++f) {
+    const T af = a[f];
+    const T* __restrict m = p.pmap + (r * F + f) * N;
+#pragma omp simd
+    for (int64_t k = 0; k < N; ++k) row[k] += af * m[k];
+  }
+  return row;
+}
+
+// The phase gradient row gph (N) of layer r out to the angles' gradients (pmap^T, added to
+// ga (F), zeroed by the caller at the token's first layer) and the offset's (added to go).
+template <typename T>
+QLAM_INLINE void factored_phase_grads(const FPlan<T>& p, int64_t r, const T* __restrict gph,
+                                      T* __restrict ga, T* __restrict go) {
+  const int64_t N = p.N, F = p.F;
+  for (int64_t f = 0; f < F; ++f) {
+    const T* __restrict m = p.pmap + (r * F + f) * N;
+    T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+    for (int64_t k = 0; k < N; ++k) sum += gph[k] * m[k];
+    ga[f] += sum;
+  }
+#pragma omp simd
+  for (int64_t k = 0; k < N; ++k) go[k] += gph[k];
+}
+
 template <typename T>
 QLAM_INLINE void factored_forward_tasks(const FPlan<T>& p, int64_t begin, int64_t end, int thr) {
   const int64_t N = p.N, L = p.L, H = p.H, R = p.R, G = p.G;
   T* z = p.scratch + thr * p.scratch_size;  // the state [re | im]
   T* u = z + 2 * N;                          // rotated, then through the gates
   T* cs = u + 2 * N;                         // cos, sin
+  T* row = cs + 2 * N;                       // the expanded phases (with pmap)
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task / p.B, b = task % p.B;
     std::memcpy(z, p.state_in + (b * H + h) * 2 * N, 2 * N * sizeof(T));
     for (int64_t t = 0; t < L; ++t) {
       for (int64_t r = 0; r < R; ++r) {
-        sincos_row<T>(p.phases + (((b * L + t) * H + h) * R + r) * N, cs, cs + N, N);
+        sincos_row<T>(factored_phases<T>(p, b, t, h, r, row), cs, cs + N, N);
         rotate_row<T>(z, cs, cs + N, u, N);
         const T* gt = p.gates + (h * R + r) * G * 8;
         for (int64_t q = 0; q < G; ++q) gate_apply<T>(u, u + N, gt + q * 8, N, N >> (q + 1));
@@ -934,6 +977,9 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
   T* u = a + 2 * N;  // before M (then before the gates), and its adjoint
   T* g = u + 2 * N;
   T* cs = g + 2 * N;
+  T* row = cs + 2 * N;  // the expanded phases and their gradient (with pmap)
+  T* grow = row + N;
+  const int64_t goff = 8 * G + 2 * FK * FK;  // the offset's gradient in acc (with pmap)
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task / p.B, b = task % p.B;
     T* acc = p.acc + (static_cast<int64_t>(thr) * H + h) * R * p.acc_size;
@@ -950,6 +996,8 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
           a[N + k] += T(2) * z[N + k] * gp[k];
         }
       }
+      T* ga = p.pmap == nullptr ? nullptr : p.gphase + ((b * L + t) * H + h) * p.F;
+      if (ga != nullptr) std::fill(ga, ga + p.F, T(0));
       for (int64_t r = R - 1; r >= 0; --r) {
         T* ar = acc + r * p.acc_size;
         low_unapply<T>(z, z + N, a, a + N, p.low + (h * R + r) * 2 * FK * FK, p.inv + r * N, u,
@@ -957,9 +1005,10 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
         const T* gt = p.gates + (h * R + r) * G * 8;
         for (int64_t q = G - 1; q >= 0; --q)
           gate_unapply<T>(u, u + N, g, g + N, gt + q * 8, ar + q * 8, N, N >> (q + 1));
-        const int64_t off = (((b * L + t) * H + h) * R + r) * N;
-        sincos_row<T>(p.phases + off, cs, cs + N, N);
-        unrotate_step<T>(u, g, cs, cs + N, z, a, p.gphase + off, N);
+        sincos_row<T>(factored_phases<T>(p, b, t, h, r, row), cs, cs + N, N);
+        T* gph = ga != nullptr ? grow : p.gphase + (((b * L + t) * H + h) * R + r) * N;
+        unrotate_step<T>(u, g, cs, cs + N, z, a, gph, N);
+        if (ga != nullptr) factored_phase_grads<T>(p, r, gph, ga, ar + goff);
       }
     }
     std::memcpy(p.adj_out + (b * H + h) * 2 * N, a, 2 * N * sizeof(T));
@@ -1490,14 +1539,25 @@ std::vector<at::Tensor> backward(const at::Tensor& last, const at::Tensor& phase
 
 // ------------------------------------------------------------------------------------------
 // Host side of the gate-factored scan (factored_forward_tasks / factored_backward_tasks).
+// With phase_map (R, F, N) and phase_offset (R, N), phases are the angles (B, L, H, F).
 void check_factored(const at::Tensor& state, const at::Tensor& phases, const at::Tensor& gates,
-                    const at::Tensor& low, const at::Tensor& inv) {
-  TORCH_CHECK(phases.dim() == 5, "phases must be (B, L, H, R, N)");
-  const int64_t B = phases.size(0), H = phases.size(2), R = phases.size(3), N = phases.size(4);
+                    const at::Tensor& low, const at::Tensor& inv, const OptT& phase_map,
+                    const OptT& phase_offset) {
+  const bool mapped = given(phase_map);
+  TORCH_CHECK(mapped == given(phase_offset), "phase_map and phase_offset must be given together");
+  TORCH_CHECK(phases.dim() == (mapped ? 4 : 5),
+              mapped ? "angles must be (B, L, H, F) with a phase map"
+                     : "phases must be (B, L, H, R, N)");
+  TORCH_CHECK(gates.dim() == 6 && state.dim() == 4, "gates must be (H, R, G, 2, 2, 2) and the "
+              "state (B, H, 2, N)");
+  const int64_t B = phases.size(0), H = phases.size(2), R = gates.size(1), N = state.size(3);
   TORCH_CHECK(phases.scalar_type() == at::kFloat || phases.scalar_type() == at::kDouble,
               "qlam kernel: float32 or float64 only");
   TORCH_CHECK(N >= FK && (N & (N - 1)) == 0, "the factored kernel needs N = 2^n >= ", FK);
   const int64_t G = __builtin_ctzll(N) - __builtin_ctzll(FK);
+  if (!mapped)
+    TORCH_CHECK(phases.size(3) == R && phases.size(4) == N, "phases must be (B, L, H, R, N) = (",
+                B, ", ", phases.size(1), ", ", H, ", ", R, ", ", N, ")");
   TORCH_CHECK(state.sizes() == at::IntArrayRef({B, H, 2, N}), "state must be (B, H, 2, N)");
   TORCH_CHECK(gates.sizes() == at::IntArrayRef({H, R, G, 2, 2, 2}), "gates must be (H, R, ", G,
               ", 2, 2, 2)");
@@ -1505,30 +1565,48 @@ void check_factored(const at::Tensor& state, const at::Tensor& phases, const at:
               ", ", FK, ")");
   TORCH_CHECK(inv.sizes() == at::IntArrayRef({R, N}) && inv.scalar_type() == at::kLong,
               "inv must be (R, N) int64");
-  for (const at::Tensor* t : {&state, &phases, &gates, &low, &inv})
+  std::vector<const at::Tensor*> all{&state, &phases, &gates, &low};
+  if (mapped) {
+    TORCH_CHECK(phase_map->sizes() == at::IntArrayRef({R, phases.size(3), N}),
+                "phase_map must be (R, F, N) = (", R, ", ", phases.size(3), ", ", N, ")");
+    TORCH_CHECK(phase_offset->sizes() == at::IntArrayRef({R, N}), "phase_offset must be (R, N) = (",
+                R, ", ", N, ")");
+    all.insert(all.end(), {&*phase_map, &*phase_offset});
+  }
+  TORCH_CHECK(inv.device().is_cpu(), "qlam kernel: CPU tensors only");
+  for (const at::Tensor* t : all) {
     TORCH_CHECK(t->device().is_cpu(), "qlam kernel: CPU tensors only");
-  for (const at::Tensor* t : {&state, &gates, &low})
     TORCH_CHECK(t->scalar_type() == phases.scalar_type(),
                 "qlam kernel: all tensors must share one dtype");
+  }
   const at::Tensor sorted = std::get<0>(inv.sort(1));
   TORCH_CHECK(sorted.equal(at::arange(N, inv.options()).expand({R, N})),
               "inv must hold R permutations of range(N)");
 }
 
+// The plan of a call; the maps (when given) made contiguous into keep.
 template <typename T>
 FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, const at::Tensor& low,
-               const at::Tensor& inv, int64_t scratch_per_thread) {
+               const at::Tensor& inv, const OptT& phase_map, const OptT& phase_offset,
+               int64_t scratch_per_thread, std::vector<at::Tensor>& keep) {
   FPlan<T> p;
   p.B = phases.size(0);
   p.L = phases.size(1);
   p.H = phases.size(2);
-  p.R = phases.size(3);
-  p.N = phases.size(4);
+  p.R = gates.size(1);
+  p.N = low.size(3) << gates.size(2);
   p.G = gates.size(2);
   p.phases = phases.data_ptr<T>();
   p.gates = gates.data_ptr<T>();
   p.low = low.data_ptr<T>();
   p.inv = inv.data_ptr<int64_t>();
+  if (given(phase_map)) {
+    keep.push_back(phase_map->contiguous());
+    keep.push_back(phase_offset->contiguous());
+    p.F = phases.size(3);
+    p.pmap = keep[keep.size() - 2].data_ptr<T>();
+    p.poff = keep.back().data_ptr<T>();
+  }
   p.scratch_size = roundup(scratch_per_thread * p.N, 64);
   return p;
 }
@@ -1543,11 +1621,14 @@ void run_ftasks(const FPlan<T>& p, FTaskFn<T> fn) {
 template <typename T>
 std::vector<at::Tensor> factored_forward_impl(const at::Tensor& psi0_, const at::Tensor& phases_,
                                               const at::Tensor& gates_, const at::Tensor& low_,
-                                              const at::Tensor& inv_, int64_t renorm_every) {
+                                              const at::Tensor& inv_, int64_t renorm_every,
+                                              const OptT& phase_map, const OptT& phase_offset) {
   const at::Tensor psi0 = psi0_.contiguous(), phases = phases_.contiguous(),
                    gates = gates_.contiguous(), inv = inv_.contiguous();
   const at::Tensor low_t = low_.transpose(-1, -2).contiguous();  // M^T: rows of the output
-  FPlan<T> p = fplan<T>(phases, gates, low_t, inv, 6);  // z, u, cos | sin
+  std::vector<at::Tensor> keep;
+  // z, u, cos | sin, the expanded phases
+  FPlan<T> p = fplan<T>(phases, gates, low_t, inv, phase_map, phase_offset, 7, keep);
   p.renorm = renorm_every;
   const auto opts = phases.options();
   at::Tensor probs = empty_output({p.B, p.L, p.H, p.N}, opts);
@@ -1564,25 +1645,29 @@ std::vector<at::Tensor> factored_forward_impl(const at::Tensor& psi0_, const at:
 template <typename T>
 std::vector<at::Tensor> factored_backward_impl(const at::Tensor& last_, const at::Tensor& phases_,
                                                const at::Tensor& gates_, const at::Tensor& low_,
-                                               const at::Tensor& inv_,
-                                               const c10::optional<at::Tensor>& g_probs,
-                                               const c10::optional<at::Tensor>& g_last) {
+                                               const at::Tensor& inv_, const OptT& g_probs,
+                                               const OptT& g_last, const OptT& phase_map,
+                                               const OptT& phase_offset) {
   const at::Tensor last = last_.contiguous(), phases = phases_.contiguous(),
                    gates = gates_.contiguous(), low = low_.contiguous(), inv = inv_.contiguous();
-  FPlan<T> p = fplan<T>(phases, gates, low, inv, 10);  // z, a, u, g, cos | sin
+  std::vector<at::Tensor> keep;
+  // z, a, u, g, cos | sin, the expanded phases and their gradient
+  FPlan<T> p = fplan<T>(phases, gates, low, inv, phase_map, phase_offset, 12, keep);
   const auto opts = phases.options();
   const int64_t nthr = at::get_num_threads();
-  p.acc_size = 8 * p.G + 2 * FK * FK;
+  const int64_t lead = 8 * p.G + 2 * FK * FK;
+  p.acc_size = lead + (p.pmap != nullptr ? p.N : 0);
   at::Tensor acc = at::zeros({nthr, p.H, p.R, p.acc_size}, opts);
-  at::Tensor gphase = empty_output({p.B, p.L, p.H, p.R, p.N}, opts);
+  at::Tensor gphase = p.pmap != nullptr ? at::empty({p.B, p.L, p.H, p.F}, opts)
+                                        : empty_output({p.B, p.L, p.H, p.R, p.N}, opts);
   at::Tensor g_psi0 = at::empty({p.B, p.H, 2, p.N}, opts);
   at::Tensor scratch = at::empty({nthr * p.scratch_size}, opts);
   at::Tensor gp, gl;
-  if (g_probs.has_value() && g_probs->defined()) {
+  if (given(g_probs)) {
     gp = g_probs->contiguous();
     p.gprobs = gp.data_ptr<T>();
   }
-  if (g_last.has_value() && g_last->defined()) {
+  if (given(g_last)) {
     gl = g_last->contiguous();
     p.adj_in = gl.data_ptr<T>();
   }
@@ -1593,32 +1678,39 @@ std::vector<at::Tensor> factored_backward_impl(const at::Tensor& last_, const at
   p.scratch = scratch.data_ptr<T>();
   run_ftasks<T>(p, fns<T>(current_isa()).fbwd);
   const at::Tensor total = acc.sum(0);  // (H, R, acc_size)
-  // two separate tensors (the operator's outputs may not alias one another)
+  // separate tensors (the operator's outputs may not alias one another)
   at::Tensor g_gates = total.narrow(2, 0, 8 * p.G).clone().view({p.H, p.R, p.G, 2, 2, 2});
   at::Tensor g_low = total.narrow(2, 8 * p.G, 2 * FK * FK).clone().view({p.H, p.R, 2, FK, FK});
-  return {g_psi0, gphase, g_gates, g_low};
+  at::Tensor g_off = p.pmap != nullptr ? total.narrow(2, lead, p.N).sum(0)  // (R, N)
+                                       : at::empty({0}, opts);
+  return {g_psi0, gphase, g_gates, g_low, g_off};
 }
 
 std::vector<at::Tensor> factored_forward(const at::Tensor& psi0, const at::Tensor& phases,
                                          const at::Tensor& gates, const at::Tensor& low,
-                                         const at::Tensor& inv, int64_t renorm_every) {
-  check_factored(psi0, phases, gates, low, inv);
+                                         const at::Tensor& inv, int64_t renorm_every,
+                                         const OptT& phase_map, const OptT& phase_offset) {
+  check_factored(psi0, phases, gates, low, inv, phase_map, phase_offset);
   TORCH_CHECK(renorm_every >= 0, "renorm_every must be >= 0 (0: never)");
   if (phases.scalar_type() == at::kDouble)
-    return factored_forward_impl<double>(psi0, phases, gates, low, inv, renorm_every);
-  return factored_forward_impl<float>(psi0, phases, gates, low, inv, renorm_every);
+    return factored_forward_impl<double>(psi0, phases, gates, low, inv, renorm_every, phase_map,
+                                         phase_offset);
+  return factored_forward_impl<float>(psi0, phases, gates, low, inv, renorm_every, phase_map,
+                                      phase_offset);
 }
 
 std::vector<at::Tensor> factored_backward(const at::Tensor& last, const at::Tensor& phases,
                                           const at::Tensor& gates, const at::Tensor& low,
-                                          const at::Tensor& inv,
-                                          const c10::optional<at::Tensor>& g_probs,
-                                          const c10::optional<at::Tensor>& g_last) {
-  check_factored(last, phases, gates, low, inv);
-  check_grads(last, phases, phases.size(4), g_probs, g_last);
+                                          const at::Tensor& inv, const OptT& g_probs,
+                                          const OptT& g_last, const OptT& phase_map,
+                                          const OptT& phase_offset) {
+  check_factored(last, phases, gates, low, inv, phase_map, phase_offset);
+  check_grads(last, phases, last.size(3), g_probs, g_last);
   if (phases.scalar_type() == at::kDouble)
-    return factored_backward_impl<double>(last, phases, gates, low, inv, g_probs, g_last);
-  return factored_backward_impl<float>(last, phases, gates, low, inv, g_probs, g_last);
+    return factored_backward_impl<double>(last, phases, gates, low, inv, g_probs, g_last,
+                                          phase_map, phase_offset);
+  return factored_backward_impl<float>(last, phases, gates, low, inv, g_probs, g_last, phase_map,
+                                       phase_offset);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1772,15 +1864,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("psi"), py::arg("w_in"), py::arg("b_in"), py::arg("ut"),
         py::arg("walsh"), py::arg("w_out"), py::arg("b_out"), py::arg("read"));
   m.def("factored_forward", &factored_forward,
-        "probs, last = factored_forward(psi0, phases, gates, low, inv, renorm_every): the scan "
-        "with W_r = P_r (U_0 ⊗ .. ⊗ U_{G-1} ⊗ M), (P y)[inv[j]] = y[j]",
+        "probs, last = factored_forward(psi0, phases, gates, low, inv, renorm_every, phase_map, "
+        "phase_offset): the scan with W_r = P_r (U_0 ⊗ .. ⊗ U_{G-1} ⊗ M), (P y)[inv[j]] = y[j]; "
+        "with phase_map (R, F, N) and phase_offset (R, N), phases are the angles (B, L, H, F)",
         py::arg("psi0"), py::arg("phases"), py::arg("gates"), py::arg("low"), py::arg("inv"),
-        py::arg("renorm_every") = 0);
+        py::arg("renorm_every") = 0, py::arg("phase_map") = py::none(),
+        py::arg("phase_offset") = py::none());
   m.def("factored_backward", &factored_backward,
-        "g_psi0, g_phases, g_gates, g_low = factored_backward(last, phases, gates, low, inv, "
-        "g_probs, g_last)",
+        "g_psi0, g_phases, g_gates, g_low, g_offset = factored_backward(last, phases, gates, "
+        "low, inv, g_probs, g_last, phase_map, phase_offset) (g_offset (R, N) with a map, "
+        "else empty)",
         py::arg("last"), py::arg("phases"), py::arg("gates"), py::arg("low"), py::arg("inv"),
-        py::arg("g_probs"), py::arg("g_last"));
+        py::arg("g_probs"), py::arg("g_last"), py::arg("phase_map") = py::none(),
+        py::arg("phase_offset") = py::none());
   m.def("isa", &get_isa, "the instruction set in use (base, avx2, avx512)");
   m.def("set_isa", &set_isa, "select base / avx2 / avx512 / auto; returns the one in use");
   m.def(

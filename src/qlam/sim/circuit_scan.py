@@ -32,18 +32,26 @@ FACTORED_MIN_QUBITS = 9
 METHODS = ("auto", "dense", "factored")
 
 
-def factored_tables(low: Lowered, theta: torch.Tensor, x: torch.Tensor):
-    """``(phases (B, L, 1, R, N), gates (1, R, n, 2, 2), perms)``: every layer's
+def factored_tables(low: Lowered, theta: torch.Tensor, x: torch.Tensor, kernel: bool = False):
+    """``(phases (B, L, 1, R, N), gates (1, R, n, 2, 2), perms, maps)``: every layer's
     ``W_r = P_r (gates[0, r, 0] ⊗ ... ⊗ gates[0, r, n-1])``, gates complex128 built from theta
-    with autograd, perms one (N,) row gather or None per layer; None when a layer's block does
-    not factor."""
+    with autograd, perms one (N,) row gather or None per layer, maps None; with ``kernel``,
+    phases are the angles x (B, L, 1, F) and maps the kernel's (input_map (R, F, N), offset
+    (R, N) with theta's phases folded in), which it expands itself. None when a layer's block
+    does not factor."""
     factors = [qubit_factors(ops, low.n_qubits, theta.double()) for ops in low.dense]
     if any(f is None for f in factors):
         return None
     gates = torch.stack([g for g, _ in factors]).unsqueeze(0)
+    perms = [perm for _, perm in factors]
     # phases that take no parameter carry no gradient to theta: leave theta out of the graph
-    phases = low.phases(x, theta if bool(low.param_map.any()) else None)
-    return phases.unsqueeze(2), gates, [perm for _, perm in factors]
+    uses_theta = bool(low.param_map.any())
+    if kernel:
+        f = low.input_map.shape[1]
+        offset = low.phases(None, theta).to(x) if uses_theta else low.offset.to(x)
+        return x[..., :f].unsqueeze(2), gates, perms, (low.input_map.to(x), offset)
+    phases = low.phases(x, theta if uses_theta else None)
+    return phases.unsqueeze(2), gates, perms, None
 
 
 def _kernel_runs(backward: str, n_qubits: int, *tensors) -> bool:
@@ -54,12 +62,14 @@ def _kernel_runs(backward: str, n_qubits: int, *tensors) -> bool:
                                     and cpp.supports(*tensors) and cpp.available())
 
 
-def _run_factored(psi0, phases, gates, perms, kernel: bool):
-    """The factored scan: on the C++ kernel (the gates applied one by one in cache), or in
-    PyTorch (``W = P (A ⊗ B)``, two GEMMs, rows = n // 2)."""
+def _run_factored(psi0, phases, gates, perms, maps, kernel: bool):
+    """The factored scan: on the C++ kernel (the gates applied one by one in cache, the
+    phases expanded from ``maps`` there), or in PyTorch (``W = P (A ⊗ B)``, two GEMMs,
+    rows = n // 2)."""
     if kernel:
         return cpp.scan_factored_kernel(psi0, phases,
-                                        *cpp.factored_inputs(gates, perms, phases.dtype))
+                                        *cpp.factored_inputs(gates, perms, phases.dtype),
+                                        maps=maps)
     cdtype = torch.complex128 if phases.dtype == torch.float64 else torch.complex64
     rows = gates.shape[2] // 2
     a = torch.stack([kron(g[:rows]) for g in gates[0]]).to(cdtype).unsqueeze(0)
@@ -113,7 +123,7 @@ def circuit_scan(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor,
     kernel = _kernel_runs(backward, circuit.n_qubits, psi0, x)
     method = _pick(low, method, kernel)
     if method == "factored":
-        tables = factored_tables(low, theta, x)
+        tables = factored_tables(low, theta, x, kernel)
         if tables is None:
             raise ValueError("method='factored' needs every block of the circuit to be "
                              "single-qubit gates followed by a permutation")

@@ -310,44 +310,60 @@ FACTORED_LOW_QUBITS = 4  # M acts on the last 4 wires (16 x 16); the kernel need
 
 @torch.library.custom_op("qlam::factored_forward", mutates_args=())
 def factored_forward(psi0: torch.Tensor, phases: torch.Tensor, gates: torch.Tensor,
-                     low: torch.Tensor, inv: torch.Tensor,
-                     renorm_every: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """probs (B, L, H, N), last (B, H, 2, N) of the factored scan."""
-    probs, last = load().factored_forward(psi0, phases, gates, low, inv, renorm_every)
+                     low: torch.Tensor, inv: torch.Tensor, renorm_every: int,
+                     phase_map: torch.Tensor | None = None,
+                     phase_offset: torch.Tensor | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """probs (B, L, H, N), last (B, H, 2, N) of the factored scan; with ``phase_map``
+    (R, F, N) and ``phase_offset`` (R, N), ``phases`` are angles (B, L, H, F) that the kernel
+    expands to ``offset + angles . map`` per layer."""
+    probs, last = load().factored_forward(psi0, phases, gates, low, inv, renorm_every,
+                                          phase_map, phase_offset)
     return probs, last
 
 
 @factored_forward.register_fake
-def _(psi0, phases, gates, low, inv, renorm_every):
-    b, length, h, _, n = phases.shape
+def _(psi0, phases, gates, low, inv, renorm_every, phase_map=None, phase_offset=None):
+    b, length, h = phases.shape[:3]
+    n = psi0.shape[-1]
     return phases.new_empty(b, length, h, n), psi0.new_empty(b, h, 2, n)
 
 
 @torch.library.custom_op("qlam::factored_backward", mutates_args=())
 def factored_backward(last: torch.Tensor, phases: torch.Tensor, gates: torch.Tensor,
                       low: torch.Tensor, inv: torch.Tensor, g_probs: torch.Tensor | None,
-                      g_last: torch.Tensor | None,
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The reversible backward: gradients of psi0, phases, gates and low."""
-    g_psi0, g_ph, g_gates, g_low = load().factored_backward(last, phases, gates, low, inv,
-                                                            g_probs, g_last)
-    return g_psi0, g_ph, g_gates, g_low
+                      g_last: torch.Tensor | None, phase_map: torch.Tensor | None = None,
+                      phase_offset: torch.Tensor | None = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                 torch.Tensor]:
+    """The reversible backward: gradients of psi0, phases (the angles with a map), gates,
+    low and the phase offset (R, N) (empty without a map)."""
+    out = load().factored_backward(last, phases, gates, low, inv, g_probs, g_last, phase_map,
+                                   phase_offset)
+    return tuple(out)
 
 
 @factored_backward.register_fake
-def _(last, phases, gates, low, inv, g_probs, g_last):
+def _(last, phases, gates, low, inv, g_probs, g_last, phase_map=None, phase_offset=None):
     return (last.new_empty(last.shape), phases.new_empty(phases.shape),
-            gates.new_empty(gates.shape), low.new_empty(low.shape))
+            gates.new_empty(gates.shape), low.new_empty(low.shape),
+            phases.new_empty(0) if phase_offset is None else phase_offset.new_empty(
+                phase_offset.shape))
 
 
 def _factored_setup(ctx, inputs, output):
-    _, phases, gates, low, inv, _ = inputs
-    ctx.save_for_backward(output[1], phases, gates, low, inv)
+    _, phases, gates, low, inv, _, *maps = inputs
+    ctx.save_for_backward(output[1], phases, gates, low, inv, *maps)
+    ctx.mapped = maps[0] is not None
     ctx.set_materialize_grads(False)  # unused probs: None, not a (B, L, H, N) tensor of zeros
 
 
 def _factored_backward(ctx, g_probs, g_last):
-    return (*factored_backward(*ctx.saved_tensors, g_probs, g_last), None, None)
+    last, phases, gates, low, inv, *maps = ctx.saved_tensors
+    g_psi0, g_ph, g_gates, g_low, g_off = factored_backward(last, phases, gates, low, inv,
+                                                            g_probs, g_last, *maps)
+    return (g_psi0, g_ph, g_gates, g_low, None, None, None,
+            g_off if ctx.mapped else None)
 
 
 factored_forward.register_autograd(_factored_backward, setup_context=_factored_setup)
@@ -373,18 +389,21 @@ def factored_inputs(gates: torch.Tensor, perms, dtype: torch.dtype):
             torch.stack([low.real, low.imag], -3).to(dtype), inv)
 
 
-def scan_factored_kernel(psi0, phases, gates, low, inv):
+def scan_factored_kernel(psi0, phases, gates, low, inv, maps=None):
     """The factored scan on the compiled kernel (inputs from :func:`factored_inputs`; the
     other shapes in :mod:`~qlam.sim.scan.contract`), adjoint gradients: probs (B, L, H, N),
-    last (B, H, 2, N)."""
+    last (B, H, 2, N). ``maps`` (phase_map (R, F, N), phase_offset (R, N)): ``phases`` are
+    then angles (B, L, H, F) that the kernel expands as it runs, so no (B, L, H, R, N) tensor
+    is built; the angles and the offset get gradients (the map is a constant)."""
+    maps = (None, None) if maps is None else tuple(maps)
     if not available():
         raise RuntimeError(f"compiled recurrence kernel unavailable: {_error}")
-    if not supports(psi0, phases, gates, low):
+    if not supports(psi0, phases, gates, low, *maps):
         raise ValueError("the compiled kernel needs CPU tensors of one dtype, float32 or float64")
     if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        probs, last = load().factored_forward(psi0, phases, gates, low, inv, RENORM_EVERY)
+        probs, last = load().factored_forward(psi0, phases, gates, low, inv, RENORM_EVERY, *maps)
         return probs, last
-    return factored_forward(psi0, phases, gates, low, inv, RENORM_EVERY)
+    return factored_forward(psi0, phases, gates, low, inv, RENORM_EVERY, *maps)
 
 
 GRADIENTS = {"adjoint": scan_kernel}
