@@ -55,6 +55,9 @@ class TrainConfig:
     test_lengths: str | None = None
     vocab: int | None = None
     device: str = "auto"
+    # "bf16": the training forward runs under bfloat16 autocast (matrix products in bf16, on
+    # AMX where the CPU has it; QLAM's simulation stays float32); evaluation in float32
+    precision: str = "fp32"
     out: str = "runs/default"
     threads: int | None = None
     checkpoint_minutes: float = 10.0
@@ -90,6 +93,8 @@ class TrainConfig:
         opts.update(self.extra)
         return opts
 
+
+PRECISIONS = ("fp32", "bf16")
 
 # settings that control a run but not its result: they may change on --resume
 RUN_CONTROL = ("out", "label", "device", "threads", "checkpoint_minutes", "max_minutes",
@@ -141,6 +146,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"warmup_frac must be in [0, 1], got {cfg.warmup_frac}")
     if not 0 <= cfg.val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.stop_after_steps is not None and cfg.stop_after_steps < 0:
         raise ValueError(f"stop_after_steps must be >= 0, got {cfg.stop_after_steps}")
     return cfg

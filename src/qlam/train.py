@@ -234,7 +234,9 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             factor = lr_factor(state["global_step"], total_steps, cfg.warmup_frac)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * g["lr_scale"] * factor
-            loss, right, count = batch_stats(net(x), y, task.target)
+            with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                logits = net(x)
+            loss, right, count = batch_stats(logits.float(), y, task.target)
             batch = [loss.item() * count * w, right * w, count * w]
             if ctx.enabled:  # DDP averages rank gradients: weight to the global-batch mean
                 loss = loss * (w * len(y) * ctx.world_size / n_global)

@@ -145,6 +145,23 @@ def test_models_have_equal_parameter_counts():
         assert r["tokens_per_s"] > 0 and r["mode"] == "train"
 
 
+def test_models_bf16_rows_and_their_ratio_to_the_lstm():
+    from qlam.sim.scan import cpp
+
+    if not cpp.available():
+        pytest.skip("the qlam-kernel row needs the C++ kernel")
+    recs = models.run_benchmark([8], batch=2, quick=True, repeats=1, modes=("train",),
+                                rows=("qlam-kernel", "lstm"), precisions=("fp32", "bf16"))
+    assert [(r["model"], r["precision"]) for r in recs] == [
+        ("qlam-kernel", "fp32"), ("qlam-kernel bf16", "bf16"), ("lstm", "fp32"),
+        ("lstm bf16", "bf16")]
+    rate = {r["model"]: r["tokens_per_s"] for r in recs}
+    line = f"L=8: qlam-kernel bf16 trains at {rate['qlam-kernel bf16'] / rate['lstm']:.2f}x the lstm tokens/s"
+    assert line in models.summary(recs)
+    with pytest.raises(ValueError, match="precisions must be among fp32, bf16"):
+        models.run_benchmark([8], batch=2, rows=("lstm",), precisions=("fp16",))
+
+
 def test_bench_all_writes_every_result_and_the_readme(tmp_path, capsys):
     """`qlam bench all` on tiny sizes: four JSON files with metadata, four PNGs, README."""
     from qlam.bench.cli import run_all

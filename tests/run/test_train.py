@@ -64,6 +64,27 @@ def test_train_writes_metrics_summary_and_model(tmp_path):
     assert res["test_acc"] == pytest.approx(saved["test_acc"])
 
 
+def test_bf16_precision_runs_the_training_forward_in_bfloat16(tmp_path):
+    """--precision bf16: the linear layers of the training forward compute in bfloat16 (the
+    QLAM memory's simulation in float32), evaluation in float32; fp32 touches no bfloat16."""
+    seen = {"fp32": set(), "bf16": set()}
+    for precision in seen:
+        def hook(module, args, out, key=precision):
+            for t in out if isinstance(out, tuple) else (out,):  # QLAM: (y, state)
+                seen[key].add((module.training, type(module).__name__, t.dtype))
+
+        handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        try:
+            summary = train(_cfg(tmp_path / precision, precision=precision, epochs=1))
+        finally:
+            handle.remove()
+        assert summary["config"]["precision"] == precision and 0 <= summary["test_acc"] <= 1
+    assert (True, "Linear", torch.bfloat16) in seen["bf16"]
+    assert (True, "QLAM", torch.complex64) in seen["bf16"]  # the simulated state: float32
+    assert not any(dt == torch.bfloat16 for train_, _, dt in seen["bf16"] if not train_)
+    assert not any(dt == torch.bfloat16 for *_, dt in seen["fp32"])
+
+
 def test_learns_the_synthetic_task(tmp_path):
     summary = train(_cfg(tmp_path, epochs=8, d_model=16, n_qubits=3, dt_min=0.05, dt_max=0.5))
     assert summary["val_acc"] >= 0.75
@@ -456,6 +477,7 @@ def test_an_empty_split_is_an_error_not_a_zero_accuracy():
     (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
     (["--eval-batch-size", "-1"], "eval_batch_size must be >= 1, got -1"),
     (["--warmup-frac", "2"], r"warmup_frac must be in \[0, 1\], got 2.0"),
+    (["--precision", "fp16"], "precision must be one of fp32, bf16, got 'fp16'"),
 ])
 def test_bad_train_settings_are_named(tmp_path, capsys, argv, message):
     code = main(["train", "--out", str(tmp_path / "r"), "--d-model", "8", "--n-layers", "1",

@@ -120,6 +120,9 @@ def register(subparsers) -> None:
     p.add_argument("--n-layers", type=int, help="QLAM blocks (default: the model's)")
     p.add_argument("--heads", type=int, help="QLAM heads (default: the model's)")
     p.add_argument("--qubits", type=int, help="QLAM qubits per head (default: the model's)")
+    p.add_argument("--precision", nargs="+", choices=list(models.PRECISIONS), default=["fp32"],
+                   help="fp32 and/or bf16 (the forward under bfloat16 autocast, a row per "
+                        "model and precision; default fp32)")
     p.set_defaults(func=run_models)
 
     p = sub.add_parser(
@@ -316,7 +319,8 @@ def run_models(args: argparse.Namespace) -> int:
                               ("n_heads", args.heads), ("n_qubits", args.qubits)) if v}
     records = models.run_benchmark(args.lengths, batch=args.batch, quick=args.quick,
                                    rows=args.models, qlam_options=opts, repeats=args.repeats,
-                                   modes=args.modes, log=common.stderr_log)
+                                   modes=args.modes, log=common.stderr_log,
+                                   precisions=tuple(dict.fromkeys(args.precision)))
     _emit(args, meta, records, models.markdown_table(records), models.summary(records),
           models.plot)
     return 0

@@ -15,6 +15,9 @@ is the mixed (density-matrix) memory, sized like the baselines (8 heads x 3 qubi
   tokens/s = batch * seq_len / seconds;
 - ``infer``: forward under ``torch.inference_mode()`` in eval mode.
 
+``precisions`` ("fp32", "bf16"): with "bf16" the forward runs under bfloat16 autocast (as
+``qlam train --precision bf16``), a row of its own named ``MODEL bf16``.
+
 Each timing is the best of ``repeats`` runs after one warm-up run at the same length
 (``--quick``: one run after a warm-up on a quarter of the length, so first-touch page
 faults of the largest buffers land in the timing: quick rates are a little pessimistic).
@@ -35,6 +38,7 @@ from qlam.models import build_model, count_params, size_to_budget
 ROWS = ("qlam-kernel", "qlam-reversible", "qlam-mixed", "lstm", "gru", "transformer", "ssm")
 QLAM_BACKWARD = {"qlam-kernel": "kernel", "qlam-reversible": "reversible"}
 N_FEATURES, N_CLASSES = 1, 10
+PRECISIONS = ("fp32", "bf16")
 
 
 def build(row: str, qlam_options: dict, target_params: int | None = None):
@@ -65,12 +69,17 @@ def _time(fn: Callable[[], None], repeats: int) -> tuple[float, int]:
 
 
 def measure(model, seq_len: int, batch: int, *, quick: bool, repeats: int,
-            modes=("train", "infer"), seed: int = 0) -> list[dict]:
+            modes=("train", "infer"), seed: int = 0, precision: str = "fp32") -> list[dict]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, seq_len, N_FEATURES, generator=g)
     y = torch.randint(N_CLASSES, (batch,), generator=g)
     warm = x[:, : max(1, seq_len // 4)] if quick else x
     out = []
+
+    def forward(inp):
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            return model(inp)
+
     for mode in modes:
         if mode == "train":
             model.train()
@@ -78,27 +87,31 @@ def measure(model, seq_len: int, batch: int, *, quick: bool, repeats: int,
 
             def run(inp=x, opt=opt):
                 opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(inp), y).backward()
+                F.cross_entropy(forward(inp).float(), y).backward()
                 opt.step()
         elif mode == "infer":
             model.eval()
 
             def run(inp=x):
                 with torch.inference_mode():
-                    model(inp)
+                    forward(inp)
         else:
             raise ValueError(f"mode must be 'train' or 'infer', got {mode!r}")
         run(warm)
         best, reps = _time(run, repeats)
-        out.append({"mode": mode, "seq_len": seq_len, "batch": batch, "seconds": best,
+        out.append({"mode": mode, "seq_len": seq_len, "batch": batch, "precision": precision,
+                    "seconds": best,
                     "repeats": reps, "tokens_per_s": batch * seq_len / best})
     return out
 
 
 def run_benchmark(lengths=(784, 4096), *, batch: int = 32, quick: bool = False,
                   rows=ROWS, qlam_options: dict | None = None, repeats: int | None = None,
-                  modes=("train", "infer"), log: Callable[[str], None] | None = None) -> list[dict]:
+                  modes=("train", "infer"), log: Callable[[str], None] | None = None,
+                  precisions=("fp32",)) -> list[dict]:
     bad = [r for r in rows if r not in ROWS]
+    if not precisions or any(p not in PRECISIONS for p in precisions):
+        raise ValueError(f"precisions must be among {', '.join(PRECISIONS)}, got {precisions}")
     if bad:
         raise ValueError(f"unknown model row(s) {bad}; choose from {', '.join(ROWS)}")
     rows = without_kernel(rows, "qlam-kernel", log)
@@ -113,16 +126,19 @@ def run_benchmark(lengths=(784, 4096), *, batch: int = 32, quick: bool = False,
     records = []
     for length in lengths:
         for row, model in models.items():
-            for rec in measure(model, length, batch, quick=quick, repeats=reps, modes=modes):
-                rec.update(model=row, impl=row, arch="qlam" if row in QLAM_BACKWARD else row,
-                           backward=QLAM_BACKWARD.get(row), n_params=count_params(model),
-                           d_model=_d_model(model), target_params=target,
-                           threads=torch.get_num_threads())
-                records.append(rec)
-                if log:
-                    log(f"  {row:<16} L={length:<5} {rec['mode']:<5}: "
-                        f"{rec['tokens_per_s']:>12,.0f} tokens/s ({rec['n_params']:,} params, "
-                        f"{rec['seconds']:.2f} s)")
+            for precision in precisions:
+                name = row if precision == "fp32" else f"{row} {precision}"
+                for rec in measure(model, length, batch, quick=quick, repeats=reps, modes=modes,
+                                   precision=precision):
+                    rec.update(model=name, impl=row, arch="qlam" if row in QLAM_BACKWARD else row,
+                               backward=QLAM_BACKWARD.get(row), n_params=count_params(model),
+                               d_model=_d_model(model), target_params=target,
+                               threads=torch.get_num_threads())
+                    records.append(rec)
+                    if log:
+                        log(f"  {name:<21} L={length:<5} {rec['mode']:<5}: "
+                            f"{rec['tokens_per_s']:>12,.0f} tokens/s ({rec['n_params']:,} "
+                            f"params, {rec['seconds']:.2f} s)")
     return records
 
 
@@ -164,6 +180,11 @@ def summary(records: list[dict]) -> list[str]:
         k, p = rate.get(("qlam-kernel", L, "train")), rate.get(("qlam-reversible", L, "train"))
         if k and p:
             out.append(f"L={L}: qlam-kernel trains {k / p:.1f}x the pure-PyTorch path")
+        for q in ("qlam-kernel", "qlam-kernel bf16"):
+            for base in ("lstm", "lstm bf16"):
+                a, b = rate.get((q, L, "train")), rate.get((base, L, "train"))
+                if a and b:
+                    out.append(f"L={L}: {q} trains at {a / b:.2f}x the {base} tokens/s")
     return out
 
 
