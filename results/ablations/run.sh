@@ -31,6 +31,7 @@ case $name in
   h8n5_o2)       A="--model qlam --params 87178 --n-layers 2 --n-heads 8 --n-qubits 5 --read-order 2" ;;
   h8n6_o2)       A="--model qlam --params 87178 --n-layers 2 --n-heads 8 --n-qubits 6 --read-order 2" ;;
   v1_conv4)      A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4 --conv 4" ;;
+  v1_conv4_bf16) A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4 --conv 4 --precision bf16" ;;
   frozen_conv4)  A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4 --conv 4 --dt-min 1e-9 --dt-max 1e-9" ;;
   conv4_h16n4_o2) A="--model qlam --params 87178 --n-layers 2 --n-heads 16 --n-qubits 4 --read-order 2 --conv 4" ;;
   mixed_conv4)   A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --conv 4" ;;
