@@ -58,6 +58,9 @@ class TrainConfig:
     # "bf16": the training forward runs under bfloat16 autocast (matrix products in bf16, on
     # AMX where the CPU has it; QLAM's simulation stays float32); evaluation in float32
     precision: str = "fp32"
+    # torch.compile the training forward (Inductor: the block's elementwise passes fused; QLAM's
+    # kernel stays one op); a one-time compile per distinct batch shape; evaluation eager
+    compile: bool = False
     out: str = "runs/default"
     threads: int | None = None
     checkpoint_minutes: float = 10.0
@@ -97,7 +100,7 @@ class TrainConfig:
 PRECISIONS = ("fp32", "bf16")
 
 # settings that control a run but not its result: they may change on --resume
-RUN_CONTROL = ("out", "label", "device", "threads", "checkpoint_minutes", "max_minutes",
+RUN_CONTROL = ("out", "label", "device", "threads", "compile", "checkpoint_minutes", "max_minutes",
                "stop_after_steps", "eval_batch_size", "log_every", "tensorboard")
 
 

@@ -194,6 +194,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     log(f"{command or ' '.join(sys.argv)}: {cfg.model} ({n_params} parameters) on {cfg.task}, "
         f"{n_train} training examples, device {device}")
     net = ctx.wrap(model)  # DistributedDataParallel when distributed; saves use `model`
+    if cfg.compile:  # the training forward only (evaluation runs `model`, eager)
+        net = torch.compile(net)
     scalars = ScalarLog(out, tensorboard=cfg.tensorboard, enabled=ctx.is_main,
                         resume_step=None if ck is None else state["global_step"],
                         resume_epochs=None if ck is None else state["epoch"])

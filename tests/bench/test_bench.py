@@ -162,6 +162,19 @@ def test_models_bf16_rows_and_their_ratio_to_the_lstm():
         models.run_benchmark([8], batch=2, rows=("lstm",), precisions=("fp16",))
 
 
+def test_models_compile_adds_compiled_rows(monkeypatch):
+    import torch
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: real(m, backend="aot_eager"))
+    recs = models.run_benchmark([8], batch=2, quick=True, repeats=1, modes=("train",),
+                                rows=("lstm",), precisions=("fp32",), compile=True)
+    assert [(r["model"], r["compiled"]) for r in recs] == [("lstm", False),
+                                                          ("lstm compiled", True)]
+    assert all(r["warmup_s"] > 0 and r["tokens_per_s"] > 0 for r in recs)
+    assert "L=8: " not in " ".join(models.summary(recs))  # no qlam-kernel row: no ratio
+
+
 def test_bench_all_writes_every_result_and_the_readme(tmp_path, capsys):
     """`qlam bench all` on tiny sizes: four JSON files with metadata, four PNGs, README."""
     from qlam.bench.cli import run_all

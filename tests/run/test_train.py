@@ -85,6 +85,37 @@ def test_bf16_precision_runs_the_training_forward_in_bfloat16(tmp_path):
     assert not any(dt == torch.bfloat16 for *_, dt in seen["fp32"])
 
 
+def test_compile_trains_through_torch_compile_like_eager(tmp_path, monkeypatch):
+    """--compile: the training forward goes through torch.compile (here its aot_eager backend,
+    no code generation) and the run's losses and accuracies equal the eager run's; the saved
+    model is the plain module (loadable, no compile wrapper in its keys)."""
+    calls = []
+    real = torch.compile
+
+    def spy(module, **kw):
+        calls.append(module)
+        return real(module, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", spy)
+    eager = train(_cfg(tmp_path / "eager", epochs=1))
+    assert calls == []
+    compiled = train(_cfg(tmp_path / "compiled", epochs=1, compile=True))
+    assert len(calls) == 1
+    for key in ("val_acc", "test_acc", "test_loss"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-5), key
+
+    def epochs(name):
+        lines = (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if "epoch" in r]
+
+    (e,), (c,) = epochs("eager"), epochs("compiled")
+    assert c["train_loss"] == pytest.approx(e["train_loss"], rel=1e-5)
+    state = torch.load(tmp_path / "compiled" / "run" / "model.pt", weights_only=False)["model"]
+    assert not any("_orig_mod" in k for k in state)
+    assert eval_checkpoint(tmp_path / "compiled" / "run" / "model.pt", device="cpu")[
+        "test_acc"] == pytest.approx(compiled["test_acc"])
+
+
 def test_learns_the_synthetic_task(tmp_path):
     summary = train(_cfg(tmp_path, epochs=8, d_model=16, n_qubits=3, dt_min=0.05, dt_max=0.5))
     assert summary["val_acc"] >= 0.75

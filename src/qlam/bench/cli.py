@@ -123,6 +123,8 @@ def register(subparsers) -> None:
     p.add_argument("--precision", nargs="+", choices=list(models.PRECISIONS), default=["fp32"],
                    help="fp32 and/or bf16 (the forward under bfloat16 autocast, a row per "
                         "model and precision; default fp32)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every model (the compile in the untimed warm-up)")
     p.set_defaults(func=run_models)
 
     p = sub.add_parser(
@@ -320,7 +322,8 @@ def run_models(args: argparse.Namespace) -> int:
     records = models.run_benchmark(args.lengths, batch=args.batch, quick=args.quick,
                                    rows=args.models, qlam_options=opts, repeats=args.repeats,
                                    modes=args.modes, log=common.stderr_log,
-                                   precisions=tuple(dict.fromkeys(args.precision)))
+                                   precisions=tuple(dict.fromkeys(args.precision)),
+                                   compile=args.compile)
     _emit(args, meta, records, models.markdown_table(records), models.summary(records),
           models.plot)
     return 0

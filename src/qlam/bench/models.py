@@ -16,7 +16,10 @@ is the mixed (density-matrix) memory, sized like the baselines (8 heads x 3 qubi
 - ``infer``: forward under ``torch.inference_mode()`` in eval mode.
 
 ``precisions`` ("fp32", "bf16"): with "bf16" the forward runs under bfloat16 autocast (as
-``qlam train --precision bf16``), a row of its own named ``MODEL bf16``.
+``qlam train --precision bf16``), a row of its own named ``MODEL bf16``; ``compile``: each
+model also ``torch.compile``d (as ``qlam train --compile``; rows ``MODEL compiled`` next to
+the eager ones), the compile happening in the untimed warm-up run (its wall time in
+``warmup_s``).
 
 Each timing is the best of ``repeats`` runs after one warm-up run at the same length
 (``--quick``: one run after a warm-up on a quarter of the length, so first-touch page
@@ -25,6 +28,7 @@ faults of the largest buffers land in the timing: quick rates are a little pessi
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 
@@ -97,10 +101,12 @@ def measure(model, seq_len: int, batch: int, *, quick: bool, repeats: int,
                     forward(inp)
         else:
             raise ValueError(f"mode must be 'train' or 'infer', got {mode!r}")
+        t0 = time.perf_counter()
         run(warm)
+        warmup = time.perf_counter() - t0
         best, reps = _time(run, repeats)
         out.append({"mode": mode, "seq_len": seq_len, "batch": batch, "precision": precision,
-                    "seconds": best,
+                    "seconds": best, "warmup_s": warmup,
                     "repeats": reps, "tokens_per_s": batch * seq_len / best})
     return out
 
@@ -108,7 +114,7 @@ def measure(model, seq_len: int, batch: int, *, quick: bool, repeats: int,
 def run_benchmark(lengths=(784, 4096), *, batch: int = 32, quick: bool = False,
                   rows=ROWS, qlam_options: dict | None = None, repeats: int | None = None,
                   modes=("train", "infer"), log: Callable[[str], None] | None = None,
-                  precisions=("fp32",)) -> list[dict]:
+                  precisions=("fp32",), compile: bool = False) -> list[dict]:
     bad = [r for r in rows if r not in ROWS]
     if not precisions or any(p not in PRECISIONS for p in precisions):
         raise ValueError(f"precisions must be among {', '.join(PRECISIONS)}, got {precisions}")
@@ -126,14 +132,16 @@ def run_benchmark(lengths=(784, 4096), *, batch: int = 32, quick: bool = False,
     records = []
     for length in lengths:
         for row, model in models.items():
-            for precision in precisions:
+            for precision, compiled in itertools.product(precisions, (False, True)[:1 + compile]):
                 name = row if precision == "fp32" else f"{row} {precision}"
-                for rec in measure(model, length, batch, quick=quick, repeats=reps, modes=modes,
-                                   precision=precision):
+                name += " compiled" if compiled else ""
+                run_model = torch.compile(model) if compiled else model
+                for rec in measure(run_model, length, batch, quick=quick, repeats=reps,
+                                   modes=modes, precision=precision):
                     rec.update(model=name, impl=row, arch="qlam" if row in QLAM_BACKWARD else row,
                                backward=QLAM_BACKWARD.get(row), n_params=count_params(model),
                                d_model=_d_model(model), target_params=target,
-                               threads=torch.get_num_threads())
+                               threads=torch.get_num_threads(), compiled=compiled)
                     records.append(rec)
                     if log:
                         log(f"  {name:<21} L={length:<5} {rec['mode']:<5}: "
@@ -180,8 +188,9 @@ def summary(records: list[dict]) -> list[str]:
         k, p = rate.get(("qlam-kernel", L, "train")), rate.get(("qlam-reversible", L, "train"))
         if k and p:
             out.append(f"L={L}: qlam-kernel trains {k / p:.1f}x the pure-PyTorch path")
-        for q in ("qlam-kernel", "qlam-kernel bf16"):
-            for base in ("lstm", "lstm bf16"):
+        names = list(dict.fromkeys(r["model"] for r in records))
+        for q in (m for m in names if m.startswith("qlam-kernel")):
+            for base in (m for m in names if m.startswith("lstm")):
                 a, b = rate.get((q, L, "train")), rate.get((base, L, "train"))
                 if a and b:
                     out.append(f"L={L}: {q} trains at {a / b:.2f}x the {base} tokens/s")
