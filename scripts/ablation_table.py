@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ORDER = ["v1", "v1_frozen", "v1_dtwide", "v1_lrmem1", "v1_depth2", "h16n3", "h16n4_o2", "h8n5_o2",
-         "h8n6_o2", "v1_conv4", "frozen_conv4", "conv4_h16n4_o2", "mixed_conv4", "mixed_n3h8", "mixed_n3h8k2", "mixed_n3h4k4", "mixed_nonsel", "mixed_nodeph",
+         "h8n6_o2", "v1_conv4", "v1_conv4_rerun", "v1_conv4_bf16", "frozen_conv4", "conv4_h16n4_o2", "mixed_conv4", "mixed_n3h8", "mixed_n3h8k2", "mixed_n3h4k4", "mixed_nonsel", "mixed_nodeph",
          "mixed_n2h16", "mixed_n4h8", "s4d4", "s4d64", "gru"]
 WHAT = {
     "v1": "QLAM v1: unitary memory (the paper's), 8 heads x 4 qubits, d_model 64",
@@ -24,6 +24,8 @@ WHAT = {
     "h8n5_o2": "unitary memory, 8 heads x 5 qubits, read_order 2",
     "h8n6_o2": "unitary memory, 8 heads x 6 qubits, read_order 2",
     "v1_conv4": "v1 with a depthwise causal convolution over 4 tokens before each memory (Mamba's)",
+    "v1_conv4_rerun": "v1_conv4 again (session 12, the machine and load of the bf16 rows): fp32 reference",
+    "v1_conv4_bf16": "v1_conv4 trained with --precision bf16 (bfloat16 autocast forward; simulation float32)",
     "frozen_conv4": "control: v1_conv4 with the memory frozen (Delta_h 1e-9): the convolution alone",
     "conv4_h16n4_o2": "h16n4_o2 with the convolution over 4 tokens",
     "mixed_conv4": "mixed n3h8 with the convolution over 4 tokens",
