@@ -12,9 +12,10 @@ import statistics
 import sys
 from pathlib import Path
 
-ORDER = ["v1", "v1_frozen", "v1_dtwide", "v1_lrmem1", "v1_depth2", "h16n3", "h16n4_o2", "h8n5_o2",
-         "h8n6_o2", "v1_conv4", "v1_conv4_rerun", "v1_conv4_bf16", "frozen_conv4", "conv4_h16n4_o2", "mixed_conv4", "mixed_n3h8", "mixed_n3h8k2", "mixed_n3h4k4", "mixed_nonsel", "mixed_nodeph",
-         "mixed_n2h16", "mixed_n4h8", "s4d4", "s4d64", "gru"]
+ORDER = ["v1", "v1_frozen", "v1_dtwide", "v1_lrmem1", "v1_depth2", "h16n3", "h16n4_o2",
+         "h8n5_o2", "h8n6_o2", "v1_conv4", "v1_conv4_rerun", "v1_conv4_bf16", "frozen_conv4",
+         "conv4_h16n4_o2", "mixed_conv4", "mixed_n3h8", "mixed_n3h8k2", "mixed_n3h4k4",
+         "mixed_nonsel", "mixed_nodeph", "mixed_n2h16", "mixed_n4h8", "s4d4", "s4d64", "gru"]
 WHAT = {
     "v1": "QLAM v1: unitary memory (the paper's), 8 heads x 4 qubits, d_model 64",
     "v1_frozen": "control: v1 with Delta_h at 1e-9 (the memory never moves: no token mixing)",

@@ -236,6 +236,34 @@ def test_factored_kernel_expands_angles_through_phase_maps(n_qubits):
 
 
 @needs_kernel
+@pytest.mark.parametrize("mapped", [False, True])
+def test_factored_ops_pass_opcheck(mapped):
+    """The factored operators' fake implementations, schemas and autograd registration
+    (what torch.compile relies on), with and without phase maps."""
+    g = torch.Generator().manual_seed(3)
+    bsz, length, h, r, f, n = 2, 3, 1, 2, 2, 16
+    psi0 = random_unitaries(bsz, h, n=n, generator=g)[..., 0]
+    ins = cpp.factored_inputs(_random_gates(h, r, 4, g), [torch.randperm(n, generator=g), None],
+                              torch.float64)
+    if mapped:
+        phases = torch.randn(bsz, length, h, f, generator=g, dtype=torch.float64)
+        maps = [torch.randn(r, f, n, generator=g, dtype=torch.float64),
+                torch.randn(r, n, generator=g, dtype=torch.float64).requires_grad_()]
+    else:
+        phases = torch.randn(bsz, length, h, r, n, generator=g, dtype=torch.float64)
+        maps = [None, None]
+    args = [psi0.requires_grad_(), phases.requires_grad_(), ins[0].requires_grad_(),
+            ins[1].requires_grad_(), ins[2], 0, *maps]
+    torch.library.opcheck(torch.ops.qlam.factored_forward.default, args)
+    probs, last = cpp.factored_forward(*args)
+    grads = (torch.randn(probs.shape, generator=g, dtype=torch.float64),
+             torch.randn(last.shape, generator=g, dtype=torch.float64))
+    torch.library.opcheck(torch.ops.qlam.factored_backward.default,
+                          [last.detach(), phases.detach(), ins[0].detach(), ins[1].detach(),
+                           ins[2], *grads, *[None if m is None else m.detach() for m in maps]])
+
+
+@needs_kernel
 def test_circuit_scan_factored_kernel_with_trainable_phases_and_input_gradients():
     """A circuit whose phases take parameters and inputs (trainable RZ and RZ(x) on every
     wire, then RY and a CNOT ring): the kernel's factored scan (the phases expanded from
