@@ -99,6 +99,12 @@ class TrainConfig:
 
 PRECISIONS = ("fp32", "bf16")
 
+
+def precision_context(precision: str, device_type: str):
+    """The context a forward pass in ``precision`` runs in: bfloat16 autocast for "bf16"
+    (``qlam train --precision``, ``qlam bench models --precision``), nothing for "fp32"."""
+    return torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16")
+
 # settings that control a run but not its result: they may change on --resume
 RUN_CONTROL = ("out", "label", "device", "threads", "compile", "checkpoint_minutes", "max_minutes",
                "stop_after_steps", "eval_batch_size", "log_every", "tensorboard")
@@ -348,6 +354,6 @@ def args_to_dict(args, skip=()) -> dict:
             if f.name not in skip and (v := getattr(args, f.name, None)) is not None}
 
 
-__all__ = ["TrainConfig", "RUN_CONTROL", "config_from_dict", "read_config_file",
-           "resolve_device", "build_task", "resolved_model_options", "add_config_args",
+__all__ = ["TrainConfig", "PRECISIONS", "RUN_CONTROL", "precision_context", "config_from_dict",
+           "read_config_file", "resolve_device", "build_task", "resolved_model_options", "add_config_args",
            "args_to_dict"]

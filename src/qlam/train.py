@@ -35,6 +35,7 @@ from qlam.config import (
     check_config,
     config_from_dict,
     drop_unused_model_options,
+    precision_context,
     read_config_file,
     resolve_device,
     resolved_model_options,
@@ -236,7 +237,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             factor = lr_factor(state["global_step"], total_steps, cfg.warmup_frac)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * g["lr_scale"] * factor
-            with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+            with precision_context(cfg.precision, device.type):
                 logits = net(x)
             loss, right, count = batch_stats(logits.float(), y, task.target)
             batch = [loss.item() * count * w, right * w, count * w]

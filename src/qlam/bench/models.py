@@ -37,12 +37,12 @@ import torch.nn.functional as F
 
 from qlam.bench.common import markdown_table as common_table
 from qlam.bench.common import without_kernel
+from qlam.config import PRECISIONS, precision_context
 from qlam.models import build_model, count_params, size_to_budget
 
 ROWS = ("qlam-kernel", "qlam-reversible", "qlam-mixed", "lstm", "gru", "transformer", "ssm")
 QLAM_BACKWARD = {"qlam-kernel": "kernel", "qlam-reversible": "reversible"}
 N_FEATURES, N_CLASSES = 1, 10
-PRECISIONS = ("fp32", "bf16")
 
 
 def build(row: str, qlam_options: dict, target_params: int | None = None):
@@ -81,7 +81,7 @@ def measure(model, seq_len: int, batch: int, *, quick: bool, repeats: int,
     out = []
 
     def forward(inp):
-        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+        with precision_context(precision, "cpu"):
             return model(inp)
 
     for mode in modes:
