@@ -461,6 +461,20 @@ QLAM_INLINE void prefetch_token(const T* src, int64_t L, int64_t H, int64_t h, i
   }
 }
 
+// out (W) = off + sum_f a[f] map_f, map_f the row at map + f * ld: one token's phases from
+// its F angles (the dense and the factored scans' phase maps).
+template <typename T>
+QLAM_INLINE void affine_row(const T* __restrict a, int64_t F, const T* __restrict map,
+                            int64_t ld, const T* __restrict off, int64_t W, T* __restrict out) {
+  for (int64_t j = 0; j < W; ++j) out[j] = off[j];
+  for (int64_t f = 0; f < F; ++f) {
+    const T af = a[f];
+    const T* m = map + f * ld;
+#pragma omp simd
+    for (int64_t j = 0; j < W; ++j) out[j] += af * m[j];
+  }
+}
+
 // The phases of a block of tokens, staged as rows of width W at dst (row i * TB + tl): copied
 // from src (map null, rows of width W) or expanded from its rows of F angles, gathered into
 // tmp, as off + angles . map (map (F, W)).
@@ -475,16 +489,8 @@ QLAM_INLINE void gather_phases(const T* src, const T* __restrict map, const T* _
   }
   gather<T>(src, L, H, h, b0, nv, t0, nt, TB, F, tmp);
   for (int64_t i = 0; i < nv; ++i)
-    for (int64_t tl = 0; tl < nt; ++tl) {
-      const T* a = tmp + (i * TB + tl) * F;
-      T* o = dst + (i * TB + tl) * W;
-      for (int64_t j = 0; j < W; ++j) o[j] = off[j];
-      for (int64_t f = 0; f < F; ++f) {
-        const T af = a[f];
-        const T* m = map + f * W;
-        for (int64_t j = 0; j < W; ++j) o[j] += af * m[j];
-      }
-    }
+    for (int64_t tl = 0; tl < nt; ++tl)
+      affine_row<T>(tmp + (i * TB + tl) * F, F, map, W, off, W, dst + (i * TB + tl) * W);
 }
 
 // The phase gradients of a block (rows of width W at src, as gather_phases stages them) out
@@ -908,15 +914,8 @@ QLAM_INLINE const T* factored_phases(const FPlan<T>& p, int64_t b, int64_t t, in
                                      int64_t r, T* __restrict row) {
   const int64_t N = p.N, F = p.F;
   if (p.pmap == nullptr) return p.phases + (((b * p.L + t) * p.H + h) * p.R + r) * N;
-  const T* a = p.phases + ((b * p.L + t) * p.H + h) * F;
-  const T* off = p.poff + r * N;
-  for (int64_t k = 0; k < N; ++k) row[k] = off[k];
-  for (int64_t f = 0; f < F; ++f) {
-    const T af = a[f];
-    const T* __restrict m = p.pmap + (r * F + f) * N;
-#pragma omp simd
-    for (int64_t k = 0; k < N; ++k) row[k] += af * m[k];
-  }
+  affine_row<T>(p.phases + ((b * p.L + t) * p.H + h) * F, F, p.pmap + r * F * N, N,
+                p.poff + r * N, N, row);
   return row;
 }
 
