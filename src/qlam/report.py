@@ -88,15 +88,15 @@ def epochs_trained(s: dict) -> float:
 
 
 def aggregate(summaries: list[dict]) -> list[dict]:
-    """One row per (task, model): accuracy mean/std (%), params, wall time, epochs trained,
-    whether the time budget stopped any run before its schedule ended, runs (distinct seeds:
-    of several runs of one seed the newest summary counts; the others are listed in
-    ``duplicates``)."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    """One row per (task, training length, model): accuracy mean/std (%), params, wall time,
+    epochs trained, whether the time budget stopped any run before its schedule ended, runs
+    (distinct seeds: of several runs of one seed the newest summary counts; the others are
+    listed in ``duplicates``)."""
+    groups: dict[tuple[str, int | None, str], list[dict]] = {}
     for s in summaries:
-        groups.setdefault((s["task"], run_name(s)), []).append(s)
+        groups.setdefault((s["task"], s.get("length"), run_name(s)), []).append(s)
     rows = []
-    for (task, model), found in groups.items():
+    for (task, length, model), found in groups.items():
         newest: dict = {}  # one run per seed: two runs of a seed are one sample, not two
         for s in sorted(found, key=lambda s: s.get("_mtime", 0)):
             newest[s.get("seed")] = s
@@ -105,7 +105,7 @@ def aggregate(summaries: list[dict]) -> list[dict]:
         params = sorted({s.get("params") for s in runs if s.get("params") is not None})
         cfgs = [s.get("config") or {} for s in runs]
         rows.append({
-            "task": task, "model": model, "runs": len(runs),
+            "task": task, "length": length, "model": model, "runs": len(runs),
             "test_acc_mean": mean, "test_acc_std": std,
             "paper": PAPER.get(model, {}).get(task),
             "params_min": params[0] if params else None,
@@ -119,8 +119,20 @@ def aggregate(summaries: list[dict]) -> list[dict]:
             "n_test": sorted({s.get("n_test") for s in runs}, key=str),
             "duplicates": [s["_dir"] for s in found if s not in runs and "_dir" in s],
         })
-    rows.sort(key=lambda r: (_order(r["task"], TASKS), _order(r["model"], DEFAULT_MODELS)))
+    rows.sort(key=lambda r: (_order(r["task"], TASKS), r["length"] or 0,
+                             _order(r["model"], DEFAULT_MODELS)))
     return rows
+
+
+def task_labels(rows: list[dict]) -> list[str]:
+    """The task column of each row: the task's name, with the training length where the rows
+    hold that task at more than one length (copying at 1,000 and at 2,000 tokens)."""
+    lengths: dict[str, set] = {}
+    for r in rows:
+        lengths.setdefault(r["task"], set()).add(r.get("length"))
+    return [TASK_NAMES.get(r["task"], r["task"])
+            + (f", L = {r['length']:,}" if len(lengths[r["task"]]) > 1 and r.get("length")
+               else "") for r in rows]
 
 
 def _fmt_params(r: dict) -> str:
@@ -140,7 +152,8 @@ def markdown(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     notes = []
     subsets: dict[str, list[str]] = {}  # "trained on .., tested on .." -> the rows it holds for
-    for r in rows:
+    labels = task_labels(rows)
+    for r, task in zip(rows, labels):
         acc = f"{r['test_acc_mean']:.2f} ± " + ("–" if math.isnan(r["test_acc_std"])
                                                 else f"{r['test_acc_std']:.2f}")
         mark = ""
@@ -148,20 +161,18 @@ def markdown(rows: list[dict]) -> str:
             mark = "*"
             subsets.setdefault(f"trained on {', '.join(map(str, r['limit_train']))} examples, "
                                f"tested on {', '.join(map(str, r['n_test']))}", []).append(
-                f"{TASK_NAMES.get(r['task'], r['task'])} {MODEL_NAMES.get(r['model'], r['model'])}")
+                f"{task} {MODEL_NAMES.get(r['model'], r['model'])}")
         paper = "" if r["paper"] is None else f"{r['paper']:.1f}"
         epochs = f"{r['epochs_mean']:.3g}" + ("†" if r["time_capped"] else "")
-        lines.append(f"| {TASK_NAMES.get(r['task'], r['task'])} | "
-                     f"{MODEL_NAMES.get(r['model'], r['model'])}{mark} | {acc} | {paper} | "
+        lines.append(f"| {task} | {MODEL_NAMES.get(r['model'], r['model'])}{mark} | {acc} | {paper} | "
                      f"{_fmt_params(r)} | {_fmt_minutes(r['wall_s_mean'])} | "
                      f"{'/'.join('?' if t is None else str(t) for t in r['threads'])} | "
                      f"{epochs} | {r['runs']} |")
     text = "\n".join(lines) + "\n"
     notes += [f"\\* {'; '.join(names)}: {what}" for what, names in subsets.items()]
-    for r in rows:
+    for r, task in zip(rows, labels):
         if r.get("duplicates"):
-            notes.append(f"‡ {TASK_NAMES.get(r['task'], r['task'])} "
-                         f"{MODEL_NAMES.get(r['model'], r['model'])}: runs of a seed already "
+            notes.append(f"‡ {task} {MODEL_NAMES.get(r['model'], r['model'])}: runs of a seed already "
                          f"counted were left out (the newest kept): {', '.join(r['duplicates'])}")
     if any(r["time_capped"] for r in rows):
         notes.append("† the time budget (`--max-minutes`) stopped training before the end of "
@@ -172,7 +183,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def table_csv(rows: list[dict]) -> str:
-    cols = ["task", "model", "runs", "test_acc_mean", "test_acc_std", "paper", "params_min",
+    cols = ["task", "length", "model", "runs", "test_acc_mean", "test_acc_std", "paper", "params_min",
             "params_max", "wall_s_mean", "threads", "epochs_mean", "time_capped", "seeds",
             "limit_train", "n_test"]
     buf = io.StringIO()
@@ -197,7 +208,8 @@ def bar_plot(rows: list[dict], png: str | Path) -> Path:
     from qlam.plots import pyplot, save_figure
 
     plt = pyplot()
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    labels = task_labels(rows)
+    tasks = list(dict.fromkeys(labels))  # a group per task (and length)
     models = list(dict.fromkeys(r["model"] for r in rows))
     width = 0.8 / max(len(models), 1)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(tasks) * max(1, len(models)) ** 0.5), 4))
@@ -205,7 +217,8 @@ def bar_plot(rows: list[dict], png: str | Path) -> Path:
     for j, model in enumerate(models):
         xs, ys, es, px, py = [], [], [], [], []
         for i, task in enumerate(tasks):
-            r = next((r for r in rows if r["task"] == task and r["model"] == model), None)
+            r = next((r for r, t in zip(rows, labels) if t == task and r["model"] == model),
+                     None)
             if r is None:
                 continue
             x = i - 0.4 + width * (j + 0.5)
@@ -222,7 +235,7 @@ def bar_plot(rows: list[dict], png: str | Path) -> Path:
             paper_label = None  # one legend entry
     lo = min(r["test_acc_mean"] for r in rows)
     ax.set_ylim(max(0.0, lo - 15), 100)
-    ax.set_xticks(range(len(tasks)), [TASK_NAMES.get(t, t) for t in tasks])
+    ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("mean ± std over seeds")
     ax.grid(axis="y", alpha=0.3)

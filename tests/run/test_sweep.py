@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -147,6 +148,30 @@ def test_report_table_csv_and_plot(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
     assert main(["report", str(tmp_path / "report")]) == 1  # nothing finished there
+
+
+def test_report_keeps_one_row_per_training_length(tmp_path):
+    """Runs of one task at two lengths are two rows, each labelled with its length; a task
+    run at one length keeps its plain name (the image tables do not change)."""
+    runs = tmp_path / "runs"
+    fake_summary(runs / "c1000" / "qlam", task="copying", acc=0.44, fields={"length": 1000})
+    fake_summary(runs / "c2000" / "qlam", task="copying", acc=0.20, fields={"length": 2000})
+    fake_summary(runs / "c1000" / "ssm", task="copying", model="ssm", acc=0.68,
+                 fields={"length": 1000})
+    fake_summary(runs / "smnist" / "qlam", acc=0.98, fields={"length": 784})
+    rows = report.aggregate(report.collect([runs], log=None))
+    assert [(r["task"], r["length"], r["model"], r["test_acc_mean"]) for r in rows] == [
+        ("smnist", 784, "qlam", pytest.approx(98.0)),
+        ("copying", 1000, "qlam", pytest.approx(44.0)), ("copying", 1000, "ssm", pytest.approx(68.0)),
+        ("copying", 2000, "qlam", pytest.approx(20.0))]
+    assert not any(r["duplicates"] for r in rows)  # the seed-0 runs do not shadow each other
+    table = report.markdown(rows)
+    assert "| sMNIST | QLAM | 98.00 ± – |" in table
+    assert "| Copying memory, L = 1,000 | QLAM | 44.00 ± – |" in table
+    assert "| Copying memory, L = 2,000 | QLAM | 20.00 ± – |" in table
+    assert "| Copying memory, L = 1,000 | SSM (S4D) | 68.00 ± – |" in table
+    recs = list(csv.DictReader(io.StringIO(report.table_csv(rows))))
+    assert [r["length"] for r in recs] == ["784", "1000", "1000", "2000"]
 
 
 def test_real_tiny_sweep(use_task, tmp_path, monkeypatch, capsys):
