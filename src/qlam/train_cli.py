@@ -6,6 +6,8 @@ import json
 import shlex
 import sys
 
+import torch
+
 from qlam.atomic import atomic_write_text
 from qlam.config import (
     TrainConfig,
@@ -44,6 +46,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     res = eval_checkpoint(args.checkpoint, task=args.task, shots=args.shots, seed=args.seed,
                           device=args.device, batch_size=args.batch_size, limit=args.limit,
                           noise=args.noise, length=args.length)
@@ -101,6 +107,8 @@ def register(sub) -> None:
     p.add_argument("--length", type=int, default=None,
                    help="generated tasks: evaluate on a test set of this length (e.g. longer "
                         "than the training length)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (torch.set_num_threads; default: PyTorch's)")
     p.add_argument("--json", default=None, help="write the result here (key test_acc)")
     p.set_defaults(func=cmd_eval)
 

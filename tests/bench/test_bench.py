@@ -158,6 +158,12 @@ def test_models_bf16_rows_and_their_ratio_to_the_lstm():
     rate = {r["model"]: r["tokens_per_s"] for r in recs}
     line = f"L=8: qlam-kernel bf16 trains at {rate['qlam-kernel bf16'] / rate['lstm']:.2f}x the lstm tokens/s"
     assert line in models.summary(recs)
+    # a ratio per QLAM row against the plain LSTM and the fastest LSTM row, not every pair
+    fast = dict(recs[-1], tokens_per_s=10 * rate["lstm"])
+    lines = [x for x in models.summary(recs[:3] + [fast]) if "trains at" in x]
+    assert lines == [f"L=8: {q} trains at {rate[q] / b:.2f}x the {name} tokens/s"
+                     for q in ("qlam-kernel", "qlam-kernel bf16")
+                     for name, b in (("lstm", rate["lstm"]), ("lstm bf16", 10 * rate["lstm"]))]
     with pytest.raises(ValueError, match="precisions must be among fp32, bf16"):
         models.run_benchmark([8], batch=2, rows=("lstm",), precisions=("fp16",))
 

@@ -195,6 +195,17 @@ def test_eval_length_errors(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run / "model.pt"), "--task", "s5",
                  "--length", "8"]) == 2
     assert "does not fit this checkpoint" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(run / "model.pt"), "--threads", "0"]) == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_eval_runs_on_the_threads_given(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "r"
+    train(_cfg(tmp_path, "parity", out=str(run), length=8, model="lstm"))
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    assert main(["eval", "--checkpoint", str(run / "model.pt"), "--threads", "3"]) == 0
+    assert seen == [3] and "test accuracy" in capsys.readouterr().out
 
 
 def test_length_plot_and_table_from_fake_summaries(tmp_path):
