@@ -9,7 +9,9 @@ everything needed to resume (model, optimizer, RNG states, position in the epoch
 written atomically every epoch and every ``checkpoint_minutes``, so a killed run resumed
 with ``--resume`` reaches the same result as an uninterrupted one. SIGTERM or SIGINT (a
 scheduler's stop, Ctrl-C) ends the current step, writes the checkpoint and returns
-(``stopped="interrupted"``); a second signal acts as usual.
+(``stopped="interrupted"``); a second signal acts as usual. ``max_minutes`` ends the run
+where the budget runs out (validated and tested there, ``stopped="time budget"``); resumed
+with a larger budget it continues from that step.
 """
 
 from __future__ import annotations
@@ -312,7 +314,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         if state["best_epoch"] < 0 or score > state.get("best_score", state["best_val"]):
             state["best_val"], state["best_epoch"], state["best_score"] = val_acc, epoch + 1, score
             save_best()
-        state.update(epoch=epoch + 1, step_in_epoch=0, stats=[0.0, 0, 0])
+        if stopped is None:  # a time-budget stop keeps its place: a longer budget continues it
+            state.update(epoch=epoch + 1, step_in_epoch=0, stats=[0.0, 0, 0])
         save_checkpoint()
         last_ckpt = time.time()
     scalars.close()

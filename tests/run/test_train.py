@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import signal
+import types
 
 import pytest
 import torch
@@ -439,6 +440,22 @@ def test_resume_from_every_kind_of_stop_point(tmp_path, uninterrupted, stop):
     assert stopped == {"stopped": "preempted", "global_step": stop}
     train(_cfg(tmp_path, dropout=0.2), resume=True)
     _assert_same_run(uninterrupted, tmp_path / "run")
+
+
+def test_time_budget_stop_resumes_from_its_step_with_a_larger_budget(tmp_path, uninterrupted,
+                                                                    monkeypatch):
+    """A run the time budget ended mid-epoch (validated and tested there), resumed with a
+    larger budget, continues from the step it stopped at and ends as the uninterrupted run
+    did (the rest of the epoch used to be skipped)."""
+    clock = iter(range(0, 10**6, 60))  # train's clock: every reading one minute later
+    with monkeypatch.context() as mp:
+        mp.setattr(train_mod, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
+        first = train(_cfg(tmp_path, dropout=0.2, max_minutes=3))
+    run = tmp_path / "run"
+    assert first["stopped"] == "time budget" and 0 < first["steps"] < 6  # inside epoch 1
+    resumed = train(_cfg(tmp_path, dropout=0.2), resume=True)
+    assert resumed["stopped"] is None and resumed["steps"] == 12
+    _assert_same_run(uninterrupted, run)  # weights, metrics.jsonl, summary
 
 
 def test_a_storm_of_stops_resumes_to_the_same_run(tmp_path, uninterrupted):
