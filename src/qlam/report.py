@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from qlam.atomic import atomic_write_text
-from qlam.data.facts import TASKS
+from qlam.data.facts import IMAGE_TASKS, TASKS
 
 # test accuracy (%) reported in the QLAM paper (sMNIST, sFashion-MNIST, sCIFAR-10)
 PAPER = {
@@ -87,6 +87,14 @@ def epochs_trained(s: dict) -> float:
     return float(s.get("epochs", 0))
 
 
+def training_length(summary: dict) -> int | None:
+    """The sequence length a generated task's run trained at (None for the image tasks, whose
+    length their tokenization fixes, and for summaries that do not record it)."""
+    if summary["task"] in IMAGE_TASKS:
+        return None
+    return summary.get("length") or (summary.get("config") or {}).get("length")
+
+
 def aggregate(summaries: list[dict]) -> list[dict]:
     """One row per (task, training length, model): accuracy mean/std (%), params, wall time,
     epochs trained, whether the time budget stopped any run before its schedule ended, runs
@@ -94,7 +102,7 @@ def aggregate(summaries: list[dict]) -> list[dict]:
     listed in ``duplicates``)."""
     groups: dict[tuple[str, int | None, str], list[dict]] = {}
     for s in summaries:
-        groups.setdefault((s["task"], s.get("length"), run_name(s)), []).append(s)
+        groups.setdefault((s["task"], training_length(s), run_name(s)), []).append(s)
     rows = []
     for (task, length, model), found in groups.items():
         newest: dict = {}  # one run per seed: two runs of a seed are one sample, not two
