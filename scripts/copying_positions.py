@@ -1,8 +1,9 @@
-"""Accuracy of committed copying-memory models per copied token (issue 18).
+"""Accuracy of copying and selective-copying models per copied token (issue 18).
 
-For each model, the test set of its run (500 sequences, regenerated from the run's config),
-the share of examples whose k-th copied token is right, k = 1..10: is the memory limited by
-how far back it reaches (early tokens worse) or by how many symbols it keeps apart (flat)?
+For each run directory (its model.pt), the test set of its run (regenerated from the run's
+config), the share of examples whose k-th copied token is right, k = 1..M (10 for copying,
+16 for selective copying): is the memory limited by how far back it reaches (early tokens
+worse) or by how many symbols it keeps apart (flat)?
 
     python scripts/copying_positions.py results/long/memory/copying-1000/copying/*/seed0
 """
