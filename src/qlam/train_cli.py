@@ -6,8 +6,6 @@ import json
 import shlex
 import sys
 
-import torch
-
 from qlam.atomic import atomic_write_text
 from qlam.config import (
     TrainConfig,
@@ -15,6 +13,7 @@ from qlam.config import (
     args_to_dict,
     config_from_dict,
     read_config_file,
+    set_threads,
 )
 from qlam.evaluate import eval_checkpoint
 from qlam.train import train
@@ -46,10 +45,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     res = eval_checkpoint(args.checkpoint, task=args.task, shots=args.shots, seed=args.seed,
                           device=args.device, batch_size=args.batch_size, limit=args.limit,
                           noise=args.noise, length=args.length)

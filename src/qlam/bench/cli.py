@@ -17,6 +17,7 @@ import torch
 
 from qlam.atomic import atomic_write_text
 from qlam.bench import common, models, roofline, rss, sim
+from qlam.config import set_threads
 
 BENCHMARKS = ("sim", "memory", "roofline", "models")
 TITLES = {
@@ -177,10 +178,7 @@ def register(subparsers) -> None:
 
 # ---- shared --------------------------------------------------------------------------------
 def _setup(args, name: str) -> dict:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError("--threads must be >= 1")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     common.stderr_log(f"qlam bench {name}: {torch.get_num_threads()} threads"
                       + (", quick" if args.quick else ""))
     common.load_warning(common.stderr_log)
