@@ -262,12 +262,13 @@ def _mapped_problem(read, seed, r=2, f=5, fr=3, n=4):
 
 @pytest.mark.parametrize("isa", ISAS, indirect=True)
 @pytest.mark.parametrize("read", [True, False])
-def test_phase_maps_match_the_expanded_phases_float64(isa, read):
+@pytest.mark.parametrize("f, fr", [(5, 3), (21, 17)])  # (the kernel sums 16 angles a block)
+def test_phase_maps_match_the_expanded_phases_float64(isa, read, f, fr):
     """Angles expanded by the kernel (``maps``) give the outputs of the plain-autograd scan
     on the phases expanded in PyTorch, and the angles' gradients through that expansion."""
     from qlam.sim.scan.contract import expand_angles
 
-    psi0, angles, w, rangles, w_read, maps = _mapped_problem(read, seed=21)
+    psi0, angles, w, rangles, w_read, maps = _mapped_problem(read, seed=21, f=f, fr=fr)
     leaves = [t.clone().requires_grad_() if t is not None else None
               for t in (psi0, angles, w, rangles, w_read)]
     g = torch.Generator().manual_seed(5)

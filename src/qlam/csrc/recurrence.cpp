@@ -513,13 +513,15 @@ QLAM_INLINE void scatter_phase_grads(const T* __restrict src, const T* __restric
       const T* g = src + (i * TB + tl) * W;
       T* o = tmp + (i * TB + tl) * F;
       const int64_t Fp = roundup(F, AB);
-      typedef T avec __attribute__((vector_size(AB * sizeof(T))));
+      // (a plain array the compiler keeps in registers of the ISA's width: a GCC vector of
+      // AB elements wider than them was spilled through the stack, 2x the whole backward on
+      // AVX2)
       for (int64_t f0 = 0; f0 < F; f0 += AB) {
-        avec acc{};
+        T acc[AB] = {};
         for (int64_t j = 0; j < W; ++j) {
-          avec m;
-          std::memcpy(&m, map_t + j * Fp + f0, sizeof(avec));
-          acc += g[j] * m;
+          const T gj = g[j];
+          const T* __restrict m = map_t + j * Fp + f0;
+          for (int64_t f = 0; f < AB; ++f) acc[f] += gj * m[f];
         }
         for (int64_t f = 0; f < std::min(AB, F - f0); ++f) o[f0 + f] = acc[f];
       }
