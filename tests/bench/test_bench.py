@@ -4,6 +4,8 @@ tiny sizes and write their tables, JSON and plots; memory measurements are sane.
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import pytest
 import torch
@@ -210,6 +212,12 @@ def test_bench_all_writes_every_result_and_the_readme(tmp_path, capsys):
         for r in data["records"]:
             assert want <= set(r), (name, r)
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG
+    # models are timed under qlam train's allocator policy (glibc: freed memory kept)
+    meta = json.loads((tmp_path / "models.json").read_text())["meta"]
+    if sys.platform == "linux" and os.environ.get("QLAM_KEEP_MEMORY") != "0":
+        from qlam.allocator import THRESHOLD
+
+        assert meta["malloc_mmap_threshold"] == str(THRESHOLD)
     readme = (tmp_path / "README.md").read_text()
     for title in ("Simulator", "Memory", "Roofline", "Models"):
         assert f"## {title}" in readme

@@ -11,10 +11,12 @@ from the JSON files found in DIR.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
 
+from qlam.allocator import keep_freed_memory
 from qlam.atomic import atomic_write_text
 from qlam.bench import common, models, roofline, rss, sim
 from qlam.config import set_threads
@@ -109,7 +111,8 @@ def register(subparsers) -> None:
     p = sub.add_parser(
         "models", help="training/inference tokens/s of QLAM vs baselines at equal size",
         description="QLAM (kernel and pure-PyTorch recurrence) against LSTM, GRU, Transformer "
-                    "and SSM sized to QLAM's parameter count.")
+                    "and SSM sized to QLAM's parameter count, under qlam train's allocator "
+                    "policy (freed memory kept in the process; QLAM_KEEP_MEMORY=0: off).")
     _common_args(p)
     p.add_argument("--lengths", type=int, nargs="+", metavar="L", help="default: 784 4096")
     p.add_argument("--batch", type=int, help="default 32 (quick: 8)")
@@ -315,6 +318,10 @@ def run_models(args: argparse.Namespace) -> int:
     _positive(lengths=args.lengths, batch=args.batch, repeats=args.repeats, d_model=args.d_model,
               n_layers=args.n_layers, heads=args.heads, qubits=args.qubits)
     meta = _setup(args, "models")
+    # the allocator policy of qlam train (qlam.allocator): freed activations stay in the
+    # process, so steps are timed as trainings run them (None: glibc's defaults)
+    keep_freed_memory()
+    meta["malloc_mmap_threshold"] = os.environ.get("MALLOC_MMAP_THRESHOLD_")
     opts = {k: v for k, v in (("d_model", args.d_model), ("n_layers", args.n_layers),
                               ("n_heads", args.heads), ("n_qubits", args.qubits)) if v}
     records = models.run_benchmark(args.lengths, batch=args.batch, quick=args.quick,

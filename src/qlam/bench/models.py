@@ -21,6 +21,10 @@ model also ``torch.compile``d (as ``qlam train --compile``; rows ``MODEL compile
 the eager ones), the compile happening in the untimed warm-up run (its wall time in
 ``warmup_s``).
 
+The command (``qlam bench models``) times steps under ``qlam train``'s allocator policy
+(:mod:`qlam.allocator`: freed activations stay in the process instead of being mapped and
+page-faulted in anew every step), recorded as ``meta["malloc_mmap_threshold"]``.
+
 Each timing is the best of ``repeats`` runs after one warm-up run at the same length
 (``--quick``: one run after a warm-up on a quarter of the length, so first-touch page
 faults of the largest buffers land in the timing: quick rates are a little pessimistic).
