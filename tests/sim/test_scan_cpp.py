@@ -423,15 +423,19 @@ def test_a_build_lock_left_by_a_killed_builder_is_cleared(tmp_path, monkeypatch)
     assert seen == [False] and (where / "ok").read_text().strip().endswith(".so")
 
 
-@pytest.mark.skipif("avx512" not in ISAS, reason="the breakdown script times the AVX-512 build")
-def test_breakdown_script_times_the_kernel_source():
+@pytest.mark.skipif(not {"avx512", "avx2"} & set(ISAS),
+                    reason="the breakdown script times the AVX-512 or AVX2 build")
+@pytest.mark.parametrize("layer", [[], ["layer"]])
+def test_breakdown_script_times_the_kernel_source(layer):
     """scripts/kernel_breakdown.sh compiles the kernel's own task loops without torch: it must
-    keep building against the current source and report every part."""
+    keep building against the current source and report every part (with "layer": the QLAM
+    layer's call, 8 heads with phase maps and a readout)."""
     script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "kernel_breakdown.sh")
-    out = subprocess.run(["bash", script, "5", "8", "16"], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(["bash", script, "5", "8", "16", *layer], capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = {line.split()[0]: line for line in out.stdout.splitlines() if line}
     for part in ("peak", "cmul", "couter", "fwd", "bwd", "train"):
         assert part in rows, out.stdout
     assert "GFLOP/s" in rows["fwd"] and "% of peak" in rows["bwd"]
+    assert ("the QLAM layer's call" in out.stdout) == bool(layer)
