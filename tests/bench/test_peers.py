@@ -1,4 +1,5 @@
-"""The peer adapters of `qlam bench sim` (TensorCircuit-NG on JAX, Qulacs): each gives the
+"""The peer adapters of `qlam bench sim` (TensorCircuit-NG on JAX, Qulacs, TorchQuantum in its
+own environment): each gives the
 loss and gradient of qlam's gate-by-gate reference on small cases (skipped where the peer is
 not installed), records its versions and compile time; the side-by-side table."""
 
@@ -32,6 +33,34 @@ def test_peer_matches_the_reference(name, module, n_qubits):
     key = (name, n_qubits, 3, 4, "torch.float64")
     assert sim_peers.COMPILE_SECONDS[key] >= 0
     assert module.split("-")[0] in impl.version()
+
+
+def test_torchquantum_matches_the_reference_in_single_precision():
+    """TorchQuantum builds its gates in complex64: the loss and gradient of the reference to
+    its precision, and the agreement check (float64 elsewhere) admits it at its atol only."""
+    pytest.importorskip("torchquantum")
+    impl = sim_impls.IMPLS["torchquantum"]
+    s = sim_impls.make_setup(3, 3, 5, torch.float64, seed=11)
+    loss = impl.run(s)
+    ref_loss, ref_grad = _reference(3, 3, 5, seed=11)
+    assert abs(float(loss) - float(ref_loss)) < 1e-5
+    torch.testing.assert_close(s.theta.grad, ref_grad, atol=1e-5, rtol=0)
+    assert 1e-8 < impl.atol <= 1e-5 and "torchquantum" in impl.version()
+    sim.check_agreement(["qlam-reference", "torchquantum"])
+
+
+def test_agreement_check_names_a_disagreeing_peer(monkeypatch):
+    """A peer whose gradient is off by more than its tolerance stops the benchmark."""
+    def off(s):
+        loss = sim_impls.run_reference(s)
+        s.theta.grad[0] += 1e-6
+        return loss
+
+    monkeypatch.setitem(sim_impls.IMPLS, "bad", sim_impls.Impl("bad", off))
+    with pytest.raises(RuntimeError, match="bad vs qlam-reference"):
+        sim.check_agreement(["qlam-reference", "bad"])
+    monkeypatch.setitem(sim_impls.IMPLS, "bad", sim_impls.Impl("bad", off, atol=1e-5))
+    sim.check_agreement(["qlam-reference", "bad"])
 
 
 def test_float32_tensorcircuit_is_close():

@@ -239,7 +239,8 @@ class Impl:
     tokens it runs (None: all); ``cost`` ("dense", "factored", "auto", "gates" or None) sets how the work
     budget scales with n and batch (:func:`tokens_for`); ``prepare(setup)`` runs untimed
     before the timed runs (a compilation it times goes into ``sim_peers.COMPILE_SECONDS``);
-    ``version()`` names the peer's package versions for the record."""
+    ``version()`` names the peer's package versions for the record; ``atol`` loosens the
+    agreement check (float64, 1e-8) for a peer that computes in single precision only."""
 
     name: str
     run: Callable[[Setup], torch.Tensor]
@@ -250,6 +251,7 @@ class Impl:
     cost: str | None = None
     prepare: Callable[[Setup], None] | None = None
     version: Callable[[], str] | None = None
+    atol: float | None = None
 
     @property
     def mode(self) -> str:
@@ -286,7 +288,7 @@ def _has_lightning() -> bool:
 IMPLS: dict[str, Impl] = {}
 BASELINE = "pennylane-default.qubit"
 # the other simulators (the "fastest peer" of the side-by-side table)
-PEERS = ("tensorcircuit-jax", "qulacs", BASELINE, "pennylane-lightning.qubit",
+PEERS = ("tensorcircuit-jax", "qulacs", "torchquantum", BASELINE, "pennylane-lightning.qubit",
          "qiskit-aer-forward")
 QLAM_ROWS = ("qlam-auto", "qlam-kernel", "qlam-compiled")  # the "qlam" of the ratio column: first present
 
@@ -315,6 +317,9 @@ register(Impl("tensorcircuit-jax", sim_peers.run_tensorcircuit, quick_tokens=128
 register(Impl("qulacs", sim_peers.run_qulacs, quick_tokens=16, full_tokens=64,
               available=_has("qulacs"), cost="gates", prepare=sim_peers.prepare_qulacs,
               version=sim_peers.qulacs_version))
+register(Impl("torchquantum", sim_peers.run_torchquantum, quick_tokens=16, full_tokens=64,
+              available=_has("torchquantum"), cost="gates",
+              version=sim_peers.torchquantum_version, atol=1e-5))
 register(Impl("qiskit-aer-forward", run_aer, quick_tokens=32, full_tokens=128,
               available=_has("qiskit", "qiskit_aer"), forward_only=True, cost="gates",
               prepare=prepare_aer))

@@ -1,4 +1,4 @@
-"""Adapters of the compiled peers for `qlam bench sim`: TensorCircuit-NG on JAX and Qulacs.
+"""Adapters of the peers for `qlam bench sim`: TensorCircuit-NG on JAX, Qulacs and TorchQuantum.
 
 Each adapter runs the benchmark's circuit (:func:`qlam.bench.sim_impls.benchmark_circuit`),
 translated op by op from the qlam ``Circuit``, forward + backward on a ``Setup``, leaves the
@@ -14,6 +14,11 @@ gradient in ``setup.theta.grad`` and returns the loss, like every row of the ben
   gradient by Qulacs' C++ adjoint ``backprop_inner_product`` with the bra ``diag(w) psi``
   (d loss/d angle = 2 Re <w psi| d psi/d angle>), one example at a time (Qulacs has no
   batch); double precision only.
+- ``torchquantum``: TorchQuantum's batched state vector, gate by gate through
+  ``torchquantum.functional``, PyTorch autograd for the gradient. Its only release for
+  Python 3.11 pins qiskit < 1, so it runs from an environment of its own
+  (``benchmarks/peers/requirements-torchquantum.txt``, command in
+  ``benchmarks/results/peers/README.md``).
 
 Both honour one thread when torch runs one (``XLA_FLAGS`` / ``OMP_NUM_THREADS`` are set before
 the first import of JAX / Qulacs; run the benchmark under ``taskset -c 0`` to be sure).
@@ -223,3 +228,34 @@ def qulacs_version() -> str:
     import qulacs
 
     return f"qulacs {getattr(qulacs, '__version__', '?')}"
+
+
+# ---- TorchQuantum ---------------------------------------------------------------------------
+def run_torchquantum(s) -> torch.Tensor:
+    """TorchQuantum's batched state vector (``tq.QuantumDevice(n, bsz=B)``), the circuit's
+    gates applied one by one for every token with ``torchquantum.functional`` (one angle per
+    example), the gradient by PyTorch autograd through them; complex64 always (TorchQuantum
+    builds its gates in single precision), so it agrees with qlam's reference to ~1e-6."""
+    import torchquantum as tq
+    import torchquantum.functional as tqf
+
+    n, b = s.n_qubits, s.batch
+    qdev = tq.QuantumDevice(n_wires=n, bsz=b)  # complex64 only (its gates are built so)
+    for x_t in s.x.float().unbind(1):  # (B, F): the angles broadcast over the batch
+        for op in s.circuit.ops:
+            if not op.angles:
+                getattr(tqf, op.name)(qdev, wires=list(op.wires))
+                continue
+            angle = op.angles[0].evaluate(s.theta.float(), x_t)
+            params = (angle.expand(b) if angle.dim() == 0 else angle).reshape(b, 1)
+            getattr(tqf, op.name)(qdev, wires=list(op.wires), params=params)
+    psi = qdev.get_states_1d()
+    loss = (psi.real**2 + psi.imag**2) @ s.weights.float()
+    loss.sum().backward()  # (the gradient reaches s.theta through .float())
+    return loss.detach().sum().to(torch.float64)
+
+
+def torchquantum_version() -> str:
+    from importlib.metadata import version
+
+    return f"torchquantum {version('torchquantum')}, qiskit {version('qiskit')}"

@@ -1,0 +1,3 @@
+"""Import-only stand-in for torchvision (see ../pyproject.toml)."""
+
+from torchvision import datasets, transforms  # noqa: F401

@@ -1,0 +1,3 @@
+from torchvision._unavailable import unavailable
+
+download_url = unavailable
