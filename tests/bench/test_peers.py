@@ -1,7 +1,7 @@
 """The peer adapters of `qlam bench sim` (TensorCircuit-NG on JAX, Qulacs, TorchQuantum in its
-own environment): each gives the
-loss and gradient of qlam's gate-by-gate reference on small cases (skipped where the peer is
-not installed), records its versions and compile time; the side-by-side table."""
+own environment): each gives the loss and gradient of qlam's gate-by-gate reference on small
+cases (skipped where the peer is not installed), records its versions and compile time; the
+side-by-side table."""
 
 from __future__ import annotations
 

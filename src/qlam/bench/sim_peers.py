@@ -16,12 +16,12 @@ gradient in ``setup.theta.grad`` and returns the loss, like every row of the ben
   batch); double precision only.
 - ``torchquantum``: TorchQuantum's batched state vector, gate by gate through
   ``torchquantum.functional``, PyTorch autograd for the gradient. Its only release for
-  Python 3.11 pins qiskit < 1, so it runs from an environment of its own
-  (``benchmarks/peers/requirements-torchquantum.txt``, command in
-  ``benchmarks/results/peers/README.md``).
+  Python 3.11 pins qiskit < 1, so it runs from an environment of its own (the commands in
+  ``benchmarks/peers/requirements-torchquantum.txt``).
 
-Both honour one thread when torch runs one (``XLA_FLAGS`` / ``OMP_NUM_THREADS`` are set before
-the first import of JAX / Qulacs; run the benchmark under ``taskset -c 0`` to be sure).
+All honour one thread when torch runs one (TorchQuantum runs on torch's threads; for JAX and
+Qulacs ``XLA_FLAGS`` / ``OMP_NUM_THREADS`` are set before their first import; run the
+benchmark under ``taskset -c 0`` to be sure).
 ``s`` is a :class:`qlam.bench.sim_impls.Setup` throughout (not imported: that module imports
 this one).
 """
