@@ -105,6 +105,7 @@ def precision_context(precision: str, device_type: str):
     (``qlam train --precision``, ``qlam bench models --precision``), nothing for "fp32"."""
     return torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16")
 
+
 def set_threads(threads: int | None) -> None:
     """``torch.set_num_threads(threads)`` for a command's ``--threads`` (None: PyTorch's
     choice); a count below 1 is a ValueError naming the option."""
@@ -364,6 +365,6 @@ def args_to_dict(args, skip=()) -> dict:
             if f.name not in skip and (v := getattr(args, f.name, None)) is not None}
 
 
-__all__ = ["TrainConfig", "PRECISIONS", "RUN_CONTROL", "precision_context", "set_threads", "config_from_dict",
-           "read_config_file", "resolve_device", "build_task", "resolved_model_options", "add_config_args",
-           "args_to_dict"]
+__all__ = ["TrainConfig", "PRECISIONS", "RUN_CONTROL", "precision_context", "set_threads",
+           "config_from_dict", "read_config_file", "resolve_device", "build_task",
+           "resolved_model_options", "add_config_args", "args_to_dict"]

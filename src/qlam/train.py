@@ -41,6 +41,7 @@ from qlam.config import (
     read_config_file,
     resolve_device,
     resolved_model_options,
+    set_threads,
 )
 from qlam.evaluate import eval_checkpoint, evaluate, load_model
 from qlam.models import build_model, count_params
@@ -156,8 +157,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             print(msg, file=sys.stderr)
             with open(out / "train.log", "a") as f:
                 f.write(msg + "\n")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     device = ctx.device if ctx.enabled else resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     task = config.build_task(cfg)
