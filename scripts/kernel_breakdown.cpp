@@ -87,10 +87,12 @@ int main(int argc, char** argv) {
   for (float& v : A) v = entry(gen);
   p.phases = phases.data(); p.wpack = wpack.data(); p.Z = Z.data(); p.A = A.data();
   p.probs = probs.data(); p.gphase = gphase.data(); p.gw = gw.data();
-  // the layer's call: angles and maps, the readout's angles, matrices and probability gradients
-  Buffer maps(2 * (F + Fr + 1) * N + N * (roundup(F, AB) + roundup(Fr, AB))),
-      read(B * L * H * Fr), rpack(2 * H * p.pack_size), gprobs(B * L * H * N),
-      grphase(B * L * H * Fr), gwr(H * p.acc_size);
+  // the layer's call: angles and maps, the readout's angles, matrices and probability
+  // gradients (empty otherwise)
+  const int64_t on = layer ? 1 : 0;
+  Buffer maps(on * (2 * (F + Fr + 1) * N + N * (roundup(F, AB) + roundup(Fr, AB)))),
+      read(on * B * L * H * Fr), rpack(on * 2 * H * p.pack_size), gprobs(on * B * L * H * N),
+      grphase(on * B * L * H * Fr), gwr(on * H * p.acc_size);
   if (layer) {
     for (auto* buf : {&maps, &read, &gprobs}) for (float& v : *buf) v = angle(gen) / 6.2831853f;
     for (float& v : rpack) v = entry(gen);

@@ -241,17 +241,18 @@ def run_torchquantum(s) -> torch.Tensor:
 
     n, b = s.n_qubits, s.batch
     qdev = tq.QuantumDevice(n_wires=n, bsz=b)  # complex64 only (its gates are built so)
+    theta = s.theta.float()  # (the gradient reaches s.theta through the cast)
     for x_t in s.x.float().unbind(1):  # (B, F): the angles broadcast over the batch
         for op in s.circuit.ops:
             if not op.angles:
                 getattr(tqf, op.name)(qdev, wires=list(op.wires))
                 continue
-            angle = op.angles[0].evaluate(s.theta.float(), x_t)
+            angle = op.angles[0].evaluate(theta, x_t)
             params = (angle.expand(b) if angle.dim() == 0 else angle).reshape(b, 1)
             getattr(tqf, op.name)(qdev, wires=list(op.wires), params=params)
     psi = qdev.get_states_1d()
     loss = (psi.real**2 + psi.imag**2) @ s.weights.float()
-    loss.sum().backward()  # (the gradient reaches s.theta through .float())
+    loss.sum().backward()
     return loss.detach().sum().to(torch.float64)
 
 
