@@ -7,29 +7,13 @@ import sys
 
 import pytest
 import torch
+from kernel_isas import ISAS
 
 from qlam.sim.scan import cpp, random_unitaries, scan, torch_engine
 
 if not cpp.available():
     pytest.skip(f"compiled recurrence kernel unavailable: {cpp.error()}",
                 allow_module_level=True)
-
-
-def _isas():
-    """Every instruction-set variant this CPU can run (the best one last)."""
-    best = cpp.set_isa("auto")
-    order = ["base", "avx2", "avx512"]
-    return order[: order.index(best) + 1]
-
-
-ISAS = _isas()
-
-
-@pytest.fixture
-def isa(request):
-    cpp.set_isa(request.param)
-    yield request.param
-    cpp.set_isa("auto")
 
 
 @pytest.fixture(params=[True, False], ids=["gauss", "realform"])

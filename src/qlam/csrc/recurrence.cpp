@@ -41,6 +41,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
@@ -718,16 +719,18 @@ int64_t backward_scratch(const Plan<T>& p) {
 
 // ------------------------------------------------------------------------------------------
 // The gate-factored scan. A layer whose fixed block is single-qubit gates followed by a
-// permutation (a CNOT ring, say) is W = P (U_0 ⊗ ... ⊗ U_{G-1} ⊗ M): G gates of 2x2 on the
-// high qubits (wire q's bit has stride N >> (q + 1)) and one FK x FK matrix M on the low
-// log2(FK) qubits, FK = 16, so that every gate's pairs lie at least a vector apart. Per token
-// and layer the state of one example (cache-resident: 64 KiB at 12 qubits in float64) is
-// rotated, each gate applied in place (O(N) each), M applied to the N / FK contiguous groups
-// and the result scattered by the inverse permutation inv (P y)[inv[j]] = y[j]:
-// O(N (G + FK)) instead of the dense O(N^2). A task is one (head, example); the backward is
-// the same reversible walk as the dense one, with per-thread accumulators of the gates' and
-// M's gradients (dU += g x^H).
+// permutation (a CNOT ring, say) is W = P (U_0 ⊗ ... ⊗ U_{n-1}): a 2x2 gate per wire (wire
+// q's bit has stride N >> (q + 1)). Per token and layer the state of one example
+// (cache-resident: 64 KiB at 12 qubits in float64) is rotated, the G = n - 4 high gates
+// applied in place, pass by pass (their pairs lie at least FK = 16 amplitudes apart, a
+// vector or more), then the four low wires in registers on each group of FK contiguous
+// amplitudes, whose result is scattered by the inverse permutation inv, (P y)[inv[j]] = y[j]:
+// O(N n) instead of the dense O(N^2). A task is one (head, example); the backward is the same
+// reversible walk as the dense one, with per-thread accumulators of the gates' gradients
+// (dU += g x^H).
 constexpr int FK = 16;
+constexpr int FLOW = 4;               // the low wires, in registers (low_apply)
+constexpr int LANE_PLANES = 4 * FK;  // c0r, c0i, c1r, c1i of one low wire (lane_coeffs)
 
 template <typename T>
 struct FPlan {
@@ -740,8 +743,9 @@ struct FPlan {
   int64_t F = 0;
   const T* pmap = nullptr;
   const T* poff = nullptr;
-  const T* gates = nullptr;   // (H, R, G, 2, 2, 2): [re, im] planes of each 2x2
-  const T* low = nullptr;     // (H, R, 2, FK, FK); the forward gets it transposed
+  const T* gates = nullptr;   // (H, R, G + FLOW, 2, 2, 2): [re, im] planes of each 2x2
+  const T* lanes = nullptr;   // (H, R, FLOW, LANE_PLANES): the low wires' (lane_coeffs; U^H
+                              // in the backward)
   const int64_t* inv = nullptr;  // (R, N)
   const T* state_in = nullptr;   // (B, H, 2, N): psi0 (forward) or the final state
   const T* adj_in = nullptr;     // (B, H, 2, N) or null: the final state's gradient
@@ -750,8 +754,9 @@ struct FPlan {
   T* probs = nullptr;            // (B, L, H, N)
   const T* gprobs = nullptr;     // (B, L, H, N) or null
   T* gphase = nullptr;           // (B, L, H, R, N), or (B, L, H, F) with pmap
-  T* acc = nullptr;              // per thread (H, R, acc_size): 8 G gate entries, 2 FK^2 of M
-  int64_t acc_size = 0;          // (+ N of the offset with pmap)
+  T* acc = nullptr;              // per thread (H, R, acc_size): 8 G high gate entries, the
+  int64_t acc_size = 0;          // low wires' lane sums (FLOW LANE_PLANES), N of the offset
+                                 // with pmap
   T* scratch = nullptr;          // per thread: 7 N (forward), 12 N (backward)
   int64_t scratch_size = 0;
 };
@@ -778,16 +783,19 @@ QLAM_INLINE void gate_apply(T* zr, T* zi, const T* u, int64_t N, int64_t s) {
 }
 
 // The backward through one gate, in place: the state y -> x = U^H y, its adjoint g -> U^H g,
-// and du += g x^H summed over the pairs (layout of u). s is a multiple of FK: the sums are
-// kept per lane of FK (e[entry][lane]) and reduced once at the end, not once per block.
-template <typename T>
+// and du += g x^H summed over the pairs (layout of u). s is a multiple of FK, so of the
+// vector width W: the sums are kept per lane of one vector (e[entry][lane], eight registers)
+// and reduced once at the end, not once per block. (Lanes of FK would be 16 registers on
+// AVX2, all it has: they were spilled and reloaded at every block, 5x slower.)
+template <typename T, int VB>
 QLAM_INLINE void gate_unapply(T* zr, T* zi, T* gr, T* gi, const T* u, T* du, int64_t N,
                               int64_t s) {
+  constexpr int W = VB / static_cast<int>(sizeof(T));
   const T ar = u[0], br = u[1], cr = u[2], dr = u[3], ai = u[4], bi = u[5], ci = u[6],
           di = u[7];
-  T e[8][FK] = {};
+  T e[8][W] = {};
   for (int64_t base = 0; base < N; base += 2 * s)
-    for (int64_t j0 = base; j0 < base + s; j0 += FK) {
+    for (int64_t j0 = base; j0 < base + s; j0 += W) {
       T* __restrict zr0 = zr + j0;
       T* __restrict zi0 = zi + j0;
       T* __restrict zr1 = zr0 + s;
@@ -797,7 +805,7 @@ QLAM_INLINE void gate_unapply(T* zr, T* zi, T* gr, T* gi, const T* u, T* du, int
       T* __restrict gr1 = gr0 + s;
       T* __restrict gi1 = gi0 + s;
 #pragma omp simd
-      for (int j = 0; j < FK; ++j) {
+      for (int j = 0; j < W; ++j) {
         const T y0r = zr0[j], y0i = zi0[j], y1r = zr1[j], y1i = zi1[j];
         const T h0r = gr0[j], h0i = gi0[j], h1r = gr1[j], h1i = gi1[j];
         const T x0r = ar * y0r + ai * y0i + cr * y1r + ci * y1i;
@@ -824,31 +832,129 @@ QLAM_INLINE void gate_unapply(T* zr, T* zi, T* gr, T* gi, const T* u, T* du, int
     }
   for (int c = 0; c < 8; ++c) {
     T sum = T(0);
-    for (int j = 0; j < FK; ++j) sum += e[c][j];
+    for (int j = 0; j < W; ++j) sum += e[c][j];
     du[c] += sum;
   }
 }
 
-// out[inv[g + j]] = sum_k M[j, k] x[g + k] for every group g of FK amplitudes; mt: M^T planes.
+// The last FLOW = 4 wires (strides 8, 4, 2, 1 inside each group of FK contiguous amplitudes)
+// are applied in registers, group by group: lane j of a group, whose bit on the wire of
+// stride s is b, gets y_j = U[b][b] x_j + U[b][1-b] x_{j^s}, two complex products with
+// per-lane coefficients (planes c0r, c0i, c1r, c1i of FK lanes, from lane_coeffs) and a
+// permutation of the lanes: whole vectors swapped where s >= the vector width, a shuffle
+// inside each vector below it. 2 complex multiply-adds per amplitude and wire, as for the
+// high gates, instead of the 16 of a dense 16 x 16 block.
+
+template <typename T, int VB>
+struct Group {  // one plane of a group of FK amplitudes as NV vectors of W lanes
+  static constexpr int W = VB / static_cast<int>(sizeof(T));
+  static constexpr int NV = FK / W;
+  typedef T vec __attribute__((vector_size(VB)));
+  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> idx;
+  typedef idx mask __attribute__((vector_size(VB)));
+
+  static QLAM_INLINE void load(const T* p, vec* v) {
+    for (int i = 0; i < NV; ++i) std::memcpy(&v[i], p + i * W, VB);
+  }
+  static QLAM_INLINE void store(const vec* v, T* p) {
+    for (int i = 0; i < NV; ++i) std::memcpy(p + i * W, &v[i], VB);
+  }
+  // out[j] = x[j ^ S]
+  template <int S>
+  static QLAM_INLINE void swap(const vec* x, vec* out) {
+    if constexpr (S >= W) {
+      for (int i = 0; i < NV; ++i) out[i] = x[i ^ (S / W)];
+    } else {
+      mask m;
+      for (int j = 0; j < W; ++j) m[j] = static_cast<idx>(j ^ S);
+      for (int i = 0; i < NV; ++i) out[i] = __builtin_shuffle(x[i], m);
+    }
+  }
+};
+
+// The coefficient planes of the 2x2 u (layout of gate_apply) on the wire of stride s, or of
+// U^H (adjoint): lane j with bit b gets U[b][b] and U[b][1-b] (U^H: conj U[b][b], conj
+// U[1-b][b]).
 template <typename T>
-QLAM_INLINE void low_apply(const T* __restrict xr, const T* __restrict xi, const T* __restrict mt,
+void lane_coeffs(const T* u, int s, bool adjoint, T* c) {
+  for (int j = 0; j < FK; ++j) {
+    const int b = (j & s) != 0;
+    const int d = 3 * b, o = adjoint ? 2 * (1 - b) + b : 2 * b + 1 - b;
+    const T sign = adjoint ? T(-1) : T(1);
+    c[j] = u[d];
+    c[FK + j] = sign * u[4 + d];
+    c[2 * FK + j] = u[o];
+    c[3 * FK + j] = sign * u[4 + o];
+  }
+}
+
+// (xr, xi) <- the gate of coefficient planes c on the wire of stride S, in registers; with
+// ACC, e (planes edr, edi, eor, eoi of FK lanes) += h conj(x) and h conj(x_{j^S}) for the
+// adjoint h at the gate's output and x its input (= the result): the gate's gradient, per
+// lane, reduced by lane_grads.
+template <typename T, int VB, int S>
+QLAM_INLINE void lane_gate(typename Group<T, VB>::vec* xr, typename Group<T, VB>::vec* xi,
+                           const T* __restrict c) {
+  using Gr = Group<T, VB>;
+  constexpr int NV = Gr::NV;
+  typename Gr::vec sr[NV], si[NV], c0r[NV], c0i[NV], c1r[NV], c1i[NV];
+  Gr::template swap<S>(xr, sr);
+  Gr::template swap<S>(xi, si);
+  Gr::load(c, c0r);
+  Gr::load(c + FK, c0i);
+  Gr::load(c + 2 * FK, c1r);
+  Gr::load(c + 3 * FK, c1i);
+  for (int i = 0; i < NV; ++i) {
+    const auto r = xr[i], m = xi[i];
+    xr[i] = c0r[i] * r - c0i[i] * m + c1r[i] * sr[i] - c1i[i] * si[i];
+    xi[i] = c0r[i] * m + c0i[i] * r + c1r[i] * si[i] + c1i[i] * sr[i];
+  }
+}
+
+template <typename T, int VB, int S>
+QLAM_INLINE void lane_grad(const typename Group<T, VB>::vec* hr,
+                           const typename Group<T, VB>::vec* hi,
+                           const typename Group<T, VB>::vec* xr,
+                           const typename Group<T, VB>::vec* xi, T* __restrict e) {
+  using Gr = Group<T, VB>;
+  constexpr int NV = Gr::NV;
+  typename Gr::vec sr[NV], si[NV], e0r[NV], e0i[NV], e1r[NV], e1i[NV];
+  Gr::template swap<S>(xr, sr);
+  Gr::template swap<S>(xi, si);
+  Gr::load(e, e0r);
+  Gr::load(e + FK, e0i);
+  Gr::load(e + 2 * FK, e1r);
+  Gr::load(e + 3 * FK, e1i);
+  for (int i = 0; i < NV; ++i) {
+    e0r[i] += hr[i] * xr[i] + hi[i] * xi[i];
+    e0i[i] += hi[i] * xr[i] - hr[i] * xi[i];
+    e1r[i] += hr[i] * sr[i] + hi[i] * si[i];
+    e1i[i] += hi[i] * sr[i] - hr[i] * si[i];
+  }
+  Gr::store(e0r, e);
+  Gr::store(e0i, e + FK);
+  Gr::store(e1r, e + 2 * FK);
+  Gr::store(e1i, e + 3 * FK);
+}
+
+// out[inv[g + j]] = ((U_{n-4} ⊗ .. ⊗ U_{n-1}) x_g)[j] for every group g of FK amplitudes;
+// c: the four wires' coefficient planes (FLOW x LANE_PLANES, strides 8, 4, 2, 1).
+template <typename T, int VB>
+QLAM_INLINE void low_apply(const T* __restrict xr, const T* __restrict xi, const T* __restrict c,
                            const int64_t* __restrict inv, T* __restrict outr,
                            T* __restrict outi, int64_t N) {
-  const T* mtr = mt;
-  const T* mti = mt + FK * FK;
+  using Gr = Group<T, VB>;
   for (int64_t g = 0; g < N; g += FK) {
+    typename Gr::vec vr[Gr::NV], vi[Gr::NV];
+    Gr::load(xr + g, vr);
+    Gr::load(xi + g, vi);
+    lane_gate<T, VB, 8>(vr, vi, c);
+    lane_gate<T, VB, 4>(vr, vi, c + LANE_PLANES);
+    lane_gate<T, VB, 2>(vr, vi, c + 2 * LANE_PLANES);
+    lane_gate<T, VB, 1>(vr, vi, c + 3 * LANE_PLANES);
     T yr[FK], yi[FK];
-    for (int j = 0; j < FK; ++j) yr[j] = yi[j] = T(0);
-    for (int k = 0; k < FK; ++k) {
-      const T a = xr[g + k], b = xi[g + k];
-      const T* pr = mtr + k * FK;
-      const T* pi = mti + k * FK;
-#pragma omp simd
-      for (int j = 0; j < FK; ++j) {
-        yr[j] += pr[j] * a - pi[j] * b;
-        yi[j] += pr[j] * b + pi[j] * a;
-      }
-    }
+    Gr::store(vr, yr);
+    Gr::store(vi, yi);
     for (int j = 0; j < FK; ++j) {
       outr[inv[g + j]] = yr[j];
       outi[inv[g + j]] = yi[j];
@@ -856,56 +962,47 @@ QLAM_INLINE void low_apply(const T* __restrict xr, const T* __restrict xi, const
   }
 }
 
-// The backward through M and the permutation: y = z[inv], h = a[inv] per group;
-// x = M^H y, gx = M^H h into (xr, xi), (gxr, gxi); dm += h x^H (planes of M).
-template <typename T>
+// The backward through the low wires and the permutation: y = z[inv], h = a[inv] per group;
+// x = U^H y, gx = U^H h wire by wire into (xr, xi), (gxr, gxi) (c: the adjoints' planes), and
+// each wire's per-lane gradient added to e (FLOW x LANE_PLANES, lane_grad).
+template <typename T, int VB>
 QLAM_INLINE void low_unapply(const T* __restrict zr, const T* __restrict zi,
                              const T* __restrict ar, const T* __restrict ai,
-                             const T* __restrict m, const int64_t* __restrict inv,
+                             const T* __restrict c, const int64_t* __restrict inv,
                              T* __restrict xr, T* __restrict xi, T* __restrict gxr,
-                             T* __restrict gxi, T* __restrict dm, int64_t N) {
-  const T* mr = m;
-  const T* mi = m + FK * FK;
-  T* dmr = dm;
-  T* dmi = dm + FK * FK;
+                             T* __restrict gxi, T* __restrict e, int64_t N) {
+  using Gr = Group<T, VB>;
   for (int64_t g = 0; g < N; g += FK) {
-    T yr[FK], yi[FK], hr[FK], hi[FK], ur[FK], ui[FK], vr[FK], vi[FK];
+    T yr[FK], yi[FK], hr[FK], hi[FK];
     for (int j = 0; j < FK; ++j) {
       const int64_t src = inv[g + j];
       yr[j] = zr[src];
       yi[j] = zi[src];
       hr[j] = ar[src];
       hi[j] = ai[src];
-      ur[j] = ui[j] = vr[j] = vi[j] = T(0);
     }
-    for (int j = 0; j < FK; ++j) {
-      const T* pr = mr + j * FK;
-      const T* pi = mi + j * FK;
-      const T a = yr[j], b = yi[j], c = hr[j], d = hi[j];
-#pragma omp simd
-      for (int k = 0; k < FK; ++k) {
-        ur[k] += pr[k] * a + pi[k] * b;
-        ui[k] += pr[k] * b - pi[k] * a;
-        vr[k] += pr[k] * c + pi[k] * d;
-        vi[k] += pr[k] * d - pi[k] * c;
-      }
-    }
-    for (int j = 0; j < FK; ++j) {
-      const T c = hr[j], d = hi[j];
-      T* qr = dmr + j * FK;
-      T* qi = dmi + j * FK;
-#pragma omp simd
-      for (int k = 0; k < FK; ++k) {
-        qr[k] += c * ur[k] + d * ui[k];
-        qi[k] += d * ur[k] - c * ui[k];
-      }
-    }
-    for (int k = 0; k < FK; ++k) {
-      xr[g + k] = ur[k];
-      xi[g + k] = ui[k];
-      gxr[g + k] = vr[k];
-      gxi[g + k] = vi[k];
-    }
+    typename Gr::vec vr[Gr::NV], vi[Gr::NV], wr[Gr::NV], wi[Gr::NV];
+    Gr::load(yr, vr);
+    Gr::load(yi, vi);
+    Gr::load(hr, wr);
+    Gr::load(hi, wi);
+    // U^H wire by wire (they commute), each gradient taken with the adjoint at its output
+    lane_gate<T, VB, 1>(vr, vi, c + 3 * LANE_PLANES);
+    lane_grad<T, VB, 1>(wr, wi, vr, vi, e + 3 * LANE_PLANES);
+    lane_gate<T, VB, 1>(wr, wi, c + 3 * LANE_PLANES);
+    lane_gate<T, VB, 2>(vr, vi, c + 2 * LANE_PLANES);
+    lane_grad<T, VB, 2>(wr, wi, vr, vi, e + 2 * LANE_PLANES);
+    lane_gate<T, VB, 2>(wr, wi, c + 2 * LANE_PLANES);
+    lane_gate<T, VB, 4>(vr, vi, c + LANE_PLANES);
+    lane_grad<T, VB, 4>(wr, wi, vr, vi, e + LANE_PLANES);
+    lane_gate<T, VB, 4>(wr, wi, c + LANE_PLANES);
+    lane_gate<T, VB, 8>(vr, vi, c);
+    lane_grad<T, VB, 8>(wr, wi, vr, vi, e);
+    lane_gate<T, VB, 8>(wr, wi, c);
+    Gr::store(vr, xr + g);
+    Gr::store(vi, xi + g);
+    Gr::store(wr, gxr + g);
+    Gr::store(wi, gxi + g);
   }
 }
 
@@ -938,7 +1035,7 @@ QLAM_INLINE void factored_phase_grads(const FPlan<T>& p, int64_t r, const T* __r
   for (int64_t k = 0; k < N; ++k) go[k] += gph[k];
 }
 
-template <typename T>
+template <typename T, int VB>
 QLAM_INLINE void factored_forward_tasks(const FPlan<T>& p, int64_t begin, int64_t end, int thr) {
   const int64_t N = p.N, L = p.L, H = p.H, R = p.R, G = p.G;
   T* z = p.scratch + thr * p.scratch_size;  // the state [re | im]
@@ -952,9 +1049,10 @@ QLAM_INLINE void factored_forward_tasks(const FPlan<T>& p, int64_t begin, int64_
       for (int64_t r = 0; r < R; ++r) {
         sincos_row<T>(factored_phases<T>(p, b, t, h, r, row), cs, cs + N, N);
         rotate_row<T>(z, cs, cs + N, u, N);
-        const T* gt = p.gates + (h * R + r) * G * 8;
+        const T* gt = p.gates + (h * R + r) * (G + FLOW) * 8;
         for (int64_t q = 0; q < G; ++q) gate_apply<T>(u, u + N, gt + q * 8, N, N >> (q + 1));
-        low_apply<T>(u, u + N, p.low + (h * R + r) * 2 * FK * FK, p.inv + r * N, z, z + N, N);
+        low_apply<T, VB>(u, u + N, p.lanes + (h * R + r) * FLOW * LANE_PLANES, p.inv + r * N, z,
+                         z + N, N);
       }
       if (p.renorm > 0 && (t + 1) % p.renorm == 0) {
         T sq = T(0);
@@ -969,7 +1067,7 @@ QLAM_INLINE void factored_forward_tasks(const FPlan<T>& p, int64_t begin, int64_
   }
 }
 
-template <typename T>
+template <typename T, int VB>
 QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64_t end,
                                          int thr) {
   const int64_t N = p.N, L = p.L, H = p.H, R = p.R, G = p.G;
@@ -980,7 +1078,7 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
   T* cs = g + 2 * N;
   T* row = cs + 2 * N;  // the expanded phases and their gradient (with pmap)
   T* grow = row + N;
-  const int64_t goff = 8 * G + 2 * FK * FK;  // the offset's gradient in acc (with pmap)
+  const int64_t goff = 8 * G + FLOW * LANE_PLANES;  // the offset's gradient in acc (with pmap)
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task / p.B, b = task % p.B;
     T* acc = p.acc + (static_cast<int64_t>(thr) * H + h) * R * p.acc_size;
@@ -1001,11 +1099,11 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
       if (ga != nullptr) std::fill(ga, ga + p.F, T(0));
       for (int64_t r = R - 1; r >= 0; --r) {
         T* ar = acc + r * p.acc_size;
-        low_unapply<T>(z, z + N, a, a + N, p.low + (h * R + r) * 2 * FK * FK, p.inv + r * N, u,
-                       u + N, g, g + N, ar + 8 * G, N);
-        const T* gt = p.gates + (h * R + r) * G * 8;
+        low_unapply<T, VB>(z, z + N, a, a + N, p.lanes + (h * R + r) * FLOW * LANE_PLANES,
+                           p.inv + r * N, u, u + N, g, g + N, ar + 8 * G, N);
+        const T* gt = p.gates + (h * R + r) * (G + FLOW) * 8;
         for (int64_t q = G - 1; q >= 0; --q)
-          gate_unapply<T>(u, u + N, g, g + N, gt + q * 8, ar + q * 8, N, N >> (q + 1));
+          gate_unapply<T, VB>(u, u + N, g, g + N, gt + q * 8, ar + q * 8, N, N >> (q + 1));
         sincos_row<T>(factored_phases<T>(p, b, t, h, r, row), cs, cs + N, N);
         T* gph = ga != nullptr ? grow : p.gphase + (((b * L + t) * H + h) * R + r) * N;
         unrotate_step<T>(u, g, cs, cs + N, z, a, gph, N);
@@ -1041,16 +1139,16 @@ constexpr IsaShape kShapes[3] = {{4, 32}, {6, 64}, {8, 128}};
     backward_tasks<double, VB, MR, NV>(p, b, e, t);                                        \
   }                                                                                        \
   TARGET void NAME##_ffwd_f(const FPlan<float>& p, int64_t b, int64_t e, int t) {         \
-    factored_forward_tasks<float>(p, b, e, t);                                             \
+    factored_forward_tasks<float, VB>(p, b, e, t);                                         \
   }                                                                                        \
   TARGET void NAME##_ffwd_d(const FPlan<double>& p, int64_t b, int64_t e, int t) {        \
-    factored_forward_tasks<double>(p, b, e, t);                                            \
+    factored_forward_tasks<double, VB>(p, b, e, t);                                        \
   }                                                                                        \
   TARGET void NAME##_fbwd_f(const FPlan<float>& p, int64_t b, int64_t e, int t) {         \
-    factored_backward_tasks<float>(p, b, e, t);                                            \
+    factored_backward_tasks<float, VB>(p, b, e, t);                                        \
   }                                                                                        \
   TARGET void NAME##_fbwd_d(const FPlan<double>& p, int64_t b, int64_t e, int t) {        \
-    factored_backward_tasks<double>(p, b, e, t);                                           \
+    factored_backward_tasks<double, VB>(p, b, e, t);                                       \
   }
 
 QLAM_DEFINE_VARIANT(base, , 16, 4, 2)
@@ -1540,33 +1638,31 @@ std::vector<at::Tensor> backward(const at::Tensor& last, const at::Tensor& phase
 
 // ------------------------------------------------------------------------------------------
 // Host side of the gate-factored scan (factored_forward_tasks / factored_backward_tasks).
+// gates (H, R, n, 2, 2, 2) [re, im] planes, n >= FLOW; inv (R, N) the inverse permutations.
 // With phase_map (R, F, N) and phase_offset (R, N), phases are the angles (B, L, H, F).
 void check_factored(const at::Tensor& state, const at::Tensor& phases, const at::Tensor& gates,
-                    const at::Tensor& low, const at::Tensor& inv, const OptT& phase_map,
-                    const OptT& phase_offset) {
+                    const at::Tensor& inv, const OptT& phase_map, const OptT& phase_offset) {
   const bool mapped = given(phase_map);
   TORCH_CHECK(mapped == given(phase_offset), "phase_map and phase_offset must be given together");
   TORCH_CHECK(phases.dim() == (mapped ? 4 : 5),
               mapped ? "angles must be (B, L, H, F) with a phase map"
                      : "phases must be (B, L, H, R, N)");
-  TORCH_CHECK(gates.dim() == 6 && state.dim() == 4, "gates must be (H, R, G, 2, 2, 2) and the "
+  TORCH_CHECK(gates.dim() == 6 && state.dim() == 4, "gates must be (H, R, n, 2, 2, 2) and the "
               "state (B, H, 2, N)");
   const int64_t B = phases.size(0), H = phases.size(2), R = gates.size(1), N = state.size(3);
   TORCH_CHECK(phases.scalar_type() == at::kFloat || phases.scalar_type() == at::kDouble,
               "qlam kernel: float32 or float64 only");
   TORCH_CHECK(N >= FK && (N & (N - 1)) == 0, "the factored kernel needs N = 2^n >= ", FK);
-  const int64_t G = __builtin_ctzll(N) - __builtin_ctzll(FK);
+  const int64_t n = __builtin_ctzll(N);
   if (!mapped)
     TORCH_CHECK(phases.size(3) == R && phases.size(4) == N, "phases must be (B, L, H, R, N) = (",
                 B, ", ", phases.size(1), ", ", H, ", ", R, ", ", N, ")");
   TORCH_CHECK(state.sizes() == at::IntArrayRef({B, H, 2, N}), "state must be (B, H, 2, N)");
-  TORCH_CHECK(gates.sizes() == at::IntArrayRef({H, R, G, 2, 2, 2}), "gates must be (H, R, ", G,
+  TORCH_CHECK(gates.sizes() == at::IntArrayRef({H, R, n, 2, 2, 2}), "gates must be (H, R, ", n,
               ", 2, 2, 2)");
-  TORCH_CHECK(low.sizes() == at::IntArrayRef({H, R, 2, FK, FK}), "low must be (H, R, 2, ", FK,
-              ", ", FK, ")");
   TORCH_CHECK(inv.sizes() == at::IntArrayRef({R, N}) && inv.scalar_type() == at::kLong,
               "inv must be (R, N) int64");
-  std::vector<const at::Tensor*> all{&state, &phases, &gates, &low};
+  std::vector<const at::Tensor*> all{&state, &phases, &gates};
   if (mapped) {
     TORCH_CHECK(phase_map->sizes() == at::IntArrayRef({R, phases.size(3), N}),
                 "phase_map must be (R, F, N) = (", R, ", ", phases.size(3), ", ", N, ")");
@@ -1585,9 +1681,47 @@ void check_factored(const at::Tensor& state, const at::Tensor& phases, const at:
               "inv must hold R permutations of range(N)");
 }
 
+// The low wires' coefficient planes (H, R, FLOW, LANE_PLANES) of the contiguous gates (of U^H
+// with adjoint), wire n - FLOW + k on stride 8 >> k.
+template <typename T>
+at::Tensor lane_planes(const at::Tensor& gates, bool adjoint) {
+  const int64_t H = gates.size(0), R = gates.size(1), n = gates.size(2);
+  at::Tensor out = at::empty({H, R, FLOW, LANE_PLANES}, gates.options());
+  const T* u = gates.data_ptr<T>();
+  T* c = out.data_ptr<T>();
+  for (int64_t hr = 0; hr < H * R; ++hr)
+    for (int k = 0; k < FLOW; ++k)
+      lane_coeffs<T>(u + (hr * n + n - FLOW + k) * 8, (FK / 2) >> k, adjoint,
+                     c + (hr * FLOW + k) * LANE_PLANES);
+  return out;
+}
+
+// The low wires' gradients (H, R, FLOW, 2, 2, 2) from their lane sums (H, R, FLOW,
+// LANE_PLANES; lane_grad): lane j with bit b on the wire adds to entries (b, b) and (b, 1 - b).
+template <typename T>
+at::Tensor lane_grads(const at::Tensor& sums) {
+  const int64_t HR = sums.size(0) * sums.size(1);
+  at::Tensor out = at::zeros({sums.size(0), sums.size(1), FLOW, 2, 2, 2}, sums.options());
+  const T* e = sums.data_ptr<T>();
+  T* du = out.data_ptr<T>();
+  for (int64_t i = 0; i < HR * FLOW; ++i) {
+    const int s = (FK / 2) >> (i % FLOW);
+    const T* ei = e + i * LANE_PLANES;
+    T* d = du + i * 8;
+    for (int j = 0; j < FK; ++j) {
+      const int b = (j & s) != 0;
+      d[3 * b] += ei[j];
+      d[4 + 3 * b] += ei[FK + j];
+      d[2 * b + 1 - b] += ei[2 * FK + j];
+      d[4 + 2 * b + 1 - b] += ei[3 * FK + j];
+    }
+  }
+  return out;
+}
+
 // The plan of a call; the maps (when given) made contiguous into keep.
 template <typename T>
-FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, const at::Tensor& low,
+FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, const at::Tensor& lanes,
                const at::Tensor& inv, const OptT& phase_map, const OptT& phase_offset,
                int64_t scratch_per_thread, std::vector<at::Tensor>& keep) {
   FPlan<T> p;
@@ -1595,11 +1729,11 @@ FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, const at::Tens
   p.L = phases.size(1);
   p.H = phases.size(2);
   p.R = gates.size(1);
-  p.N = low.size(3) << gates.size(2);
-  p.G = gates.size(2);
+  p.N = int64_t(1) << gates.size(2);
+  p.G = gates.size(2) - FLOW;
   p.phases = phases.data_ptr<T>();
   p.gates = gates.data_ptr<T>();
-  p.low = low.data_ptr<T>();
+  p.lanes = lanes.data_ptr<T>();
   p.inv = inv.data_ptr<int64_t>();
   if (given(phase_map)) {
     keep.push_back(phase_map->contiguous());
@@ -1621,15 +1755,15 @@ void run_ftasks(const FPlan<T>& p, FTaskFn<T> fn) {
 
 template <typename T>
 std::vector<at::Tensor> factored_forward_impl(const at::Tensor& psi0_, const at::Tensor& phases_,
-                                              const at::Tensor& gates_, const at::Tensor& low_,
-                                              const at::Tensor& inv_, int64_t renorm_every,
-                                              const OptT& phase_map, const OptT& phase_offset) {
+                                              const at::Tensor& gates_, const at::Tensor& inv_,
+                                              int64_t renorm_every, const OptT& phase_map,
+                                              const OptT& phase_offset) {
   const at::Tensor psi0 = psi0_.contiguous(), phases = phases_.contiguous(),
                    gates = gates_.contiguous(), inv = inv_.contiguous();
-  const at::Tensor low_t = low_.transpose(-1, -2).contiguous();  // M^T: rows of the output
+  const at::Tensor lanes = lane_planes<T>(gates, false);
   std::vector<at::Tensor> keep;
   // z, u, cos | sin, the expanded phases
-  FPlan<T> p = fplan<T>(phases, gates, low_t, inv, phase_map, phase_offset, 7, keep);
+  FPlan<T> p = fplan<T>(phases, gates, lanes, inv, phase_map, phase_offset, 7, keep);
   p.renorm = renorm_every;
   const auto opts = phases.options();
   at::Tensor probs = empty_output({p.B, p.L, p.H, p.N}, opts);
@@ -1645,18 +1779,18 @@ std::vector<at::Tensor> factored_forward_impl(const at::Tensor& psi0_, const at:
 
 template <typename T>
 std::vector<at::Tensor> factored_backward_impl(const at::Tensor& last_, const at::Tensor& phases_,
-                                               const at::Tensor& gates_, const at::Tensor& low_,
-                                               const at::Tensor& inv_, const OptT& g_probs,
-                                               const OptT& g_last, const OptT& phase_map,
-                                               const OptT& phase_offset) {
+                                               const at::Tensor& gates_, const at::Tensor& inv_,
+                                               const OptT& g_probs, const OptT& g_last,
+                                               const OptT& phase_map, const OptT& phase_offset) {
   const at::Tensor last = last_.contiguous(), phases = phases_.contiguous(),
-                   gates = gates_.contiguous(), low = low_.contiguous(), inv = inv_.contiguous();
+                   gates = gates_.contiguous(), inv = inv_.contiguous();
+  const at::Tensor lanes = lane_planes<T>(gates, true);
   std::vector<at::Tensor> keep;
   // z, a, u, g, cos | sin, the expanded phases and their gradient
-  FPlan<T> p = fplan<T>(phases, gates, low, inv, phase_map, phase_offset, 12, keep);
+  FPlan<T> p = fplan<T>(phases, gates, lanes, inv, phase_map, phase_offset, 12, keep);
   const auto opts = phases.options();
   const int64_t nthr = at::get_num_threads();
-  const int64_t lead = 8 * p.G + 2 * FK * FK;
+  const int64_t lead = 8 * p.G + FLOW * LANE_PLANES;
   p.acc_size = lead + (p.pmap != nullptr ? p.N : 0);
   at::Tensor acc = at::zeros({nthr, p.H, p.R, p.acc_size}, opts);
   at::Tensor gphase = p.pmap != nullptr ? at::empty({p.B, p.L, p.H, p.F}, opts)
@@ -1679,38 +1813,39 @@ std::vector<at::Tensor> factored_backward_impl(const at::Tensor& last_, const at
   p.scratch = scratch.data_ptr<T>();
   run_ftasks<T>(p, fns<T>(current_isa()).fbwd);
   const at::Tensor total = acc.sum(0);  // (H, R, acc_size)
-  // separate tensors (the operator's outputs may not alias one another)
-  at::Tensor g_gates = total.narrow(2, 0, 8 * p.G).clone().view({p.H, p.R, p.G, 2, 2, 2});
-  at::Tensor g_low = total.narrow(2, 8 * p.G, 2 * FK * FK).clone().view({p.H, p.R, 2, FK, FK});
+  const at::Tensor low = lane_grads<T>(
+      total.narrow(2, 8 * p.G, FLOW * LANE_PLANES).contiguous().view({p.H, p.R, FLOW,
+                                                                      LANE_PLANES}));
+  at::Tensor g_gates = at::cat(
+      {total.narrow(2, 0, 8 * p.G).reshape({p.H, p.R, p.G, 2, 2, 2}), low}, 2);
   at::Tensor g_off = p.pmap != nullptr ? total.narrow(2, lead, p.N).sum(0)  // (R, N)
                                        : at::empty({0}, opts);
-  return {g_psi0, gphase, g_gates, g_low, g_off};
+  return {g_psi0, gphase, g_gates, g_off};
 }
 
 std::vector<at::Tensor> factored_forward(const at::Tensor& psi0, const at::Tensor& phases,
-                                         const at::Tensor& gates, const at::Tensor& low,
-                                         const at::Tensor& inv, int64_t renorm_every,
-                                         const OptT& phase_map, const OptT& phase_offset) {
-  check_factored(psi0, phases, gates, low, inv, phase_map, phase_offset);
+                                         const at::Tensor& gates, const at::Tensor& inv,
+                                         int64_t renorm_every, const OptT& phase_map,
+                                         const OptT& phase_offset) {
+  check_factored(psi0, phases, gates, inv, phase_map, phase_offset);
   TORCH_CHECK(renorm_every >= 0, "renorm_every must be >= 0 (0: never)");
   if (phases.scalar_type() == at::kDouble)
-    return factored_forward_impl<double>(psi0, phases, gates, low, inv, renorm_every, phase_map,
+    return factored_forward_impl<double>(psi0, phases, gates, inv, renorm_every, phase_map,
                                          phase_offset);
-  return factored_forward_impl<float>(psi0, phases, gates, low, inv, renorm_every, phase_map,
+  return factored_forward_impl<float>(psi0, phases, gates, inv, renorm_every, phase_map,
                                       phase_offset);
 }
 
 std::vector<at::Tensor> factored_backward(const at::Tensor& last, const at::Tensor& phases,
-                                          const at::Tensor& gates, const at::Tensor& low,
-                                          const at::Tensor& inv, const OptT& g_probs,
-                                          const OptT& g_last, const OptT& phase_map,
-                                          const OptT& phase_offset) {
-  check_factored(last, phases, gates, low, inv, phase_map, phase_offset);
+                                          const at::Tensor& gates, const at::Tensor& inv,
+                                          const OptT& g_probs, const OptT& g_last,
+                                          const OptT& phase_map, const OptT& phase_offset) {
+  check_factored(last, phases, gates, inv, phase_map, phase_offset);
   check_grads(last, phases, last.size(3), g_probs, g_last);
   if (phases.scalar_type() == at::kDouble)
-    return factored_backward_impl<double>(last, phases, gates, low, inv, g_probs, g_last,
-                                          phase_map, phase_offset);
-  return factored_backward_impl<float>(last, phases, gates, low, inv, g_probs, g_last, phase_map,
+    return factored_backward_impl<double>(last, phases, gates, inv, g_probs, g_last, phase_map,
+                                          phase_offset);
+  return factored_backward_impl<float>(last, phases, gates, inv, g_probs, g_last, phase_map,
                                        phase_offset);
 }
 
@@ -1865,17 +2000,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("psi"), py::arg("w_in"), py::arg("b_in"), py::arg("ut"),
         py::arg("walsh"), py::arg("w_out"), py::arg("b_out"), py::arg("read"));
   m.def("factored_forward", &factored_forward,
-        "probs, last = factored_forward(psi0, phases, gates, low, inv, renorm_every, phase_map, "
-        "phase_offset): the scan with W_r = P_r (U_0 ⊗ .. ⊗ U_{G-1} ⊗ M), (P y)[inv[j]] = y[j]; "
+        "probs, last = factored_forward(psi0, phases, gates, inv, renorm_every, phase_map, "
+        "phase_offset): the scan with W_r = P_r (U_0 ⊗ .. ⊗ U_{n-1}), (P y)[inv[j]] = y[j]; "
         "with phase_map (R, F, N) and phase_offset (R, N), phases are the angles (B, L, H, F)",
-        py::arg("psi0"), py::arg("phases"), py::arg("gates"), py::arg("low"), py::arg("inv"),
+        py::arg("psi0"), py::arg("phases"), py::arg("gates"), py::arg("inv"),
         py::arg("renorm_every") = 0, py::arg("phase_map") = py::none(),
         py::arg("phase_offset") = py::none());
   m.def("factored_backward", &factored_backward,
-        "g_psi0, g_phases, g_gates, g_low, g_offset = factored_backward(last, phases, gates, "
-        "low, inv, g_probs, g_last, phase_map, phase_offset) (g_offset (R, N) with a map, "
-        "else empty)",
-        py::arg("last"), py::arg("phases"), py::arg("gates"), py::arg("low"), py::arg("inv"),
+        "g_psi0, g_phases, g_gates, g_offset = factored_backward(last, phases, gates, inv, "
+        "g_probs, g_last, phase_map, phase_offset) (g_offset (R, N) with a map, else empty)",
+        py::arg("last"), py::arg("phases"), py::arg("gates"), py::arg("inv"),
         py::arg("g_probs"), py::arg("g_last"), py::arg("phase_map") = py::none(),
         py::arg("phase_offset") = py::none());
   m.def("isa", &get_isa, "the instruction set in use (base, avx2, avx512)");

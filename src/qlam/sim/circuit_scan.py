@@ -8,7 +8,8 @@ scan layers (:func:`qlam.sim.lowering.lower`). Each layer's fixed block W is app
 - ``"factored"``: as ``P (U_0 ⊗ ... ⊗ U_{n-1})`` when every block is single-qubit gates
   followed by a permutation (:func:`qlam.sim.lowering.qubit_factors`): on the C++ kernel
   (:func:`qlam.sim.scan.cpp.scan_factored_kernel`; the 2x2 gates applied one by one to each
-  example's state in cache, the last four wires as one 16 x 16 block: O(2^n (n + 12))), or
+  example's state in cache, the last four wires in registers on groups of 16 amplitudes:
+  O(2^n n)), or
   in PyTorch (:mod:`qlam.sim.scan.factored`: ``P (A ⊗ B)``, two GEMMs of
   2^n (2^rows + 2^(n-rows)) multiply-adds and a gather) where the kernel does not run.
 

@@ -303,27 +303,27 @@ def scan_kernel(psi0, phases, w, read_phases=None, w_read=None, maps=None):
     return scan_forward(psi0, phases, w, read_phases, w_read, RENORM_EVERY, *maps)
 
 
-# The gate-factored scan (W_r = P_r (U_0 ⊗ ... ⊗ U_{G-1} ⊗ M_r), recurrence.cpp) as two more
+# The gate-factored scan (W_r = P_r (U_0 ⊗ ... ⊗ U_{n-1}), recurrence.cpp) as two more
 # operators, paired the same way.
-FACTORED_LOW_QUBITS = 4  # M acts on the last 4 wires (16 x 16); the kernel needs n >= 4
+FACTORED_LOW_QUBITS = 4  # the kernel applies the last 4 wires in registers: it needs n >= 4
 
 
 @torch.library.custom_op("qlam::factored_forward", mutates_args=())
 def factored_forward(psi0: torch.Tensor, phases: torch.Tensor, gates: torch.Tensor,
-                     low: torch.Tensor, inv: torch.Tensor, renorm_every: int,
+                     inv: torch.Tensor, renorm_every: int,
                      phase_map: torch.Tensor | None = None,
                      phase_offset: torch.Tensor | None = None,
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """probs (B, L, H, N), last (B, H, 2, N) of the factored scan; with ``phase_map``
     (R, F, N) and ``phase_offset`` (R, N), ``phases`` are angles (B, L, H, F) that the kernel
     expands to ``offset + angles . map`` per layer."""
-    probs, last = load().factored_forward(psi0, phases, gates, low, inv, renorm_every,
-                                          phase_map, phase_offset)
+    probs, last = load().factored_forward(psi0, phases, gates, inv, renorm_every, phase_map,
+                                          phase_offset)
     return probs, last
 
 
 @factored_forward.register_fake
-def _(psi0, phases, gates, low, inv, renorm_every, phase_map=None, phase_offset=None):
+def _(psi0, phases, gates, inv, renorm_every, phase_map=None, phase_offset=None):
     b, length, h = phases.shape[:3]
     n = psi0.shape[-1]
     return phases.new_empty(b, length, h, n), psi0.new_empty(b, h, 2, n)
@@ -331,39 +331,37 @@ def _(psi0, phases, gates, low, inv, renorm_every, phase_map=None, phase_offset=
 
 @torch.library.custom_op("qlam::factored_backward", mutates_args=())
 def factored_backward(last: torch.Tensor, phases: torch.Tensor, gates: torch.Tensor,
-                      low: torch.Tensor, inv: torch.Tensor, g_probs: torch.Tensor | None,
+                      inv: torch.Tensor, g_probs: torch.Tensor | None,
                       g_last: torch.Tensor | None, phase_map: torch.Tensor | None = None,
                       phase_offset: torch.Tensor | None = None,
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                 torch.Tensor]:
-    """The reversible backward: gradients of psi0, phases (the angles with a map), gates,
-    low and the phase offset (R, N) (empty without a map)."""
-    out = load().factored_backward(last, phases, gates, low, inv, g_probs, g_last, phase_map,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reversible backward: gradients of psi0, phases (the angles with a map), gates and
+    the phase offset (R, N) (empty without a map)."""
+    out = load().factored_backward(last, phases, gates, inv, g_probs, g_last, phase_map,
                                    phase_offset)
     return tuple(out)
 
 
 @factored_backward.register_fake
-def _(last, phases, gates, low, inv, g_probs, g_last, phase_map=None, phase_offset=None):
+def _(last, phases, gates, inv, g_probs, g_last, phase_map=None, phase_offset=None):
     return (last.new_empty(last.shape), phases.new_empty(phases.shape),
-            gates.new_empty(gates.shape), low.new_empty(low.shape),
+            gates.new_empty(gates.shape),
             phases.new_empty(0) if phase_offset is None else phase_offset.new_empty(
                 phase_offset.shape))
 
 
 def _factored_setup(ctx, inputs, output):
-    _, phases, gates, low, inv, _, *maps = inputs
-    ctx.save_for_backward(output[1], phases, gates, low, inv, *maps)
+    _, phases, gates, inv, _, *maps = inputs
+    ctx.save_for_backward(output[1], phases, gates, inv, *maps)
     ctx.mapped = maps[0] is not None
     ctx.set_materialize_grads(False)  # unused probs: None, not a (B, L, H, N) tensor of zeros
 
 
 def _factored_backward(ctx, g_probs, g_last):
-    last, phases, gates, low, inv, *maps = ctx.saved_tensors
-    g_psi0, g_ph, g_gates, g_low, g_off = factored_backward(last, phases, gates, low, inv,
-                                                            g_probs, g_last, *maps)
-    return (g_psi0, g_ph, g_gates, g_low, None, None, None,
-            g_off if ctx.mapped else None)
+    last, phases, gates, inv, *maps = ctx.saved_tensors
+    g_psi0, g_ph, g_gates, g_off = factored_backward(last, phases, gates, inv, g_probs, g_last,
+                                                     *maps)
+    return g_psi0, g_ph, g_gates, None, None, None, g_off if ctx.mapped else None
 
 
 factored_forward.register_autograd(_factored_backward, setup_context=_factored_setup)
@@ -372,24 +370,17 @@ factored_forward.register_autograd(_factored_backward, setup_context=_factored_s
 def factored_inputs(gates: torch.Tensor, perms, dtype: torch.dtype):
     """The kernel's form of layers ``W_r = P_r (gates[:, r, 0] ⊗ ... ⊗ gates[:, r, n-1])``:
     gates (H, R, n, 2, 2) complex, perms (one (N,) row gather or None per layer) ->
-    (high gates (H, R, n-4, 2, 2, 2) and low block (H, R, 2, 16, 16) as [re, im] planes in
-    ``dtype``, inv (R, N) the inverse permutations). Differentiable in gates."""
+    (the gates (H, R, n, 2, 2, 2) as [re, im] planes in ``dtype``, inv (R, N) the inverse
+    permutations). Differentiable in gates."""
     n = gates.shape[2]
-    split = n - FACTORED_LOW_QUBITS
-    if split < 0:
+    if n < FACTORED_LOW_QUBITS:
         raise ValueError(f"the factored kernel needs >= {FACTORED_LOW_QUBITS} qubits, got {n}")
-    low = gates[:, :, split]
-    for q in range(split + 1, n):  # the Kronecker product of the last wires, batched
-        g = gates[:, :, q]
-        low = (low[..., :, None, :, None] * g[..., None, :, None, :]).flatten(-4, -3).flatten(-2)
-    high = gates[:, :, :split]
     arange = torch.arange(2**n)
     inv = torch.stack([arange if p is None else torch.argsort(p.cpu()) for p in perms])
-    return (torch.stack([high.real, high.imag], -3).to(dtype),
-            torch.stack([low.real, low.imag], -3).to(dtype), inv)
+    return torch.stack([gates.real, gates.imag], -3).to(dtype), inv
 
 
-def scan_factored_kernel(psi0, phases, gates, low, inv, maps=None):
+def scan_factored_kernel(psi0, phases, gates, inv, maps=None):
     """The factored scan on the compiled kernel (inputs from :func:`factored_inputs`; the
     other shapes in :mod:`~qlam.sim.scan.contract`), adjoint gradients: probs (B, L, H, N),
     last (B, H, 2, N). ``maps`` (phase_map (R, F, N), phase_offset (R, N)): ``phases`` are
@@ -398,12 +389,12 @@ def scan_factored_kernel(psi0, phases, gates, low, inv, maps=None):
     maps = (None, None) if maps is None else tuple(maps)
     if not available():
         raise RuntimeError(f"compiled recurrence kernel unavailable: {_error}")
-    if not supports(psi0, phases, gates, low, *maps):
+    if not supports(psi0, phases, gates, *maps):
         raise ValueError("the compiled kernel needs CPU tensors of one dtype, float32 or float64")
     if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        probs, last = load().factored_forward(psi0, phases, gates, low, inv, RENORM_EVERY, *maps)
+        probs, last = load().factored_forward(psi0, phases, gates, inv, RENORM_EVERY, *maps)
         return probs, last
-    return factored_forward(psi0, phases, gates, low, inv, RENORM_EVERY, *maps)
+    return factored_forward(psi0, phases, gates, inv, RENORM_EVERY, *maps)
 
 
 GRADIENTS = {"adjoint": scan_kernel}
