@@ -61,14 +61,24 @@ def test_any_block_order_gets_zero_phases_and_identity_w():
                                run_reference(c, x1, theta.detach()), atol=1e-12, rtol=0)
 
 
-def test_structured_unitary_equals_the_generic_build(monkeypatch):
+def _uniform_layer(c):  # the same gates on every wire: one batched matrix per step
+    for q in range(4):
+        c.ry(q, c.new_param(0.1 * q + 0.2)).rz(q, c.new_param(-0.3 * q))
+
+
+def _mixed_layer(c):  # different gates per wire, a wire without any: one wire at a time
+    c.h(0).rx(0, c.new_param(0.4)).u3(1, c.new_param(0.3), c.new_param(-0.7), c.new_param(1.1))
+    c.ry(3, c.new_param(-0.5)).h(3)
+
+
+@pytest.mark.parametrize("layer", [_uniform_layer, _mixed_layer])
+def test_structured_unitary_equals_the_generic_build(monkeypatch, layer):
     """Above GENERIC_W_MAX_QUBITS dense blocks are built from their structure: same matrix,
     same gradients."""
     c = Circuit(4)
     for q in range(4):
         c.rz(q, c.input(0))
-    for q in range(4):
-        c.ry(q, c.new_param(0.1 * q + 0.2)).rz(q, c.new_param(-0.3 * q))
+    layer(c)
     for q in range(4):
         c.cnot(q, (q + 1) % 4)
     theta = c.init_params(torch.float64).requires_grad_()

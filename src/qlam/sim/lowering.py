@@ -16,13 +16,13 @@ of the per-qubit rotations, then the fixed tail): the same matrix, a fraction of
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from qlam.circuit import Circuit, Op
 from qlam.sim.compiled import CompiledCircuit, FixedBlock, PhaseBlock
+from qlam.sim.gates import matrix as gate_matrix
 from qlam.sim.statevector import unitary
 
 GENERIC_W_MAX_QUBITS = 10
@@ -116,14 +116,21 @@ def _split_structured(ops, theta: torch.Tensor):
     return head, tail
 
 
-def _qubit_kron(head, wires: range, theta: torch.Tensor) -> torch.Tensor:
-    """The Kronecker product over ``wires`` (first = most significant) of each wire's 2x2
-    matrix from the single-qubit gates ``head``."""
-    u = None
-    for q in wires:
-        m = unitary([dataclasses.replace(op, wires=(0,)) for op in head if op.wires[0] == q],
-                    1, theta)
-        u = m if u is None else torch.kron(u, m)
+def _wire_matrices(head, wires: range, theta: torch.Tensor) -> torch.Tensor:
+    """Each of ``wires``' 2x2 matrix (len(wires), 2, 2) complex128: the product of its
+    single-qubit gates in ``head``, the later on the left (identity for a wire without
+    gates). Where every wire has the same gate names, each step is one batched matrix for all
+    wires (a few tensor ops per call, not a simulation per wire)."""
+    seqs = [[op for op in head if op.wires[0] == q] for q in wires]
+    eye = torch.eye(2, dtype=torch.complex128, device=theta.device)
+    if len({tuple(op.name for op in seq) for seq in seqs}) > 1:
+        return torch.cat([_wire_matrices(head, range(q, q + 1), theta) for q in wires])
+    u = eye.expand(len(seqs), 2, 2)
+    for step in zip(*seqs):
+        angles = [torch.stack([torch.as_tensor(op.angles[i].evaluate(theta, None),
+                                               dtype=torch.float64, device=theta.device)
+                               for op in step]) for i in range(len(step[0].angles))]
+        u = gate_matrix(step[0].name, angles, eye) @ u
     return u
 
 
@@ -135,7 +142,7 @@ def structured_unitary(ops, n_qubits: int, theta: torch.Tensor) -> torch.Tensor 
     if split is None:
         return None
     head, tail = split
-    u = _qubit_kron(head, range(n_qubits), theta)
+    u = kron(_wire_matrices(head, range(n_qubits), theta))
     if not tail:
         return u
     perm, t = _tail(tuple(tail), n_qubits)
@@ -176,8 +183,7 @@ def qubit_factors(ops, n_qubits: int, theta: torch.Tensor):
     if split is None or theta.dim() != 1:
         return None
     head, perm = split
-    gates = torch.stack([_qubit_kron(head, range(q, q + 1), theta) for q in range(n_qubits)])
-    return gates, perm
+    return _wire_matrices(head, range(n_qubits), theta), perm
 
 
 def kron(gates: torch.Tensor) -> torch.Tensor:
