@@ -187,10 +187,11 @@ def test_factored_kernel_equals_the_dense_scan_values_and_gradients(n_qubits, is
 
 
 @needs_kernel
-@pytest.mark.parametrize("n_qubits", [4, 7])
+@pytest.mark.parametrize("n_qubits", [4, 7, cs.WIRE_MIN_QUBITS])
 def test_circuit_scan_factored_kernel_equals_the_pytorch_paths(n_qubits):
-    """The benchmark circuit: the kernel's factored scan, PyTorch's factored scan and the
-    dense scan agree on probabilities, final state and the gradient of theta (float64)."""
+    """The benchmark circuit: the kernel's factored scan (from WIRE_MIN_QUBITS on with its
+    RZ(x) phases folded into the gates), PyTorch's factored scan and the dense scan agree on
+    probabilities, final state and the gradient of theta (float64)."""
     c = benchmark_circuit(n_qubits, torch.Generator().manual_seed(n_qubits))
     x = torch.rand(2, 40, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     out = {}
@@ -240,10 +241,50 @@ def test_factored_kernel_expands_angles_through_phase_maps(n_qubits):
 
 
 @needs_kernel
-@pytest.mark.parametrize("mapped", [False, True])
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("n_qubits", [4, 6])
+def test_factored_kernel_folds_separable_phases_into_the_gates(n_qubits, isa):
+    """Per-wire maps (R, F, n + 1) and offset (R, n + 1): the kernel folds each wire's phase
+    into its gate (and the global phase into wire 0's) instead of rotating the state; the
+    same probabilities, final state and gradients (psi0, angles, gates, the per-wire offset)
+    as the per-amplitude maps it expands to, c + sum_q beta_q bit_q (float64, 2 heads,
+    2 layers, random permutations, 70 tokens: the renormalisation is crossed)."""
+    from qlam.sim.gates import bits
+
+    g = torch.Generator().manual_seed(20 + n_qubits)
+    bsz, length, h, r, f, n = 3, 70, 2, 2, 3, 2**n_qubits
+    psi0 = random_unitaries(bsz, h, n=n, generator=g)[..., 0].requires_grad_()
+    angles = torch.randn(bsz, length, h, f, generator=g, dtype=torch.float64).requires_grad_()
+    wmap = torch.randn(r, f, n_qubits + 1, generator=g, dtype=torch.float64)
+    woff = torch.randn(r, n_qubits + 1, generator=g, dtype=torch.float64).requires_grad_()
+    gates = _random_gates(h, r, n_qubits, g).requires_grad_()
+    ins = cpp.factored_inputs(gates, [torch.randperm(n, generator=g), torch.randperm(
+        n, generator=g)], torch.float64)
+    b = torch.stack([bits(n_qubits, q) for q in range(n_qubits)]).double()  # (n, N)
+    def expand(m):
+        return m[..., -1:] + m[..., :-1] @ b
+    probs, last = cpp.scan_factored_kernel(psi0, angles, *ins, maps=(wmap, woff))
+    probs_ref, last_ref = cpp.scan_factored_kernel(psi0, angles, *ins,
+                                                   maps=(expand(wmap), expand(woff)))
+    torch.testing.assert_close(probs, probs_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(last, last_ref, atol=1e-12, rtol=0)
+    wp = torch.randn(probs.shape, dtype=torch.float64, generator=g)
+    wl = torch.randn(last.shape, dtype=torch.float64, generator=g)
+    leaves = (psi0, angles, gates, woff)
+    grads = torch.autograd.grad((probs * wp).sum() + (last * wl).sum(), leaves,
+                                retain_graph=True)
+    grads_ref = torch.autograd.grad((probs_ref * wp).sum() + (last_ref * wl).sum(), leaves)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    with pytest.raises(RuntimeError, match="phase_offset must be"):
+        cpp.scan_factored_kernel(psi0, angles, *ins, maps=(wmap, expand(woff)))
+
+
+@needs_kernel
+@pytest.mark.parametrize("mapped", [None, "amplitude", "wire"])
 def test_factored_ops_pass_opcheck(mapped):
     """The factored operators' fake implementations, schemas and autograd registration
-    (what torch.compile relies on), with and without phase maps."""
+    (what torch.compile relies on), without phase maps, with per-amplitude and per-wire maps."""
     g = torch.Generator().manual_seed(3)
     bsz, length, h, r, f, n = 2, 3, 1, 2, 2, 16
     psi0 = random_unitaries(bsz, h, n=n, generator=g)[..., 0]
@@ -251,8 +292,9 @@ def test_factored_ops_pass_opcheck(mapped):
                               torch.float64)
     if mapped:
         phases = torch.randn(bsz, length, h, f, generator=g, dtype=torch.float64)
-        maps = [torch.randn(r, f, n, generator=g, dtype=torch.float64),
-                torch.randn(r, n, generator=g, dtype=torch.float64).requires_grad_()]
+        width = n if mapped == "amplitude" else 4 + 1  # 4 qubits
+        maps = [torch.randn(r, f, width, generator=g, dtype=torch.float64),
+                torch.randn(r, width, generator=g, dtype=torch.float64).requires_grad_()]
     else:
         phases = torch.randn(bsz, length, h, r, n, generator=g, dtype=torch.float64)
         maps = [None, None]
@@ -268,15 +310,16 @@ def test_factored_ops_pass_opcheck(mapped):
 
 
 @needs_kernel
-def test_circuit_scan_factored_kernel_with_trainable_phases_and_input_gradients():
+@pytest.mark.parametrize("n", [5, cs.WIRE_MIN_QUBITS])
+def test_circuit_scan_factored_kernel_with_trainable_phases_and_input_gradients(n):
     """A circuit whose phases take parameters and inputs (trainable RZ and RZ(x) on every
     wire, then RY and a CNOT ring): the kernel's factored scan (the phases expanded from
     maps, the parameters' phases in the offset) against the dense autograd scan: values and
-    the gradients of theta and x (float64)."""
+    the gradients of theta and x (float64); from WIRE_MIN_QUBITS on the phases are separable
+    and go to the kernel per wire."""
     from qlam.circuit import Circuit
     from qlam.templates import ring
 
-    n = 5
     c = Circuit(n)
     for q in range(n):
         c.rz(q, c.new_param(0.3 * (q + 1)))

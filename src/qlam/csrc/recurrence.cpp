@@ -743,6 +743,9 @@ struct FPlan {
   int64_t F = 0;
   const T* pmap = nullptr;
   const T* poff = nullptr;
+  // per-wire maps (wire_phases): pmap (R, F, n + 1), poff (R, n + 1); the phases are then
+  // folded into the gates (wire_gates), no rotation pass; the offset's gradient is (n + 1)
+  bool wire = false;
   const T* gates = nullptr;   // (H, R, G + FLOW, 2, 2, 2): [re, im] planes of each 2x2
   const T* lanes = nullptr;   // (H, R, FLOW, LANE_PLANES): the low wires' (lane_coeffs; U^H
                               // in the backward)
@@ -756,10 +759,15 @@ struct FPlan {
   T* gphase = nullptr;           // (B, L, H, R, N), or (B, L, H, F) with pmap
   T* acc = nullptr;              // per thread (H, R, acc_size): 8 G high gate entries, the
   int64_t acc_size = 0;          // low wires' lane sums (FLOW LANE_PLANES), N of the offset
-                                 // with pmap
-  T* scratch = nullptr;          // per thread: 7 N (forward), 12 N (backward)
+                                 // with pmap; per wire: 8 n gate entries, n + 1 offset
+  T* scratch = nullptr;          // per thread: 7 N (forward), 12 N (backward), + WIRE_SCRATCH
   int64_t scratch_size = 0;
 };
+
+// Per-thread scratch of the per-wire mode beyond the states (n <= 30 wires): the phases and
+// their cos | sin (32 each), the token's gates and their gradients (8 n each), the low wires'
+// planes and sums.
+constexpr int64_t WIRE_SCRATCH = 3 * 32 + 2 * 8 * 32 + 2 * FLOW * LANE_PLANES;
 
 // z <- U z on the pairs (i, i + s), i with bit s clear; u: re00 re01 re10 re11 im00 .. im11.
 template <typename T>
@@ -859,16 +867,31 @@ struct Group {  // one plane of a group of FK amplitudes as NV vectors of W lane
   static QLAM_INLINE void store(const vec* v, T* p) {
     for (int i = 0; i < NV; ++i) std::memcpy(p + i * W, &v[i], VB);
   }
+  // lane j of the result is x[j ^ M], M < W
+  template <int M>
+  static QLAM_INLINE vec shuffled(vec x) {
+    mask m;
+    for (int j = 0; j < W; ++j) m[j] = static_cast<idx>(j ^ M);
+    return __builtin_shuffle(x, m);
+  }
   // out[j] = x[j ^ S]
   template <int S>
   static QLAM_INLINE void swap(const vec* x, vec* out) {
-    if constexpr (S >= W) {
-      for (int i = 0; i < NV; ++i) out[i] = x[i ^ (S / W)];
-    } else {
-      mask m;
-      for (int j = 0; j < W; ++j) m[j] = static_cast<idx>(j ^ S);
-      for (int i = 0; i < NV; ++i) out[i] = __builtin_shuffle(x[i], m);
+    for (int i = 0; i < NV; ++i) {
+      if constexpr (S >= W)
+        out[i] = x[i ^ (S / W)];
+      else
+        out[i] = shuffled<S>(x[i]);
     }
+  }
+  // every lane j <- the sum of the lanes that agree with j on bit S (all lanes for S >= W)
+  template <int S>
+  static QLAM_INLINE vec fold(vec v) {
+    if constexpr (W > 1 && S != 1) v += shuffled<1>(v);
+    if constexpr (W > 2 && S != 2) v += shuffled<2>(v);
+    if constexpr (W > 4 && S != 4) v += shuffled<4>(v);
+    if constexpr (W > 8 && S != 8) v += shuffled<8>(v);
+    return v;
   }
 };
 
@@ -876,16 +899,58 @@ struct Group {  // one plane of a group of FK amplitudes as NV vectors of W lane
 // U^H (adjoint): lane j with bit b gets U[b][b] and U[b][1-b] (U^H: conj U[b][b], conj
 // U[1-b][b]).
 template <typename T>
-void lane_coeffs(const T* u, int s, bool adjoint, T* c) {
-  for (int j = 0; j < FK; ++j) {
-    const int b = (j & s) != 0;
-    const int d = 3 * b, o = adjoint ? 2 * (1 - b) + b : 2 * b + 1 - b;
-    const T sign = adjoint ? T(-1) : T(1);
-    c[j] = u[d];
-    c[FK + j] = sign * u[4 + d];
-    c[2 * FK + j] = u[o];
-    c[3 * FK + j] = sign * u[4 + o];
+QLAM_INLINE void lane_coeffs(const T* u, int s, bool adjoint, T* __restrict c) {
+  const T sign = adjoint ? T(-1) : T(1);
+  const T v[4][2] = {{u[0], u[3]},  // (bit 0, bit 1) lanes of c0r, c0i, c1r, c1i
+                     {sign * u[4], sign * u[7]},
+                     {adjoint ? u[2] : u[1], adjoint ? u[1] : u[2]},
+                     {sign * (adjoint ? u[6] : u[5]), sign * (adjoint ? u[5] : u[6])}};
+  for (int k = 0; k < 4; ++k) {
+    const T lo = v[k][0], hi = v[k][1];
+#pragma omp simd
+    for (int j = 0; j < FK; ++j) c[k * FK + j] = (j & s) ? hi : lo;
   }
+}
+
+// The 2x2 gradient du (layout of gate_apply, added to) of the wire of stride S from its lane
+// sums e (lane_grad): lane j with bit b adds to entries (b, b) and (b, 1 - b). Vector sums
+// and folds (Group::fold), no branches.
+template <typename T, int VB, int S>
+QLAM_INLINE void lane_sums(const T* __restrict e, T* __restrict du) {
+  using Gr = Group<T, VB>;
+  constexpr int at[4][2] = {{0, 3}, {4, 7}, {1, 2}, {5, 6}};  // entries of (bit 0, bit 1)
+  for (int k = 0; k < 4; ++k) {
+    typename Gr::vec v[Gr::NV], lo{}, hi{};
+    Gr::load(e + k * FK, v);
+    for (int i = 0; i < Gr::NV; ++i) {
+      if (S >= Gr::W && ((i * Gr::W) & S) != 0)
+        hi += v[i];
+      else
+        lo += v[i];
+    }
+    lo = Gr::template fold<S>(lo);
+    hi = Gr::template fold<S>(hi);
+    du[at[k][0]] += lo[0];
+    du[at[k][1]] += S >= Gr::W ? hi[0] : lo[S % Gr::W];
+  }
+}
+
+// lane_sums of the FLOW low wires' sums e (FLOW x LANE_PLANES) into du (FLOW gates).
+template <typename T, int VB>
+QLAM_INLINE void low_sums(const T* __restrict e, T* __restrict du) {
+  lane_sums<T, VB, 8>(e, du);
+  lane_sums<T, VB, 4>(e + LANE_PLANES, du + 8);
+  lane_sums<T, VB, 2>(e + 2 * LANE_PLANES, du + 16);
+  lane_sums<T, VB, 1>(e + 3 * LANE_PLANES, du + 24);
+}
+
+// e[0:n) = 0 for n a multiple of FK, by vector stores (std::fill of a few hundred floats
+// compiles to rep stos, whose start-up cost dominated a 4-qubit token)
+template <typename T, int VB>
+QLAM_INLINE void clear(T* __restrict e, int64_t n) {
+  using Gr = Group<T, VB>;
+  const typename Gr::vec zero[Gr::NV] = {};
+  for (int64_t i = 0; i < n; i += FK) Gr::store(zero, e + i);
 }
 
 // (xr, xi) <- the gate of coefficient planes c on the wire of stride S, in registers; with
@@ -1035,6 +1100,100 @@ QLAM_INLINE void factored_phase_grads(const FPlan<T>& p, int64_t r, const T* __r
   for (int64_t k = 0; k < N; ++k) go[k] += gph[k];
 }
 
+// Per-wire mode. A layer whose phases are separable, phi[k] = al[n] + sum_q al[q] bit_q(k)
+// (single-qubit diagonal gates: RZ(x) on every wire, say), has diag(e^{i phi}) =
+// e^{i al[n]} (D_0 ⊗ .. ⊗ D_{n-1}) with D_q = diag(1, e^{i al[q]}): each D_q is folded into
+// its wire's gate, V_q = U_q D_q (wire 0 also takes e^{i al[n]}), so a token costs n + 1
+// cos / sin and no pass over the state for the rotation (and none for its inverse and phase
+// gradient in the backward). al = poff[r] + angles . pmap[r] (n + 1, padded with zeros to
+// WIRE_PAD, so that cos / sin is whole vectors), cos | sin into cs (WIRE_PAD each).
+constexpr int64_t WIRE_PAD = 32;  // n + 1 <= 31
+
+template <typename T>
+QLAM_INLINE void wire_phases(const FPlan<T>& p, int64_t b, int64_t t, int64_t h, int64_t r,
+                             T* __restrict al, T* __restrict cs) {
+  const int64_t n1 = p.G + FLOW + 1, F = p.F, pad = roundup(n1, 16);
+  const T* ang = p.phases + ((b * p.L + t) * p.H + h) * F;
+  const T* m = p.pmap + r * F * n1;
+  for (int64_t q = 0; q < n1; ++q) al[q] = p.poff[r * n1 + q];
+  for (int64_t q = n1; q < pad; ++q) al[q] = T(0);
+  for (int64_t f = 0; f < F; ++f)
+    for (int64_t q = 0; q < n1; ++q) al[q] += ang[f] * m[f * n1 + q];
+  sincos_row<T>(al, cs, cs + WIRE_PAD, pad);
+}
+
+// The diagonal entries (d0, d1) of wire q's D_q (times the global phase on wire 0) as
+// [re, im] pairs, from cs (wire_phases).
+template <typename T>
+QLAM_INLINE void wire_diag(const T* cs, int64_t n, int64_t q, T* d) {
+  const T* c = cs;
+  const T* s = cs + WIRE_PAD;
+  d[0] = q == 0 ? c[n] : T(1);
+  d[1] = q == 0 ? s[n] : T(0);
+  d[2] = d[0] * c[q] - d[1] * s[q];
+  d[3] = d[0] * s[q] + d[1] * c[q];
+}
+
+// vg (n gates, layout of gate_apply) <- U_q D_q: column c of U_q times d_c.
+template <typename T>
+QLAM_INLINE void wire_gates(const T* __restrict u, const T* __restrict cs, int64_t n,
+                            T* __restrict vg) {
+  for (int64_t q = 0; q < n; ++q) {
+    T d[4];
+    wire_diag<T>(cs, n, q, d);
+    const T* g = u + 8 * q;
+    T* v = vg + 8 * q;
+    for (int e = 0; e < 4; ++e) {
+      const T dr = d[2 * (e & 1)], di = d[2 * (e & 1) + 1];
+      v[e] = g[e] * dr - g[4 + e] * di;
+      v[4 + e] = g[e] * di + g[4 + e] * dr;
+    }
+  }
+}
+
+// The chain rule of V_q = U_q D_q for one token and layer, from dv (the V's gradients,
+// sum h x^H): du (the U's, acc) += dv D^H; the phases' gradients dphi_q = -Im(d1 sum_a
+// U_a1 conj(dv_a1)) and the global one -Im(sum V0 conj(dv0)), pushed through the map to the
+// angles (ga, F) and added to the offset's (go, n + 1).
+template <typename T>
+QLAM_INLINE void wire_grads(const FPlan<T>& p, int64_t r, const T* __restrict u,
+                            const T* __restrict vg, const T* __restrict cs,
+                            const T* __restrict dv, T* __restrict du, T* __restrict ga,
+                            T* __restrict go) {
+  const int64_t n = p.G + FLOW, n1 = n + 1, F = p.F;
+  T dphi[32 + 1];
+  dphi[n] = T(0);
+  for (int64_t q = 0; q < n; ++q) {
+    T d[4];
+    wire_diag<T>(cs, n, q, d);
+    const T* g = u + 8 * q;
+    const T* e = dv + 8 * q;
+    T* o = du + 8 * q;
+    for (int k = 0; k < 4; ++k) {  // dv d_c^*, c = k & 1
+      const T dr = d[2 * (k & 1)], di = d[2 * (k & 1) + 1];
+      o[k] += e[k] * dr + e[4 + k] * di;
+      o[4 + k] += e[4 + k] * dr - e[k] * di;
+    }
+    T xr = T(0), xi = T(0);  // sum_a U_a1 conj(dv_a1), entries 1 and 3
+    for (int k = 1; k < 4; k += 2) {
+      xr += g[k] * e[k] + g[4 + k] * e[4 + k];
+      xi += g[4 + k] * e[k] - g[k] * e[4 + k];
+    }
+    dphi[q] = -(d[2] * xi + d[3] * xr);
+    if (q == 0) {
+      const T* v = vg;
+      for (int k = 0; k < 4; ++k) dphi[n] -= v[4 + k] * e[k] - v[k] * e[4 + k];
+    }
+  }
+  const T* m = p.pmap + r * F * n1;
+  for (int64_t f = 0; f < F; ++f) {
+    T sum = T(0);
+    for (int64_t q = 0; q < n1; ++q) sum += dphi[q] * m[f * n1 + q];
+    ga[f] += sum;
+  }
+  for (int64_t q = 0; q < n1; ++q) go[q] += dphi[q];
+}
+
 template <typename T, int VB>
 QLAM_INLINE void factored_forward_tasks(const FPlan<T>& p, int64_t begin, int64_t end, int thr) {
   const int64_t N = p.N, L = p.L, H = p.H, R = p.R, G = p.G;
@@ -1042,14 +1201,28 @@ QLAM_INLINE void factored_forward_tasks(const FPlan<T>& p, int64_t begin, int64_
   T* u = z + 2 * N;                          // rotated, then through the gates
   T* cs = u + 2 * N;                         // cos, sin
   T* row = cs + 2 * N;                       // the expanded phases (with pmap)
+  T* wal = row + N;                          // per wire: phases, cos | sin, gates, planes
+  T* wcs = wal + 32;
+  T* vg = wcs + 64;
+  T* lp = vg + 8 * 32;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task / p.B, b = task % p.B;
     std::memcpy(z, p.state_in + (b * H + h) * 2 * N, 2 * N * sizeof(T));
     for (int64_t t = 0; t < L; ++t) {
       for (int64_t r = 0; r < R; ++r) {
+        const T* gt = p.gates + (h * R + r) * (G + FLOW) * 8;
+        if (p.wire) {  // the phases in the gates; the state in place, then scattered into u
+          wire_phases<T>(p, b, t, h, r, wal, wcs);
+          wire_gates<T>(gt, wcs, G + FLOW, vg);
+          for (int k = 0; k < FLOW; ++k)
+            lane_coeffs<T>(vg + (G + k) * 8, (FK / 2) >> k, false, lp + k * LANE_PLANES);
+          for (int64_t q = 0; q < G; ++q) gate_apply<T>(z, z + N, vg + q * 8, N, N >> (q + 1));
+          low_apply<T, VB>(z, z + N, lp, p.inv + r * N, u, u + N, N);
+          std::swap(z, u);
+          continue;
+        }
         sincos_row<T>(factored_phases<T>(p, b, t, h, r, row), cs, cs + N, N);
         rotate_row<T>(z, cs, cs + N, u, N);
-        const T* gt = p.gates + (h * R + r) * (G + FLOW) * 8;
         for (int64_t q = 0; q < G; ++q) gate_apply<T>(u, u + N, gt + q * 8, N, N >> (q + 1));
         low_apply<T, VB>(u, u + N, p.lanes + (h * R + r) * FLOW * LANE_PLANES, p.inv + r * N, z,
                          z + N, N);
@@ -1078,7 +1251,14 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
   T* cs = g + 2 * N;
   T* row = cs + 2 * N;  // the expanded phases and their gradient (with pmap)
   T* grow = row + N;
-  const int64_t goff = 8 * G + FLOW * LANE_PLANES;  // the offset's gradient in acc (with pmap)
+  T* wal = grow + N;  // per wire: phases, cos | sin, gates, their gradients, planes, sums
+  T* wcs = wal + 32;
+  T* vg = wcs + 64;
+  T* dv = vg + 8 * 32;
+  T* lp = dv + 8 * 32;
+  T* le = lp + FLOW * LANE_PLANES;
+  // the offset's gradient in acc (with pmap)
+  const int64_t goff = p.wire ? 8 * (G + FLOW) : 8 * G + FLOW * LANE_PLANES;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task / p.B, b = task % p.B;
     T* acc = p.acc + (static_cast<int64_t>(thr) * H + h) * R * p.acc_size;
@@ -1099,9 +1279,25 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
       if (ga != nullptr) std::fill(ga, ga + p.F, T(0));
       for (int64_t r = R - 1; r >= 0; --r) {
         T* ar = acc + r * p.acc_size;
+        const T* gt = p.gates + (h * R + r) * (G + FLOW) * 8;
+        if (p.wire) {  // this token's gates V, their gradients dv, then back to U and phases
+          wire_phases<T>(p, b, t, h, r, wal, wcs);
+          wire_gates<T>(gt, wcs, G + FLOW, vg);
+          for (int k = 0; k < FLOW; ++k)
+            lane_coeffs<T>(vg + (G + k) * 8, (FK / 2) >> k, true, lp + k * LANE_PLANES);
+          clear<T, VB>(dv, roundup(8 * (G + FLOW), FK));
+          clear<T, VB>(le, FLOW * LANE_PLANES);
+          low_unapply<T, VB>(z, z + N, a, a + N, lp, p.inv + r * N, u, u + N, g, g + N, le, N);
+          for (int64_t q = G - 1; q >= 0; --q)
+            gate_unapply<T, VB>(u, u + N, g, g + N, vg + q * 8, dv + q * 8, N, N >> (q + 1));
+          low_sums<T, VB>(le, dv + G * 8);
+          wire_grads<T>(p, r, gt, vg, wcs, dv, ar, ga, ar + goff);
+          std::swap(z, u);
+          std::swap(a, g);
+          continue;
+        }
         low_unapply<T, VB>(z, z + N, a, a + N, p.lanes + (h * R + r) * FLOW * LANE_PLANES,
                            p.inv + r * N, u, u + N, g, g + N, ar + 8 * G, N);
-        const T* gt = p.gates + (h * R + r) * (G + FLOW) * 8;
         for (int64_t q = G - 1; q >= 0; --q)
           gate_unapply<T, VB>(u, u + N, g, g + N, gt + q * 8, ar + q * 8, N, N >> (q + 1));
         sincos_row<T>(factored_phases<T>(p, b, t, h, r, row), cs, cs + N, N);
@@ -1639,7 +1835,9 @@ std::vector<at::Tensor> backward(const at::Tensor& last, const at::Tensor& phase
 // ------------------------------------------------------------------------------------------
 // Host side of the gate-factored scan (factored_forward_tasks / factored_backward_tasks).
 // gates (H, R, n, 2, 2, 2) [re, im] planes, n >= FLOW; inv (R, N) the inverse permutations.
-// With phase_map (R, F, N) and phase_offset (R, N), phases are the angles (B, L, H, F).
+// With phase_map (R, F, N) and phase_offset (R, N), phases are the angles (B, L, H, F); with
+// phase_map (R, F, n + 1) and phase_offset (R, n + 1) the phases are separable, given per
+// wire (wire_phases).
 void check_factored(const at::Tensor& state, const at::Tensor& phases, const at::Tensor& gates,
                     const at::Tensor& inv, const OptT& phase_map, const OptT& phase_offset) {
   const bool mapped = given(phase_map);
@@ -1664,10 +1862,15 @@ void check_factored(const at::Tensor& state, const at::Tensor& phases, const at:
               "inv must be (R, N) int64");
   std::vector<const at::Tensor*> all{&state, &phases, &gates};
   if (mapped) {
-    TORCH_CHECK(phase_map->sizes() == at::IntArrayRef({R, phases.size(3), N}),
-                "phase_map must be (R, F, N) = (", R, ", ", phases.size(3), ", ", N, ")");
-    TORCH_CHECK(phase_offset->sizes() == at::IntArrayRef({R, N}), "phase_offset must be (R, N) = (",
-                R, ", ", N, ")");
+    const int64_t W = phase_map->dim() == 3 ? phase_map->size(2) : -1;  // N, or n + 1 per wire
+    TORCH_CHECK((W == N || W == n + 1) &&
+                    phase_map->sizes() == at::IntArrayRef({R, phases.size(3), W}),
+                "phase_map must be (R, F, N) = (", R, ", ", phases.size(3), ", ", N,
+                ") or per wire (R, F, n + 1) = (", R, ", ", phases.size(3), ", ", n + 1, ")");
+    TORCH_CHECK(W == N || n + 1 <= WIRE_PAD, "per-wire phase maps take at most ", WIRE_PAD - 1,
+                " qubits");
+    TORCH_CHECK(phase_offset->sizes() == at::IntArrayRef({R, W}), "phase_offset must be (R, ",
+                W == N ? "N" : "n + 1", ") = (", R, ", ", W, ") like phase_map");
     all.insert(all.end(), {&*phase_map, &*phase_offset});
   }
   TORCH_CHECK(inv.device().is_cpu(), "qlam kernel: CPU tensors only");
@@ -1697,25 +1900,15 @@ at::Tensor lane_planes(const at::Tensor& gates, bool adjoint) {
 }
 
 // The low wires' gradients (H, R, FLOW, 2, 2, 2) from their lane sums (H, R, FLOW,
-// LANE_PLANES; lane_grad): lane j with bit b on the wire adds to entries (b, b) and (b, 1 - b).
+// LANE_PLANES; lane_grad, lane_sums).
 template <typename T>
 at::Tensor lane_grads(const at::Tensor& sums) {
   const int64_t HR = sums.size(0) * sums.size(1);
   at::Tensor out = at::zeros({sums.size(0), sums.size(1), FLOW, 2, 2, 2}, sums.options());
   const T* e = sums.data_ptr<T>();
   T* du = out.data_ptr<T>();
-  for (int64_t i = 0; i < HR * FLOW; ++i) {
-    const int s = (FK / 2) >> (i % FLOW);
-    const T* ei = e + i * LANE_PLANES;
-    T* d = du + i * 8;
-    for (int j = 0; j < FK; ++j) {
-      const int b = (j & s) != 0;
-      d[3 * b] += ei[j];
-      d[4 + 3 * b] += ei[FK + j];
-      d[2 * b + 1 - b] += ei[2 * FK + j];
-      d[4 + 2 * b + 1 - b] += ei[3 * FK + j];
-    }
-  }
+  for (int64_t i = 0; i < HR; ++i)
+    low_sums<T, 16>(e + i * FLOW * LANE_PLANES, du + i * FLOW * 8);
   return out;
 }
 
@@ -1741,8 +1934,9 @@ FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, const at::Tens
     p.F = phases.size(3);
     p.pmap = keep[keep.size() - 2].data_ptr<T>();
     p.poff = keep.back().data_ptr<T>();
+    p.wire = phase_map->size(2) != p.N;
   }
-  p.scratch_size = roundup(scratch_per_thread * p.N, 64);
+  p.scratch_size = roundup(scratch_per_thread * p.N + WIRE_SCRATCH, 64);
   return p;
 }
 
@@ -1790,8 +1984,10 @@ std::vector<at::Tensor> factored_backward_impl(const at::Tensor& last_, const at
   FPlan<T> p = fplan<T>(phases, gates, lanes, inv, phase_map, phase_offset, 12, keep);
   const auto opts = phases.options();
   const int64_t nthr = at::get_num_threads();
-  const int64_t lead = 8 * p.G + FLOW * LANE_PLANES;
-  p.acc_size = lead + (p.pmap != nullptr ? p.N : 0);
+  const int64_t n = p.G + FLOW;
+  const int64_t lead = p.wire ? 8 * n : 8 * p.G + FLOW * LANE_PLANES;  // the gates' gradients
+  const int64_t n_off = p.pmap == nullptr ? 0 : p.wire ? n + 1 : p.N;   // then the offset's
+  p.acc_size = lead + n_off;
   at::Tensor acc = at::zeros({nthr, p.H, p.R, p.acc_size}, opts);
   at::Tensor gphase = p.pmap != nullptr ? at::empty({p.B, p.L, p.H, p.F}, opts)
                                         : empty_output({p.B, p.L, p.H, p.R, p.N}, opts);
@@ -1813,12 +2009,16 @@ std::vector<at::Tensor> factored_backward_impl(const at::Tensor& last_, const at
   p.scratch = scratch.data_ptr<T>();
   run_ftasks<T>(p, fns<T>(current_isa()).fbwd);
   const at::Tensor total = acc.sum(0);  // (H, R, acc_size)
-  const at::Tensor low = lane_grads<T>(
-      total.narrow(2, 8 * p.G, FLOW * LANE_PLANES).contiguous().view({p.H, p.R, FLOW,
-                                                                      LANE_PLANES}));
-  at::Tensor g_gates = at::cat(
-      {total.narrow(2, 0, 8 * p.G).reshape({p.H, p.R, p.G, 2, 2, 2}), low}, 2);
-  at::Tensor g_off = p.pmap != nullptr ? total.narrow(2, lead, p.N).sum(0)  // (R, N)
+  at::Tensor g_gates;
+  if (p.wire) {
+    g_gates = total.narrow(2, 0, 8 * n).clone().view({p.H, p.R, n, 2, 2, 2});
+  } else {
+    const at::Tensor low = lane_grads<T>(
+        total.narrow(2, 8 * p.G, FLOW * LANE_PLANES).contiguous().view({p.H, p.R, FLOW,
+                                                                        LANE_PLANES}));
+    g_gates = at::cat({total.narrow(2, 0, 8 * p.G).reshape({p.H, p.R, p.G, 2, 2, 2}), low}, 2);
+  }
+  at::Tensor g_off = p.pmap != nullptr ? total.narrow(2, lead, n_off).sum(0)  // (R, N | n + 1)
                                        : at::empty({0}, opts);
   return {g_psi0, gphase, g_gates, g_off};
 }
