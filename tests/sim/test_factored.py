@@ -271,11 +271,19 @@ def test_factored_kernel_folds_separable_phases_into_the_gates(n_qubits, isa):
     wp = torch.randn(probs.shape, dtype=torch.float64, generator=g)
     wl = torch.randn(last.shape, dtype=torch.float64, generator=g)
     leaves = (psi0, angles, gates, woff)
-    grads = torch.autograd.grad((probs * wp).sum() + (last * wl).sum(), leaves,
-                                retain_graph=True)
-    grads_ref = torch.autograd.grad((probs_ref * wp).sum() + (last_ref * wl).sum(), leaves)
-    for got, want in zip(grads, grads_ref):
-        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    for use_probs in (True, False):  # without: no probability gradient reaches the kernel
+        def loss(p, lst, use_probs=use_probs):
+            return (lst * wl).sum() + ((p * wp).sum() if use_probs else 0)
+        grads = torch.autograd.grad(loss(probs, last), leaves, retain_graph=True)
+        grads_ref = torch.autograd.grad(loss(probs_ref, last_ref), leaves, retain_graph=True)
+        for got, want in zip(grads, grads_ref):
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    with torch.no_grad():  # float32, as `qlam bench sim` runs it
+        probs32, last32 = cpp.scan_factored_kernel(
+            psi0.float(), angles.float(), ins[0].float(), ins[1],
+            maps=(wmap.float(), woff.float()))
+    torch.testing.assert_close(probs32.double(), probs.detach(), atol=2e-5, rtol=0)
+    torch.testing.assert_close(last32.double(), last.detach(), atol=2e-5, rtol=0)
     with pytest.raises(RuntimeError, match="phase_offset must be"):
         cpp.scan_factored_kernel(psi0, angles, *ins, maps=(wmap, expand(woff)))
 
