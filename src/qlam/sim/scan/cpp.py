@@ -316,7 +316,9 @@ def factored_forward(psi0: torch.Tensor, phases: torch.Tensor, gates: torch.Tens
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """probs (B, L, H, N), last (B, H, 2, N) of the factored scan; with ``phase_map``
     (R, F, N) and ``phase_offset`` (R, N), ``phases`` are angles (B, L, H, F) that the kernel
-    expands to ``offset + angles . map`` per layer."""
+    expands to ``offset + angles . map`` per layer; with per-wire maps (R, F, n + 1) and
+    (R, n + 1) (:func:`qlam.sim.lowering.wire_form` of separable phases) it folds each wire's
+    phase into its gate instead."""
     probs, last = load().factored_forward(psi0, phases, gates, inv, renorm_every, phase_map,
                                           phase_offset)
     return probs, last
@@ -383,9 +385,10 @@ def factored_inputs(gates: torch.Tensor, perms, dtype: torch.dtype):
 def scan_factored_kernel(psi0, phases, gates, inv, maps=None):
     """The factored scan on the compiled kernel (inputs from :func:`factored_inputs`; the
     other shapes in :mod:`~qlam.sim.scan.contract`), adjoint gradients: probs (B, L, H, N),
-    last (B, H, 2, N). ``maps`` (phase_map (R, F, N), phase_offset (R, N)): ``phases`` are
-    then angles (B, L, H, F) that the kernel expands as it runs, so no (B, L, H, R, N) tensor
-    is built; the angles and the offset get gradients (the map is a constant)."""
+    last (B, H, 2, N). ``maps`` (phase_map (R, F, N), phase_offset (R, N), or per wire
+    (R, F, n + 1), (R, n + 1)): ``phases`` are then angles (B, L, H, F) that the kernel
+    expands as it runs, so no (B, L, H, R, N) tensor is built; the angles and the offset get
+    gradients (the map is a constant)."""
     maps = (None, None) if maps is None else tuple(maps)
     if not available():
         raise RuntimeError(f"compiled recurrence kernel unavailable: {_error}")
