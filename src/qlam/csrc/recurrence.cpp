@@ -867,6 +867,13 @@ struct Group {  // one plane of a group of FK amplitudes as NV vectors of W lane
   static QLAM_INLINE void store(const vec* v, T* p) {
     for (int i = 0; i < NV; ++i) std::memcpy(p + i * W, &v[i], VB);
   }
+  // the four consecutive planes of FK lanes at p (coefficients or gradient sums)
+  static QLAM_INLINE void load4(const T* p, vec (&v)[4][NV]) {
+    for (int k = 0; k < 4; ++k) load(p + k * FK, v[k]);
+  }
+  static QLAM_INLINE void store4(const vec (&v)[4][NV], T* p) {
+    for (int k = 0; k < 4; ++k) store(v[k], p + k * FK);
+  }
   // lane j of the result is x[j ^ M], M < W
   template <int M>
   static QLAM_INLINE vec shuffled(vec x) {
@@ -874,14 +881,17 @@ struct Group {  // one plane of a group of FK amplitudes as NV vectors of W lane
     for (int j = 0; j < W; ++j) m[j] = static_cast<idx>(j ^ M);
     return __builtin_shuffle(x, m);
   }
-  // out[j] = x[j ^ S]
+  // (sr, si)[j] = (xr, xi)[j ^ S]: a complex plane's lanes paired across the wire of stride S
   template <int S>
-  static QLAM_INLINE void swap(const vec* x, vec* out) {
+  static QLAM_INLINE void swap(const vec* xr, const vec* xi, vec* sr, vec* si) {
     for (int i = 0; i < NV; ++i) {
-      if constexpr (S >= W)
-        out[i] = x[i ^ (S / W)];
-      else
-        out[i] = shuffled<S>(x[i]);
+      if constexpr (S >= W) {
+        sr[i] = xr[i ^ (S / W)];
+        si[i] = xi[i ^ (S / W)];
+      } else {
+        sr[i] = shuffled<S>(xr[i]);
+        si[i] = shuffled<S>(xi[i]);
+      }
     }
   }
   // every lane j <- the sum of the lanes that agree with j on bit S (all lanes for S >= W)
@@ -953,29 +963,25 @@ QLAM_INLINE void clear(T* __restrict e, int64_t n) {
   for (int64_t i = 0; i < n; i += FK) Gr::store(zero, e + i);
 }
 
-// (xr, xi) <- the gate of coefficient planes c on the wire of stride S, in registers; with
-// ACC, e (planes edr, edi, eor, eoi of FK lanes) += h conj(x) and h conj(x_{j^S}) for the
-// adjoint h at the gate's output and x its input (= the result): the gate's gradient, per
-// lane, reduced by lane_grads.
+// (xr, xi) <- the gate of coefficient planes c (c0r, c0i, c1r, c1i) on the wire of stride S,
+// in registers.
 template <typename T, int VB, int S>
 QLAM_INLINE void lane_gate(typename Group<T, VB>::vec* xr, typename Group<T, VB>::vec* xi,
                            const T* __restrict c) {
   using Gr = Group<T, VB>;
   constexpr int NV = Gr::NV;
-  typename Gr::vec sr[NV], si[NV], c0r[NV], c0i[NV], c1r[NV], c1i[NV];
-  Gr::template swap<S>(xr, sr);
-  Gr::template swap<S>(xi, si);
-  Gr::load(c, c0r);
-  Gr::load(c + FK, c0i);
-  Gr::load(c + 2 * FK, c1r);
-  Gr::load(c + 3 * FK, c1i);
+  typename Gr::vec sr[NV], si[NV], k[4][NV];
+  Gr::template swap<S>(xr, xi, sr, si);
+  Gr::load4(c, k);
   for (int i = 0; i < NV; ++i) {
     const auto r = xr[i], m = xi[i];
-    xr[i] = c0r[i] * r - c0i[i] * m + c1r[i] * sr[i] - c1i[i] * si[i];
-    xi[i] = c0r[i] * m + c0i[i] * r + c1r[i] * si[i] + c1i[i] * sr[i];
+    xr[i] = k[0][i] * r - k[1][i] * m + k[2][i] * sr[i] - k[3][i] * si[i];
+    xi[i] = k[0][i] * m + k[1][i] * r + k[2][i] * si[i] + k[3][i] * sr[i];
   }
 }
 
+// The gate's gradient, per lane: e (planes of h conj(x): re, im; of h conj(x_{j^S}): re, im)
+// += for the adjoint h at the gate's output and x its input; reduced by lane_sums.
 template <typename T, int VB, int S>
 QLAM_INLINE void lane_grad(const typename Group<T, VB>::vec* hr,
                            const typename Group<T, VB>::vec* hi,
@@ -983,23 +989,16 @@ QLAM_INLINE void lane_grad(const typename Group<T, VB>::vec* hr,
                            const typename Group<T, VB>::vec* xi, T* __restrict e) {
   using Gr = Group<T, VB>;
   constexpr int NV = Gr::NV;
-  typename Gr::vec sr[NV], si[NV], e0r[NV], e0i[NV], e1r[NV], e1i[NV];
-  Gr::template swap<S>(xr, sr);
-  Gr::template swap<S>(xi, si);
-  Gr::load(e, e0r);
-  Gr::load(e + FK, e0i);
-  Gr::load(e + 2 * FK, e1r);
-  Gr::load(e + 3 * FK, e1i);
+  typename Gr::vec sr[NV], si[NV], acc[4][NV];
+  Gr::template swap<S>(xr, xi, sr, si);
+  Gr::load4(e, acc);
   for (int i = 0; i < NV; ++i) {
-    e0r[i] += hr[i] * xr[i] + hi[i] * xi[i];
-    e0i[i] += hi[i] * xr[i] - hr[i] * xi[i];
-    e1r[i] += hr[i] * sr[i] + hi[i] * si[i];
-    e1i[i] += hi[i] * sr[i] - hr[i] * si[i];
+    acc[0][i] += hr[i] * xr[i] + hi[i] * xi[i];
+    acc[1][i] += hi[i] * xr[i] - hr[i] * xi[i];
+    acc[2][i] += hr[i] * sr[i] + hi[i] * si[i];
+    acc[3][i] += hi[i] * sr[i] - hr[i] * si[i];
   }
-  Gr::store(e0r, e);
-  Gr::store(e0i, e + FK);
-  Gr::store(e1r, e + 2 * FK);
-  Gr::store(e1i, e + 3 * FK);
+  Gr::store4(acc, e);
 }
 
 // out[inv[g + j]] = ((U_{n-4} ⊗ .. ⊗ U_{n-1}) x_g)[j] for every group g of FK amplitudes;
