@@ -22,6 +22,18 @@ def test_every_implementation_computes_the_same_loss_and_gradient():
                         tokens=4, atol=1e-9)
 
 
+def test_factored_rows_agree_where_the_phases_ride_in_the_gates():
+    """From WIRE_MIN_QUBITS the factored kernel folds the circuit's RZ(x) phases into the
+    gates; qlam-factored-rotated keeps rotating the state: both agree with the gate-by-gate
+    reference, and the threshold is restored after the rotated row."""
+    from qlam.sim import circuit_scan as cs
+
+    threshold = cs.WIRE_MIN_QUBITS
+    names = ["qlam-reference", "qlam-factored", "qlam-factored-rotated"]
+    sim.check_agreement(names, n_qubits=threshold, tokens=4, atol=1e-9)
+    assert cs.WIRE_MIN_QUBITS == threshold
+
+
 def test_benchmark_circuit():
     c = sim_impls.benchmark_circuit(4)
     assert c.gate_count() == {"rz": 8, "ry": 4, "cnot": 4}

@@ -14,6 +14,7 @@ import torch
 
 from qlam.bench import sim_peers
 from qlam.circuit import Circuit
+from qlam.sim import circuit_scan as circuit_scan_module
 from qlam.sim.circuit_scan import circuit_scan
 from qlam.sim.measure import probabilities
 from qlam.sim.scan import cpp
@@ -93,6 +94,17 @@ def run_kernel(s: Setup) -> torch.Tensor:
 
 def run_factored(s: Setup) -> torch.Tensor:
     return _circuit_loss(s, "factored")
+
+
+def run_factored_rotated(s: Setup) -> torch.Tensor:
+    """qlam-factored with the phases applied as a rotation of the state at every size, never
+    folded into the gates per wire: the other side of ``circuit_scan.WIRE_MIN_QUBITS``."""
+    threshold = circuit_scan_module.WIRE_MIN_QUBITS
+    circuit_scan_module.WIRE_MIN_QUBITS = math.inf
+    try:
+        return _circuit_loss(s, "factored")
+    finally:
+        circuit_scan_module.WIRE_MIN_QUBITS = threshold
 
 
 def run_auto(s: Setup) -> torch.Tensor:
@@ -303,6 +315,7 @@ register(Impl("qlam-compiled", run_compiled, cost="dense"))
 register(Impl("qlam-compiled-autograd", run_compiled_autograd, cost="dense"))
 register(Impl("qlam-kernel", run_kernel, available=cpp.available, cost="dense"))
 register(Impl("qlam-factored", run_factored, cost="factored"))
+register(Impl("qlam-factored-rotated", run_factored_rotated, cost="factored"))
 register(Impl("qlam-auto", run_auto, cost="auto"))
 register(Impl("qlam-reference", run_reference, quick_tokens=16, full_tokens=64, cost="gates"))
 # PennyLane's per-token rate falls as the sequence grows (about 17k tokens/s at 8 tokens,
