@@ -24,13 +24,15 @@ def test_every_implementation_computes_the_same_loss_and_gradient():
 
 def test_factored_rows_agree_where_the_phases_ride_in_the_gates():
     """From WIRE_MIN_QUBITS the factored kernel folds the circuit's RZ(x) phases into the
-    gates; qlam-factored-rotated keeps rotating the state: both agree with the gate-by-gate
-    reference, and the threshold is restored after the rotated row."""
+    gates; qlam-factored-rotated keeps rotating the state, qlam-factored-wire folds them at
+    every size: all agree with the gate-by-gate reference (at the threshold and below it), and
+    the threshold is restored after each."""
     from qlam.sim import circuit_scan as cs
 
     threshold = cs.WIRE_MIN_QUBITS
-    names = ["qlam-reference", "qlam-factored", "qlam-factored-rotated"]
-    sim.check_agreement(names, n_qubits=threshold, tokens=4, atol=1e-9)
+    names = ["qlam-reference", "qlam-factored", "qlam-factored-rotated", "qlam-factored-wire"]
+    for n in (4, threshold):
+        sim.check_agreement(names, n_qubits=n, tokens=4, atol=1e-9)
     assert cs.WIRE_MIN_QUBITS == threshold
 
 

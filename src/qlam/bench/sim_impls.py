@@ -96,15 +96,25 @@ def run_factored(s: Setup) -> torch.Tensor:
     return _circuit_loss(s, "factored")
 
 
-def run_factored_rotated(s: Setup) -> torch.Tensor:
-    """qlam-factored with the phases applied as a rotation of the state at every size, never
-    folded into the gates per wire: the other side of ``circuit_scan.WIRE_MIN_QUBITS``."""
+def _factored_with_wire_min(s: Setup, wire_min: float) -> torch.Tensor:
+    """qlam-factored with ``circuit_scan.WIRE_MIN_QUBITS`` set to ``wire_min`` for the call."""
     threshold = circuit_scan_module.WIRE_MIN_QUBITS
-    circuit_scan_module.WIRE_MIN_QUBITS = math.inf
+    circuit_scan_module.WIRE_MIN_QUBITS = wire_min
     try:
         return _circuit_loss(s, "factored")
     finally:
         circuit_scan_module.WIRE_MIN_QUBITS = threshold
+
+
+def run_factored_rotated(s: Setup) -> torch.Tensor:
+    """The phases always applied as a rotation of the state, never folded into the gates."""
+    return _factored_with_wire_min(s, math.inf)
+
+
+def run_factored_wire(s: Setup) -> torch.Tensor:
+    """The phases always folded into the gates per wire (where separable), at every size:
+    with qlam-factored-rotated, the two sides of ``circuit_scan.WIRE_MIN_QUBITS``."""
+    return _factored_with_wire_min(s, 0)
 
 
 def run_auto(s: Setup) -> torch.Tensor:
@@ -316,6 +326,7 @@ register(Impl("qlam-compiled-autograd", run_compiled_autograd, cost="dense"))
 register(Impl("qlam-kernel", run_kernel, available=cpp.available, cost="dense"))
 register(Impl("qlam-factored", run_factored, cost="factored"))
 register(Impl("qlam-factored-rotated", run_factored_rotated, cost="factored"))
+register(Impl("qlam-factored-wire", run_factored_wire, cost="factored"))
 register(Impl("qlam-auto", run_auto, cost="auto"))
 register(Impl("qlam-reference", run_reference, quick_tokens=16, full_tokens=64, cost="gates"))
 # PennyLane's per-token rate falls as the sequence grows (about 17k tokens/s at 8 tokens,
