@@ -187,7 +187,7 @@ def test_factored_kernel_equals_the_dense_scan_values_and_gradients(n_qubits, is
 
 
 @needs_kernel
-@pytest.mark.parametrize("n_qubits", [4, 7, cs.WIRE_MIN_QUBITS])
+@pytest.mark.parametrize("n_qubits", [4, cs.WIRE_MIN_QUBITS - 1, cs.WIRE_MIN_QUBITS])
 def test_circuit_scan_factored_kernel_equals_the_pytorch_paths(n_qubits):
     """The benchmark circuit: the kernel's factored scan (from WIRE_MIN_QUBITS on with its
     RZ(x) phases folded into the gates), PyTorch's factored scan and the dense scan agree on

@@ -41,10 +41,10 @@ from qlam.sim.scan.factored import scan_factored
 FACTORED_MIN_QUBITS = 9
 # From how many qubits the kernel gets separable phases per wire (folded into the gates, no
 # rotation pass): below, its per-token work (n + 1 cos / sin, the low wires' coefficient
-# planes and gradient sums) outweighs the N-long passes it saves (training steps of the bench
-# circuit on AVX2, per wire against per amplitude: 0.91x at n = 6, 1.02x at 7, 1.07x at 8,
-# 1.17x at 10).
-WIRE_MIN_QUBITS = 8
+# planes and gradient sums) outweighs the N-long passes it saves. Per wire against rotated,
+# training steps of the bench circuit on AVX2 (benchmarks/results/peers/avx2/wire/): 0.73x at
+# n = 4, 0.86x at 5, 0.96x at 6, 1.02x at 7, 1.05-1.11x at 8, 1.10x at 10, 1.11x at 12.
+WIRE_MIN_QUBITS = 7
 METHODS = ("auto", "dense", "factored")
 
 
