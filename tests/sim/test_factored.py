@@ -350,6 +350,31 @@ def test_circuit_scan_factored_kernel_with_trainable_phases_and_input_gradients(
 
 
 @needs_kernel
+@pytest.mark.parametrize("n", [4, cs.WIRE_MIN_QUBITS])
+def test_circuit_scan_factored_kernel_without_inputs(n):
+    """A circuit that takes no inputs (trainable RZ, RY on every wire, a CNOT ring): the
+    kernel's phase map has no angles (F = 0; it crashed on the empty map before); values and
+    the gradient of theta as the dense autograd scan (float64), rotated and per wire."""
+    from qlam.circuit import Circuit
+    from qlam.templates import ring
+
+    c = Circuit(n)
+    for q in range(n):
+        c.rz(q, c.new_param(0.3 * (q + 1))).ry(q, c.new_param(0.2 - 0.1 * q))
+    for a, b in ring(n):
+        c.cnot(a, b)
+    x = torch.zeros(2, 5, 0, dtype=torch.float64)
+    out = {}
+    for method, backward in [("factored", "kernel"), ("dense", "autograd")]:
+        theta = c.init_params(torch.float64).requires_grad_()
+        probs, last = cs.circuit_scan(c, theta, x, method=method, backward=backward)
+        (probs.square().sum() + last[:, :, 1].sum()).backward()
+        out[method] = (probs.detach(), last.detach(), theta.grad)
+    for got, want in zip(out["factored"], out["dense"]):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+
+
+@needs_kernel
 def test_factored_kernel_float32_and_bad_input():
     g = torch.Generator().manual_seed(0)
     psi0 = random_unitaries(2, 1, n=16, generator=g)[..., 0]

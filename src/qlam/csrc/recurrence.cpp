@@ -1274,8 +1274,9 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
           a[N + k] += T(2) * z[N + k] * gp[k];
         }
       }
-      T* ga = p.pmap == nullptr ? nullptr : p.gphase + ((b * L + t) * H + h) * p.F;
-      if (ga != nullptr) std::fill(ga, ga + p.F, T(0));
+      const bool mapped = p.pmap != nullptr;  // ga is null with a map of no angles (F = 0)
+      T* ga = mapped ? p.gphase + ((b * L + t) * H + h) * p.F : nullptr;
+      if (mapped) std::fill(ga, ga + p.F, T(0));
       for (int64_t r = R - 1; r >= 0; --r) {
         T* ar = acc + r * p.acc_size;
         const T* gt = p.gates + (h * R + r) * (G + FLOW) * 8;
@@ -1300,9 +1301,9 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
         for (int64_t q = G - 1; q >= 0; --q)
           gate_unapply<T, VB>(u, u + N, g, g + N, gt + q * 8, ar + q * 8, N, N >> (q + 1));
         sincos_row<T>(factored_phases<T>(p, b, t, h, r, row), cs, cs + N, N);
-        T* gph = ga != nullptr ? grow : p.gphase + (((b * L + t) * H + h) * R + r) * N;
+        T* gph = mapped ? grow : p.gphase + (((b * L + t) * H + h) * R + r) * N;
         unrotate_step<T>(u, g, cs, cs + N, z, a, gph, N);
-        if (ga != nullptr) factored_phase_grads<T>(p, r, gph, ga, ar + goff);
+        if (mapped) factored_phase_grads<T>(p, r, gph, ga, ar + goff);
       }
     }
     std::memcpy(p.adj_out + (b * H + h) * 2 * N, a, 2 * N * sizeof(T));
@@ -1931,8 +1932,10 @@ FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, const at::Tens
     keep.push_back(phase_map->contiguous());
     keep.push_back(phase_offset->contiguous());
     p.F = phases.size(3);
-    p.pmap = keep[keep.size() - 2].data_ptr<T>();
     p.poff = keep.back().data_ptr<T>();
+    // pmap marks the mapped mode; an empty map (F = 0: the phases are the offset alone, a
+    // circuit without inputs) has no data pointer, so it points at the offset then (unread)
+    p.pmap = p.F > 0 ? keep[keep.size() - 2].data_ptr<T>() : p.poff;
     p.wire = phase_map->size(2) != p.N;
   }
   p.scratch_size = roundup(scratch_per_thread * p.N + WIRE_SCRATCH, 64);
