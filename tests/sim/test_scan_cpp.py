@@ -298,6 +298,8 @@ def test_phase_maps_bad_input():
         cpp.scan_kernel(psi0, angles, w, rangles, w_read, maps=(pm, po[:1], rm, ro))
     with pytest.raises(ValueError, match="angles must have shape"):
         cpp.scan_kernel(psi0, angles[..., :2], w, rangles, w_read, maps=(pm, po, rm, ro))
+    with pytest.raises(ValueError, match="no angles"):  # F = 0: was a reshape error in C++
+        cpp.scan_kernel(psi0, angles[..., :0], w, rangles, w_read, maps=(pm[:, :0], po, rm, ro))
     with pytest.raises(ValueError, match="read angles must have shape"):
         cpp.scan_kernel(psi0, angles, w, rangles[..., :1], w_read, maps=(pm, po, rm, ro))
     with pytest.raises(ValueError, match="read_map and read_offset"):

@@ -76,6 +76,9 @@ def check_maps(psi0, angles, w, read_angles, w_read, maps) -> None:
     if phase_map is None or phase_offset is None or phase_map.dim() != 3:
         raise ValueError("maps: phase_map (R, F, N) and phase_offset (R, N) are required")
     r, f, n = phase_map.shape
+    if f == 0:
+        raise ValueError("phase_map has no angles (F = 0): pass the phases themselves "
+                         "(phase_offset broadcast to (B, L, H, R, N)) and no maps")
     if phase_offset.shape != (r, n):
         raise ValueError(f"phase_offset must have shape {(r, n)}, got {tuple(phase_offset.shape)}")
     if angles.dim() != 4 or angles.shape[3] != f:
