@@ -725,9 +725,10 @@ int64_t backward_scratch(const Plan<T>& p) {
 // applied in place, pass by pass (their pairs lie at least FK = 16 amplitudes apart, a
 // vector or more), then the four low wires in registers on each group of FK contiguous
 // amplitudes, whose result is scattered by the inverse permutation inv, (P y)[inv[j]] = y[j]:
-// O(N n) instead of the dense O(N^2). A task is one (head, example); the backward is the same
-// reversible walk as the dense one, with per-thread accumulators of the gates' gradients
-// (dU += g x^H).
+// O(N n) instead of the dense O(N^2); with separable phases given per wire the rotation is
+// folded into the gates instead (wire_phases). A task is one (head, example); the backward is
+// the same reversible walk as the dense one, with per-thread accumulators of the gates'
+// gradients (dU += g x^H).
 constexpr int FK = 16;
 constexpr int FLOW = 4;               // the low wires, in registers (low_apply)
 constexpr int LANE_PLANES = 4 * FK;  // c0r, c0i, c1r, c1i of one low wire (lane_coeffs)
@@ -955,7 +956,7 @@ QLAM_INLINE void low_sums(const T* __restrict e, T* __restrict du) {
 }
 
 // e[0:n) = 0 for n a multiple of FK, by vector stores (std::fill of a few hundred floats
-// compiles to rep stos, whose start-up cost dominated a 4-qubit token)
+// compiles to rep stos, whose start-up cost outweighs the stores at this size)
 template <typename T, int VB>
 QLAM_INLINE void clear(T* __restrict e, int64_t n) {
   using Gr = Group<T, VB>;

@@ -338,7 +338,7 @@ def factored_backward(last: torch.Tensor, phases: torch.Tensor, gates: torch.Ten
                       phase_offset: torch.Tensor | None = None,
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reversible backward: gradients of psi0, phases (the angles with a map), gates and
-    the phase offset (R, N) (empty without a map)."""
+    the phase offset (its shape: (R, N), or (R, n + 1) per wire; empty without a map)."""
     out = load().factored_backward(last, phases, gates, inv, g_probs, g_last, phase_map,
                                    phase_offset)
     return tuple(out)
