@@ -8,7 +8,7 @@ import torch
 from circuit_oracles import random_args, random_circuit
 
 from qlam.circuit import Angle, Circuit
-from qlam.sim import lowering
+from qlam.sim import gates, lowering
 from qlam.sim.statevector import run_reference
 
 
@@ -91,3 +91,15 @@ def test_structured_unitary_equals_the_generic_build(monkeypatch, layer):
     (g2,) = torch.autograd.grad(w2.square().mul(weights).sum(), theta)
     assert torch.allclose(w2, w, atol=1e-12) and torch.equal(phases2, phases)
     assert torch.allclose(g2, g, atol=1e-10)
+
+
+def test_separable_accepts_single_qubit_phases_and_refuses_two_qubit_ones():
+    """Rows from single-qubit diagonal gates (c + sum_q beta_q bit_q) are separable, and
+    wire_form gives their per-wire phases back; a ZZ parity row (RZZ) is not."""
+    n = 5
+    b = [gates.bits(n, q).double() for q in range(n)]
+    row = 0.3 + 0.7 * b[0] - 1.1 * b[4]
+    assert lowering.separable(torch.stack([row, 2 * row]), n)
+    torch.testing.assert_close(lowering.wire_form(row, n),
+                               torch.tensor([0.7, 0, 0, 0, -1.1, 0.3], dtype=torch.float64))
+    assert not lowering.separable(torch.stack([row, (b[1] + b[2]) % 2]), n)
