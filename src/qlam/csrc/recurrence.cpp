@@ -765,10 +765,19 @@ struct FPlan {
   int64_t scratch_size = 0;
 };
 
-// Per-thread scratch of the per-wire mode beyond the states (n <= 30 wires): the phases and
-// their cos | sin (32 each), the token's gates and their gradients (8 n each), the low wires'
-// planes and sums.
-constexpr int64_t WIRE_SCRATCH = 3 * 32 + 2 * 8 * 32 + 2 * FLOW * LANE_PLANES;
+// The per-wire mode's per-thread buffers, after the states: a token's phases (n + 1, padded
+// to WIRE_PAD), their cos | sin, its gates and their gradients (8 n each), the low wires'
+// coefficient planes and lane sums.
+constexpr int64_t WIRE_PAD = 32;  // n + 1 <= 31
+constexpr int64_t WIRE_SCRATCH = 3 * WIRE_PAD + 2 * 8 * WIRE_PAD + 2 * FLOW * LANE_PLANES;
+
+template <typename T>
+struct WireScratch {
+  T *al, *cs, *vg, *dv, *lp, *le;
+  explicit WireScratch(T* p)
+      : al(p), cs(al + WIRE_PAD), vg(cs + 2 * WIRE_PAD), dv(vg + 8 * WIRE_PAD),
+        lp(dv + 8 * WIRE_PAD), le(lp + FLOW * LANE_PLANES) {}
+};
 
 // z <- U z on the pairs (i, i + s), i with bit s clear; u: re00 re01 re10 re11 im00 .. im11.
 template <typename T>
@@ -1107,7 +1116,6 @@ QLAM_INLINE void factored_phase_grads(const FPlan<T>& p, int64_t r, const T* __r
 // cos / sin and no pass over the state for the rotation (and none for its inverse and phase
 // gradient in the backward). al = poff[r] + angles . pmap[r] (n + 1, padded with zeros to
 // WIRE_PAD, so that cos / sin is whole vectors), cos | sin into cs (WIRE_PAD each).
-constexpr int64_t WIRE_PAD = 32;  // n + 1 <= 31
 
 template <typename T>
 QLAM_INLINE void wire_phases(const FPlan<T>& p, int64_t b, int64_t t, int64_t h, int64_t r,
@@ -1161,7 +1169,7 @@ QLAM_INLINE void wire_grads(const FPlan<T>& p, int64_t r, const T* __restrict u,
                             const T* __restrict dv, T* __restrict du, T* __restrict ga,
                             T* __restrict go) {
   const int64_t n = p.G + FLOW, n1 = n + 1, F = p.F;
-  T dphi[32 + 1];
+  T dphi[WIRE_PAD];
   dphi[n] = T(0);
   for (int64_t q = 0; q < n; ++q) {
     T d[4];
@@ -1201,10 +1209,7 @@ QLAM_INLINE void factored_forward_tasks(const FPlan<T>& p, int64_t begin, int64_
   T* u = z + 2 * N;                          // rotated, then through the gates
   T* cs = u + 2 * N;                         // cos, sin
   T* row = cs + 2 * N;                       // the expanded phases (with pmap)
-  T* wal = row + N;                          // per wire: phases, cos | sin, gates, planes
-  T* wcs = wal + 32;
-  T* vg = wcs + 64;
-  T* lp = vg + 8 * 32;
+  const WireScratch<T> w(row + N);           // per wire
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task / p.B, b = task % p.B;
     std::memcpy(z, p.state_in + (b * H + h) * 2 * N, 2 * N * sizeof(T));
@@ -1212,12 +1217,12 @@ QLAM_INLINE void factored_forward_tasks(const FPlan<T>& p, int64_t begin, int64_
       for (int64_t r = 0; r < R; ++r) {
         const T* gt = p.gates + (h * R + r) * (G + FLOW) * 8;
         if (p.wire) {  // the phases in the gates; the state in place, then scattered into u
-          wire_phases<T>(p, b, t, h, r, wal, wcs);
-          wire_gates<T>(gt, wcs, G + FLOW, vg);
+          wire_phases<T>(p, b, t, h, r, w.al, w.cs);
+          wire_gates<T>(gt, w.cs, G + FLOW, w.vg);
           for (int k = 0; k < FLOW; ++k)
-            lane_coeffs<T>(vg + (G + k) * 8, (FK / 2) >> k, false, lp + k * LANE_PLANES);
-          for (int64_t q = 0; q < G; ++q) gate_apply<T>(z, z + N, vg + q * 8, N, N >> (q + 1));
-          low_apply<T, VB>(z, z + N, lp, p.inv + r * N, u, u + N, N);
+            lane_coeffs<T>(w.vg + (G + k) * 8, (FK / 2) >> k, false, w.lp + k * LANE_PLANES);
+          for (int64_t q = 0; q < G; ++q) gate_apply<T>(z, z + N, w.vg + q * 8, N, N >> (q + 1));
+          low_apply<T, VB>(z, z + N, w.lp, p.inv + r * N, u, u + N, N);
           std::swap(z, u);
           continue;
         }
@@ -1251,12 +1256,7 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
   T* cs = g + 2 * N;
   T* row = cs + 2 * N;  // the expanded phases and their gradient (with pmap)
   T* grow = row + N;
-  T* wal = grow + N;  // per wire: phases, cos | sin, gates, their gradients, planes, sums
-  T* wcs = wal + 32;
-  T* vg = wcs + 64;
-  T* dv = vg + 8 * 32;
-  T* lp = dv + 8 * 32;
-  T* le = lp + FLOW * LANE_PLANES;
+  const WireScratch<T> w(grow + N);  // per wire
   // the offset's gradient in acc (with pmap)
   const int64_t goff = p.wire ? 8 * (G + FLOW) : 8 * G + FLOW * LANE_PLANES;
   for (int64_t task = begin; task < end; ++task) {
@@ -1282,17 +1282,18 @@ QLAM_INLINE void factored_backward_tasks(const FPlan<T>& p, int64_t begin, int64
         T* ar = acc + r * p.acc_size;
         const T* gt = p.gates + (h * R + r) * (G + FLOW) * 8;
         if (p.wire) {  // this token's gates V, their gradients dv, then back to U and phases
-          wire_phases<T>(p, b, t, h, r, wal, wcs);
-          wire_gates<T>(gt, wcs, G + FLOW, vg);
+          wire_phases<T>(p, b, t, h, r, w.al, w.cs);
+          wire_gates<T>(gt, w.cs, G + FLOW, w.vg);
           for (int k = 0; k < FLOW; ++k)
-            lane_coeffs<T>(vg + (G + k) * 8, (FK / 2) >> k, true, lp + k * LANE_PLANES);
-          clear<T, VB>(dv, roundup(8 * (G + FLOW), FK));
-          clear<T, VB>(le, FLOW * LANE_PLANES);
-          low_unapply<T, VB>(z, z + N, a, a + N, lp, p.inv + r * N, u, u + N, g, g + N, le, N);
+            lane_coeffs<T>(w.vg + (G + k) * 8, (FK / 2) >> k, true, w.lp + k * LANE_PLANES);
+          clear<T, VB>(w.dv, roundup(8 * (G + FLOW), FK));
+          clear<T, VB>(w.le, FLOW * LANE_PLANES);
+          low_unapply<T, VB>(z, z + N, a, a + N, w.lp, p.inv + r * N, u, u + N, g, g + N, w.le,
+                             N);
           for (int64_t q = G - 1; q >= 0; --q)
-            gate_unapply<T, VB>(u, u + N, g, g + N, vg + q * 8, dv + q * 8, N, N >> (q + 1));
-          low_sums<T, VB>(le, dv + G * 8);
-          wire_grads<T>(p, r, gt, vg, wcs, dv, ar, ga, ar + goff);
+            gate_unapply<T, VB>(u, u + N, g, g + N, w.vg + q * 8, w.dv + q * 8, N, N >> (q + 1));
+          low_sums<T, VB>(w.le, w.dv + G * 8);
+          wire_grads<T>(p, r, gt, w.vg, w.cs, w.dv, ar, ga, ar + goff);
           std::swap(z, u);
           std::swap(a, g);
           continue;
@@ -1913,9 +1914,10 @@ at::Tensor lane_grads(const at::Tensor& sums) {
   return out;
 }
 
-// The plan of a call; the maps (when given) made contiguous into keep.
+// The plan of a call; the maps (when given) made contiguous and, without per-wire maps, the low
+// wires' coefficient planes (of U^H with adjoint, for the backward) into keep.
 template <typename T>
-FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, const at::Tensor& lanes,
+FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, bool adjoint,
                const at::Tensor& inv, const OptT& phase_map, const OptT& phase_offset,
                int64_t scratch_per_thread, std::vector<at::Tensor>& keep) {
   FPlan<T> p;
@@ -1927,7 +1929,6 @@ FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, const at::Tens
   p.G = gates.size(2) - FLOW;
   p.phases = phases.data_ptr<T>();
   p.gates = gates.data_ptr<T>();
-  p.lanes = lanes.data_ptr<T>();
   p.inv = inv.data_ptr<int64_t>();
   if (given(phase_map)) {
     keep.push_back(phase_map->contiguous());
@@ -1938,6 +1939,10 @@ FPlan<T> fplan(const at::Tensor& phases, const at::Tensor& gates, const at::Tens
     // circuit without inputs) has no data pointer, so it points at the offset then (unread)
     p.pmap = p.F > 0 ? keep[keep.size() - 2].data_ptr<T>() : p.poff;
     p.wire = phase_map->size(2) != p.N;
+  }
+  if (!p.wire) {  // the low wires' fixed planes (per wire they are built every token)
+    keep.push_back(lane_planes<T>(gates, adjoint));
+    p.lanes = keep.back().data_ptr<T>();
   }
   p.scratch_size = roundup(scratch_per_thread * p.N + WIRE_SCRATCH, 64);
   return p;
@@ -1957,10 +1962,9 @@ std::vector<at::Tensor> factored_forward_impl(const at::Tensor& psi0_, const at:
                                               const OptT& phase_offset) {
   const at::Tensor psi0 = psi0_.contiguous(), phases = phases_.contiguous(),
                    gates = gates_.contiguous(), inv = inv_.contiguous();
-  const at::Tensor lanes = lane_planes<T>(gates, false);
   std::vector<at::Tensor> keep;
   // z, u, cos | sin, the expanded phases
-  FPlan<T> p = fplan<T>(phases, gates, lanes, inv, phase_map, phase_offset, 7, keep);
+  FPlan<T> p = fplan<T>(phases, gates, false, inv, phase_map, phase_offset, 7, keep);
   p.renorm = renorm_every;
   const auto opts = phases.options();
   at::Tensor probs = empty_output({p.B, p.L, p.H, p.N}, opts);
@@ -1981,10 +1985,9 @@ std::vector<at::Tensor> factored_backward_impl(const at::Tensor& last_, const at
                                                const OptT& phase_map, const OptT& phase_offset) {
   const at::Tensor last = last_.contiguous(), phases = phases_.contiguous(),
                    gates = gates_.contiguous(), inv = inv_.contiguous();
-  const at::Tensor lanes = lane_planes<T>(gates, true);
   std::vector<at::Tensor> keep;
   // z, a, u, g, cos | sin, the expanded phases and their gradient
-  FPlan<T> p = fplan<T>(phases, gates, lanes, inv, phase_map, phase_offset, 12, keep);
+  FPlan<T> p = fplan<T>(phases, gates, true, inv, phase_map, phase_offset, 12, keep);
   const auto opts = phases.options();
   const int64_t nthr = at::get_num_threads();
   const int64_t n = p.G + FLOW;
