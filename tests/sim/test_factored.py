@@ -318,6 +318,25 @@ def test_factored_ops_pass_opcheck(mapped):
                            *[None if m is None else m.detach() for m in maps]])
 
 
+def _kernel_matches_dense(c, x):
+    """circuit_scan of circuit c on x (B, L, F) float64: the kernel's factored scan against the
+    dense autograd scan, probabilities, final state and the gradients of theta (and of x when
+    it requires grad) within 1e-10; returns the kernel's (theta's, x's or None)."""
+    out = {}
+    for method, backward in [("factored", "kernel"), ("dense", "autograd")]:
+        xm = x.detach().clone().requires_grad_(x.requires_grad)
+        theta = c.init_params(torch.float64).requires_grad_()
+        probs, last = cs.circuit_scan(c, theta, xm, method=method, backward=backward)
+        (probs.square().sum() + last[:, :, 1].sum()).backward()
+        out[method] = (probs.detach(), last.detach(), theta.grad, xm.grad)
+    for got, want in zip(out["factored"], out["dense"]):
+        if want is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    return out["factored"][2:]
+
+
 @needs_kernel
 @pytest.mark.parametrize("n", [5, cs.WIRE_MIN_QUBITS])
 def test_circuit_scan_factored_kernel_with_trainable_phases_and_input_gradients(n):
@@ -336,18 +355,10 @@ def test_circuit_scan_factored_kernel_with_trainable_phases_and_input_gradients(
         c.ry(q, c.new_param(0.2 - 0.1 * q))
     for a, b in ring(n):
         c.cnot(a, b)
-    out = {}
-    for method, backward in [("factored", "kernel"), ("dense", "autograd")]:
-        assert cs.choose(c, method) == method
-        x = torch.rand(2, 30, 2, dtype=torch.float64,
-                       generator=torch.Generator().manual_seed(1)).requires_grad_()
-        theta = c.init_params(torch.float64).requires_grad_()
-        probs, last = cs.circuit_scan(c, theta, x, method=method, backward=backward)
-        (probs.square().sum() + last[:, :, 1].sum()).backward()
-        out[method] = (probs.detach(), last.detach(), theta.grad, x.grad)
-    assert out["factored"][2].abs().sum() > 0 and out["factored"][3].abs().sum() > 0
-    for got, want in zip(out["factored"], out["dense"]):
-        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    assert cs.choose(c, "factored") == "factored" and cs.choose(c, "dense") == "dense"
+    x = torch.rand(2, 30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    g_theta, g_x = _kernel_matches_dense(c, x.requires_grad_())
+    assert g_theta.abs().sum() > 0 and g_x.abs().sum() > 0
 
 
 @needs_kernel
@@ -366,15 +377,8 @@ def test_circuit_scan_factored_kernel_with_two_qubit_phases():
     for a, b in ring(n):
         c.cnot(a, b)
     assert not lowering.separable_phases(lower(c))
-    x = torch.rand(2, 6, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    out = {}
-    for method, backward in [("factored", "kernel"), ("dense", "autograd")]:
-        theta = c.init_params(torch.float64).requires_grad_()
-        probs, last = cs.circuit_scan(c, theta, x, method=method, backward=backward)
-        (probs.square().sum() + last[:, :, 1].sum()).backward()
-        out[method] = (probs.detach(), last.detach(), theta.grad)
-    for got, want in zip(out["factored"], out["dense"]):
-        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    _kernel_matches_dense(c, torch.rand(2, 6, 1, dtype=torch.float64,
+                                        generator=torch.Generator().manual_seed(4)))
 
 
 @needs_kernel
@@ -391,15 +395,7 @@ def test_circuit_scan_factored_kernel_without_inputs(n):
         c.rz(q, c.new_param(0.3 * (q + 1))).ry(q, c.new_param(0.2 - 0.1 * q))
     for a, b in ring(n):
         c.cnot(a, b)
-    x = torch.zeros(2, 5, 0, dtype=torch.float64)
-    out = {}
-    for method, backward in [("factored", "kernel"), ("dense", "autograd")]:
-        theta = c.init_params(torch.float64).requires_grad_()
-        probs, last = cs.circuit_scan(c, theta, x, method=method, backward=backward)
-        (probs.square().sum() + last[:, :, 1].sum()).backward()
-        out[method] = (probs.detach(), last.detach(), theta.grad)
-    for got, want in zip(out["factored"], out["dense"]):
-        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    _kernel_matches_dense(c, torch.zeros(2, 5, 0, dtype=torch.float64))
 
 
 @needs_kernel
