@@ -65,6 +65,9 @@ CHECK = textwrap.dedent("""
     w = unitary(torch.Generator().manual_seed(1), torch.float64, 1, 1, n=16)
     wr = unitary(torch.Generator().manual_seed(2), torch.float64, 1, n=16)
     assert triton_engine.trusted(psi, a[0], w, a[1], wr)
+    # tensors outside the contract (the layer's inputs (B, L, d_model) in place of phases,
+    # d_model in 16..64) are not taken, never an error in the self-test
+    assert not triton_engine.trusted(psi, torch.zeros(2, 3, 16, dtype=torch.float64), w)
     auto = triton_engine.scan_triton(psi, a[0], w, a[1], wr)
     ref = scan(psi, a[0], w, a[1], wr, backward="reversible")
     print(json.dumps({"cases": out, "auto_err": (auto[0] - ref[0]).abs().max().item(),

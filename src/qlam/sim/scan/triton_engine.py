@@ -58,12 +58,13 @@ def available() -> bool:
 
 def supports(psi0, phases, w, read_phases=None, w_read=None) -> bool:
     """Whether the Triton kernels take these tensors: CUDA (or CPU under the interpreter),
-    one dtype (float32, or float64), N = 16..64."""
+    one dtype (float32, or float64), N = 16..64, phases (B, L, H, R, N) and W (H, R, 2, N, N)
+    as the contract has them (anything else is not for this engine, never an error)."""
     ts = [t for t in (psi0, phases, w, read_phases, w_read) if t is not None]
     device_ok = all(t.is_cuda for t in ts) or (interpreting() and all(t.device.type == "cpu"
                                                                        for t in ts))
     n = phases.shape[-1]
-    return (device_ok and one_float_dtype(*ts)
+    return (device_ok and one_float_dtype(*ts) and phases.dim() == 5 and w.dim() == 5
             and 2**MIN_QUBITS <= n <= 2**MAX_QUBITS and available())
 
 
