@@ -18,8 +18,41 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_every_implementation_computes_the_same_loss_and_gradient():
-    sim.check_agreement([n for n in sim_impls.IMPLS if sim_impls.IMPLS[n].available()], n_qubits=3,
+    sim.check_agreement([n for n, impl in sim_impls.IMPLS.items()
+                         if impl.available() and impl.on_device("cpu")], n_qubits=3,
                         tokens=4, atol=1e-9)
+
+
+def test_rows_run_on_their_devices_and_register_sizes(monkeypatch):
+    """A row that does not run on the benchmark's device is left out (logged) or, named,
+    refused; a row runs only at the register sizes it takes; qlam-triton's sizes are the
+    Triton engine's and it runs on CUDA only, the C++ kernel on the CPU only."""
+    gpu = sim_impls.Impl("gpu-row", sim_impls.run_compiled, on_device=lambda d: d == "cuda")
+    three = sim_impls.Impl("three-row", sim_impls.run_compiled, qubits=(3, 3))
+    monkeypatch.setattr(sim, "IMPLS", {"qlam-compiled": sim_impls.IMPLS["qlam-compiled"],
+                                       "gpu-row": gpu, "three-row": three})
+    logs = []
+    recs = sim.run_benchmark([2, 3], batch=2, seq_len=4, quick=True, repeats=1,
+                             log=logs.append)
+    assert sorted((r["impl"], r["n_qubits"]) for r in recs) == [
+        ("qlam-compiled", 2), ("qlam-compiled", 3), ("three-row", 3)]
+    assert any("not on cpu" in line and "gpu-row" in line for line in logs)
+    with pytest.raises(ValueError, match="do not run on cpu"):
+        sim.run_benchmark([2], batch=2, seq_len=4, impls=["gpu-row"], repeats=1)
+    triton_row, kernel_row = sim_impls.IMPLS["qlam-triton"], sim_impls.IMPLS["qlam-kernel"]
+    assert triton_row.on_device("cuda") and not triton_row.on_device("cpu")
+    assert kernel_row.on_device("cpu") and not kernel_row.on_device("cuda")
+    assert [n for n in range(2, 9) if triton_row.takes(n)] == [4, 5, 6]
+    if sim_impls.IMPLS["qlam-triton"].available():
+        from qlam.sim.scan import triton_engine
+
+        assert triton_row.qubits == (triton_engine.MIN_QUBITS, triton_engine.MAX_QUBITS)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_cli_refuses_cuda_without_a_gpu(capsys):
+    assert main(["bench", "sim", "--device", "cuda", "--n", "4", "--batch", "2"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
 
 
 def test_factored_rows_agree_where_the_phases_ride_in_the_gates():
@@ -78,8 +111,10 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
             "threads"} <= set(data["meta"])
     assert data["meta"]["command"].startswith("qlam bench sim ")
     records = data["records"]
-    available = [n for n in sim_impls.IMPLS if sim_impls.IMPLS[n].available()]
+    available = [n for n, impl in sim_impls.IMPLS.items()
+                 if impl.available() and impl.on_device("cpu")]
     assert len(records) == 2 * 2 * len(available)
+    assert {r["device"] for r in records} == {"cpu"} and data["meta"]["device"] == "cpu"
     for r in records:
         assert {"impl", "n_qubits", "batch", "seq_len", "tokens_per_s", "mode"} <= set(r)
         assert r["tokens_per_s"] > 0 and r["batch"] in (1, 4) and r["n_qubits"] in (2, 3)

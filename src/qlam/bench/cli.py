@@ -19,7 +19,7 @@ import torch
 from qlam.allocator import keep_freed_memory
 from qlam.atomic import atomic_write_text
 from qlam.bench import common, models, roofline, rss, sim
-from qlam.config import set_threads
+from qlam.config import resolve_device, set_threads
 
 BENCHMARKS = ("sim", "memory", "roofline", "models")
 TITLES = {
@@ -65,6 +65,8 @@ def register(subparsers) -> None:
                         "(one batch for those sizes)")
     p.add_argument("--peers-md", metavar="FILE",
                    help="also write the side-by-side table (one column per implementation)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N: the rows that run on that device")
     p.set_defaults(func=run_sim)
 
     p = sub.add_parser(
@@ -220,12 +222,15 @@ def run_sim(args: argparse.Namespace) -> int:
               large=args.large)
     if any(n > 12 for n in args.n):
         raise ValueError("--n above 12 needs a 2^n x 2^n dense unitary per token; use n <= 12")
+    device = resolve_device(args.device)
     meta = _setup(args, "sim")
-    meta.update(dtype=args.dtype, seq_len=args.seq_len)
+    meta.update(dtype=args.dtype, seq_len=args.seq_len, device=str(device),
+                device_name=sim.device_name(device))
     records = sim.run_benchmark(args.n, args.batch, args.seq_len, quick=args.quick,
                                 impls=args.impl, repeats=args.repeats,
                                 dtype=getattr(torch, args.dtype), log=common.stderr_log,
-                                large=tuple(args.large) if args.large else None)
+                                large=tuple(args.large) if args.large else None,
+                                device=str(device))
     lines = sim.summary(records)
     note = sim.target_note(records)
     if note:

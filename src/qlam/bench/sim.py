@@ -14,7 +14,8 @@ Every implementation runs the identical circuit from the identical qlam ``Circui
   circuit lowered to scan layers by :func:`qlam.sim.lowering.scan_tables`;
 - ``qlam-compiled-autograd``: the same scan with plain autograd through every token;
 - ``qlam-kernel``: the same scan on the C++ engine (:mod:`qlam.sim.scan.cpp`: forward
-  and reversible backward in C++), where it builds;
+  and reversible backward in C++), where it builds; ``qlam-triton``: on CUDA tensors, the
+  same scan as Triton kernels (:mod:`qlam.sim.scan.triton_engine`, 4..6 qubits);
 - ``qlam-factored``: each token's fixed block applied gate-factored, ``P (U_0 ⊗ ... ⊗
   U_{n-1})``, by the C++ kernel where it builds (else in PyTorch as ``P (A ⊗ B)``, two GEMMs
   and a gather, :mod:`qlam.sim.scan.factored`);
@@ -41,6 +42,11 @@ TorchQuantum is not benchmarked here: its only release for Python 3.11 (0.1.8) p
 and pulls its own torch and TensorFlow, so it cannot share an environment with qlam's peers
 (benchmarks/peers/requirements-torchquantum.txt and benchmarks/peers/README.md say how to
 run it in its own environment).
+
+On a GPU (``device="cuda"``, ``qlam bench sim --device cuda``) the rows that run on CUDA
+tensors are timed (qlam's PyTorch paths, ``qlam-triton``, ``qlam-auto``, the reference, and
+TensorCircuit-NG on JAX's GPU where JAX has one), each run between two device
+synchronisations; the others are left out. Records name the ``device``.
 
 The dense implementations build the fused W from theta inside every step (as the QLAM layer
 does); above ``qlam.sim.lowering.GENERIC_W_MAX_QUBITS`` qubits it is built from its
@@ -82,14 +88,14 @@ REPEAT_SECONDS = {True: 5.0, False: 20.0}  # stop repeating once this much time 
 
 # ---- measuring ------------------------------------------------------------------------------
 def check_agreement(impls: list[str], n_qubits: int = 3, tokens: int = 5,
-                    atol: float = 1e-8) -> None:
-    """All implementations give the same loss and gradient (float64, small case);
-    forward-only implementations are checked on the loss."""
+                    atol: float = 1e-8, device: str = "cpu") -> None:
+    """All implementations give the same loss and gradient (float64, small case, on
+    ``device``); forward-only implementations are checked on the loss."""
     ref_loss = ref_grad = None
     for name in sorted(impls, key=lambda k: IMPLS[k].forward_only):
-        s = make_setup(n_qubits, 3, tokens, torch.float64, seed=123)
-        loss = IMPLS[name].run(s)
-        grad = None if IMPLS[name].forward_only else s.theta.grad.detach().clone()
+        s = make_setup(n_qubits, 3, tokens, torch.float64, seed=123, device=device)
+        loss = IMPLS[name].run(s).cpu()
+        grad = None if IMPLS[name].forward_only else s.theta.grad.detach().cpu().clone()
         if ref_loss is None:
             ref_loss, ref_grad, ref_name = loss, grad, name
             continue
@@ -120,18 +126,29 @@ def tokens_for(impl: Impl, n_qubits: int, batch: int, seq_len: int, quick: bool)
     return max(1, min(tokens, max(MIN_TOKENS, int(budget // per_token))))
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
+
+
 def measure(impl: Impl, n_qubits: int, batch: int, seq_len: int, *, quick: bool,
-            repeats: int, dtype=torch.float32, seed: int = 0) -> dict:
+            repeats: int, dtype=torch.float32, seed: int = 0, device: str = "cpu") -> dict:
     tokens = tokens_for(impl, n_qubits, batch, seq_len, quick)
-    s = make_setup(n_qubits, batch, tokens, dtype, seed)
+    s = make_setup(n_qubits, batch, tokens, dtype, seed, device)
     impl.run(s.prefix(min(tokens, 4)))  # warm-up: allocations, imports, lazy init
     if impl.prepare is not None:
         impl.prepare(s)
     times: list[float] = []
     while len(times) < repeats and (not times or sum(times) < REPEAT_SECONDS[quick]):
         s.theta.grad = None
+        _synchronize(s.device)
         t0 = time.perf_counter()
         impl.run(s)
+        _synchronize(s.device)
         times.append(time.perf_counter() - t0)
     best = min(times)
     extra = {}
@@ -146,6 +163,7 @@ def measure(impl: Impl, n_qubits: int, batch: int, seq_len: int, *, quick: bool,
         "seconds": best, "seconds_median": statistics.median(times), "repeats": len(times),
         "requested_seq_len": seq_len, "dtype": str(dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "device": s.device.type, "device_name": device_name(s.device),
         "machine": platform.machine(), "cpus": os.cpu_count(),
         "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "quick": quick, **extra,
@@ -155,9 +173,12 @@ def measure(impl: Impl, n_qubits: int, batch: int, seq_len: int, *, quick: bool,
 def run_benchmark(n_list=(4, 6, 8), batch: int | list[int] = 128, seq_len: int = 784, *,
                   quick: bool = False, impls: list[str] | None = None, repeats: int | None = None,
                   dtype=torch.float32, log: Callable[[str], None] | None = None,
-                  large: tuple[int, int] | None = None) -> list[dict]:
-    """Time every implementation at every (batch, n); with ``large`` = (batch, seq_len),
-    the sizes n >= LARGE_N run once at that batch and length instead."""
+                  large: tuple[int, int] | None = None, device: str = "cpu") -> list[dict]:
+    """Time every implementation at every (batch, n) on ``device`` ("cpu", "cuda", "cuda:1";
+    rows that do not run there are left out, or refused when named in ``impls``); with
+    ``large`` = (batch, seq_len), the sizes n >= LARGE_N run once at that batch and length
+    instead. A row runs only at the register sizes it takes (:attr:`Impl.qubits`)."""
+    dev = torch.device(device)
     names = impls or list(IMPLS)
     unknown = [n for n in names if n not in IMPLS]
     if unknown:
@@ -168,7 +189,17 @@ def run_benchmark(n_list=(4, 6, 8), batch: int | list[int] = 128, seq_len: int =
     if missing and log:
         log(f"  skipped (not installed here): {', '.join(missing)}")
     names = [n for n in names if n not in missing]
-    check_agreement(names)
+    elsewhere = [n for n in names if not IMPLS[n].on_device(dev.type)]
+    if elsewhere and impls:
+        raise ValueError(f"implementation(s) {elsewhere} do not run on {dev.type} tensors")
+    if elsewhere and log:
+        log(f"  skipped (not on {dev.type}): {', '.join(elsewhere)}")
+    names = [n for n in names if n not in elsewhere]
+    if not names:
+        raise ValueError(f"no implementation to run on {dev.type}")
+    # the agreement case at a size every row takes (qlam-triton: 4 qubits and up)
+    lo = max([IMPLS[n].qubits[0] for n in names if IMPLS[n].qubits] + [3])
+    check_agreement(names, n_qubits=lo, device=device)
     reps = repeats if repeats is not None else (2 if quick else 3)
     batches = [batch] if isinstance(batch, int) else list(batch)
     cases = [(b, n, seq_len) for b in batches for n in n_list if not large or n < LARGE_N]
@@ -176,8 +207,9 @@ def run_benchmark(n_list=(4, 6, 8), batch: int | list[int] = 128, seq_len: int =
         cases += [(large[0], n, large[1]) for n in n_list if n >= LARGE_N]
     records = []
     for b, n, length in cases:
-        for name in names:
-            rec = measure(IMPLS[name], n, b, length, quick=quick, repeats=reps, dtype=dtype)
+        for name in (name for name in names if IMPLS[name].takes(n)):
+            rec = measure(IMPLS[name], n, b, length, quick=quick, repeats=reps, dtype=dtype,
+                          device=device)
             records.append(rec)
             if log:
                 log(f"  {name:<26} n={n:<2} batch={b:<4}: {rec['tokens_per_s']:>12,.0f} "

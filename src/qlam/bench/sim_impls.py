@@ -46,6 +46,10 @@ class Setup:
     weights: torch.Tensor  # (2^n,)
 
     @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
     def n_qubits(self) -> int:
         return self.circuit.n_qubits
 
@@ -62,12 +66,14 @@ class Setup:
 
 
 def make_setup(n_qubits: int, batch: int, seq_len: int, dtype=torch.float32,
-               seed: int = 0) -> Setup:
+               seed: int = 0, device: str | torch.device = "cpu") -> Setup:
+    """A case drawn on the CPU from ``seed`` (the same numbers on every device), then moved
+    to ``device``."""
     g = torch.Generator().manual_seed(seed)
     circuit = benchmark_circuit(n_qubits, g)
-    theta = circuit.init_params(dtype).requires_grad_()
-    x = torch.rand(batch, seq_len, 1, generator=g, dtype=torch.float64).to(dtype)
-    weights = torch.randn(2**n_qubits, generator=g, dtype=torch.float64).to(dtype)
+    theta = circuit.init_params(dtype).to(device).requires_grad_()
+    x = torch.rand(batch, seq_len, 1, generator=g, dtype=torch.float64).to(device, dtype)
+    weights = torch.randn(2**n_qubits, generator=g, dtype=torch.float64).to(device, dtype)
     return Setup(circuit, theta, x, weights)
 
 
@@ -123,7 +129,7 @@ def run_auto(s: Setup) -> torch.Tensor:
 
 def run_reference(s: Setup) -> torch.Tensor:
     n = s.n_qubits
-    psi = zero_state(n, s.batch, s.x.dtype)
+    psi = zero_state(n, s.batch, s.x.dtype, s.device)
     for x_t in s.x.unbind(1):  # (B, 1) per token; no [:, t] indexing in the loop
         psi = apply_ops(psi, s.circuit.ops, n, s.theta, x_t)
     loss = probabilities(psi) @ s.weights
@@ -262,7 +268,10 @@ class Impl:
     budget scales with n and batch (:func:`tokens_for`); ``prepare(setup)`` runs untimed
     before the timed runs (a compilation it times goes into ``sim_peers.COMPILE_SECONDS``);
     ``version()`` names the peer's package versions for the record; ``atol`` loosens the
-    agreement check (float64, 1e-8) for a peer that computes in single precision only."""
+    agreement check (float64, 1e-8) for a peer that computes in single precision only;
+    ``on_device(type)`` says whether the row runs on tensors of that device type ("cpu",
+    "cuda"; default: CPU only) and ``qubits`` (lo, hi) bounds the register sizes it takes
+    (None: any)."""
 
     name: str
     run: Callable[[Setup], torch.Tensor]
@@ -274,6 +283,11 @@ class Impl:
     prepare: Callable[[Setup], None] | None = None
     version: Callable[[], str] | None = None
     atol: float | None = None
+    on_device: Callable[[str], bool] = lambda device_type: device_type == "cpu"
+    qubits: tuple[int, int] | None = None
+
+    def takes(self, n_qubits: int) -> bool:
+        return self.qubits is None or self.qubits[0] <= n_qubits <= self.qubits[1]
 
     @property
     def mode(self) -> str:
@@ -321,14 +335,28 @@ def register(impl: Impl) -> Impl:
     return impl
 
 
-register(Impl("qlam-compiled", run_compiled, cost="dense"))
-register(Impl("qlam-compiled-autograd", run_compiled_autograd, cost="dense"))
+def _any_device(device_type: str) -> bool:
+    return True
+
+
+def _cuda_only(device_type: str) -> bool:
+    return device_type == "cuda"
+
+
+# the PyTorch paths run on any device; the C++ kernel rows on the CPU only; on CUDA
+# "kernel" is the Triton engine (4..6 qubits: qlam.sim.scan.triton_engine's MIN / MAX_QUBITS)
+register(Impl("qlam-compiled", run_compiled, cost="dense", on_device=_any_device))
+register(Impl("qlam-compiled-autograd", run_compiled_autograd, cost="dense",
+              on_device=_any_device))
 register(Impl("qlam-kernel", run_kernel, available=cpp.available, cost="dense"))
-register(Impl("qlam-factored", run_factored, cost="factored"))
+register(Impl("qlam-triton", run_kernel, available=_has("triton"), cost="dense",
+              on_device=_cuda_only, qubits=(4, 6)))
+register(Impl("qlam-factored", run_factored, cost="factored", on_device=_any_device))
 register(Impl("qlam-factored-rotated", run_factored_rotated, cost="factored"))
 register(Impl("qlam-factored-wire", run_factored_wire, cost="factored"))
-register(Impl("qlam-auto", run_auto, cost="auto"))
-register(Impl("qlam-reference", run_reference, quick_tokens=16, full_tokens=64, cost="gates"))
+register(Impl("qlam-auto", run_auto, cost="auto", on_device=_any_device))
+register(Impl("qlam-reference", run_reference, quick_tokens=16, full_tokens=64, cost="gates",
+              on_device=_any_device))
 # PennyLane's per-token rate falls as the sequence grows (about 17k tokens/s at 8 tokens,
 # 9.5k at 96, n=6), so a short prefix flatters it: the ratios below are conservative.
 register(Impl(BASELINE, run_pennylane, quick_tokens=32, full_tokens=128,
@@ -337,7 +365,8 @@ register(Impl("pennylane-lightning.qubit", run_lightning, quick_tokens=8, full_t
               available=_has_lightning, cost="gates", version=pennylane_version))
 register(Impl("tensorcircuit-jax", sim_peers.run_tensorcircuit, quick_tokens=128,
               full_tokens=784, available=_has("tensorcircuit", "jax"), cost="gates",
-              prepare=sim_peers.prepare_tensorcircuit, version=sim_peers.tensorcircuit_version))
+              prepare=sim_peers.prepare_tensorcircuit, version=sim_peers.tensorcircuit_version,
+              on_device=sim_peers.jax_runs_on))
 register(Impl("qulacs", sim_peers.run_qulacs, quick_tokens=16, full_tokens=64,
               available=_has("qulacs"), cost="gates", prepare=sim_peers.prepare_qulacs,
               version=sim_peers.qulacs_version))

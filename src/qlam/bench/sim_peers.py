@@ -67,15 +67,22 @@ def _angle(a, theta, x_t):
 _TC_FUNCS: dict = {}
 
 
+def _jax():
+    """JAX, set up before its first use: one thread where torch runs one, 64-bit types
+    enabled (float64 for the agreement check; arrays made before would be cut to 32)."""
+    _one_thread_env()
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
 def _tc_function(s, complex_dtype: str):
     """The jitted value-and-grad of the batch loss for this circuit: f(theta, x, w)."""
     key = (structure(s.circuit), complex_dtype)
     if key in _TC_FUNCS:
         return _TC_FUNCS[key]
-    _one_thread_env()
-    import jax
-
-    jax.config.update("jax_enable_x64", True)  # float64 for the agreement check
+    jax = _jax()
     import jax.numpy as jnp
     import tensorcircuit as tc
 
@@ -107,10 +114,33 @@ def _tc_function(s, complex_dtype: str):
     return f
 
 
+def _jax_device(device_type: str):
+    """The JAX device of a torch device type: its CPU, or its first GPU for "cuda"."""
+    jax = _jax()
+    try:
+        return jax.devices("gpu" if device_type == "cuda" else "cpu")[0]
+    except RuntimeError as e:
+        raise RuntimeError(f"tensorcircuit-jax on {device_type}: this JAX has no "
+                           f"{'GPU' if device_type == 'cuda' else 'CPU'} backend "
+                           f"(jax {jax.__version__}: {e})") from None
+
+
+def jax_runs_on(device_type: str) -> bool:
+    """Whether JAX has a backend for the device type (CUDA: a GPU plugin)."""
+    try:
+        _jax_device(device_type)
+    except RuntimeError:
+        return False
+    return True
+
+
 def _tc_args(s):
+    """theta, x, weights as arrays committed to the JAX device of the setup's tensors (so
+    the computation runs there, whatever JAX's default backend)."""
+    jax = _jax()
     real = np.float64 if s.x.dtype == torch.float64 else np.float32
-    return (s.theta.detach().numpy().astype(real), s.x.detach().numpy().astype(real),
-            s.weights.detach().numpy().astype(real))
+    arrays = [t.detach().cpu().numpy().astype(real) for t in (s.theta, s.x, s.weights)]
+    return tuple(jax.device_put(arrays, _jax_device(s.device.type)))
 
 
 def _tc_dtype(s) -> str:
@@ -121,7 +151,8 @@ _TC_COMPILED: dict = {}
 
 
 def _tc_key(s, args) -> tuple:
-    return (structure(s.circuit), _tc_dtype(s), tuple((a.shape, str(a.dtype)) for a in args))
+    return (structure(s.circuit), _tc_dtype(s), s.device.type,
+            tuple((a.shape, str(a.dtype)) for a in args))
 
 
 def prepare_tensorcircuit(s) -> None:
@@ -141,7 +172,7 @@ def run_tensorcircuit(s) -> torch.Tensor:
     f = _TC_COMPILED.get(_tc_key(s, args)) or _tc_function(s, _tc_dtype(s))
     loss, grad = f(*args)
     grad = np.asarray(grad.block_until_ready())
-    s.theta.grad = torch.from_numpy(grad.copy()).to(s.theta.dtype)
+    s.theta.grad = torch.from_numpy(grad.copy()).to(s.theta.device, s.theta.dtype)
     return torch.tensor(float(loss), dtype=torch.float64)
 
 
