@@ -6,8 +6,20 @@ evaluation tests run offline."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from qlam import config
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a GPU: skipped where torch sees none (scripts/cuda_check.py
+    runs them on one: ``pytest -m cuda``)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture

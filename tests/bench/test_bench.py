@@ -49,6 +49,21 @@ def test_rows_run_on_their_devices_and_register_sizes(monkeypatch):
         assert triton_row.qubits == (triton_engine.MIN_QUBITS, triton_engine.MAX_QUBITS)
 
 
+@pytest.mark.cuda
+def test_sim_benchmark_on_cuda(tmp_path):
+    """On a GPU: the CUDA rows agree (the float64 check at 4 qubits, Triton's row included)
+    and are timed there, each at the sizes it takes; the records name the device."""
+    out = tmp_path / "cuda.json"
+    rows = ["qlam-auto", "qlam-triton", "qlam-compiled", "qlam-factored", "qlam-reference"]
+    assert main(["bench", "sim", "--device", "cuda", "--n", "4", "7", "--batch", "8",
+                 "--seq-len", "16", "--repeats", "1", "--impl", *rows,
+                 "--json", str(out)]) == 0
+    records = json.loads(out.read_text())["records"]
+    assert sorted((r["impl"], r["n_qubits"]) for r in records) == sorted(
+        [(i, n) for i in rows for n in (4, 7) if (i, n) != ("qlam-triton", 7)])
+    assert all(r["device"] == "cuda" and r["tokens_per_s"] > 0 for r in records)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
 def test_cli_refuses_cuda_without_a_gpu(capsys):
     assert main(["bench", "sim", "--device", "cuda", "--n", "4", "--batch", "2"]) == 2

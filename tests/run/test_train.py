@@ -624,3 +624,21 @@ def test_a_storm_of_sigkills_ends_in_the_uninterrupted_run(tmp_path, uninterrupt
     subprocess.run([sys.executable, "-c", script], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _assert_same_run(uninterrupted, tmp_path / "run")
+
+
+@pytest.mark.cuda
+def test_trains_on_cuda_resumes_there_and_evaluates_on_the_cpu(tmp_path):
+    """On a GPU (heads of 4 qubits: the Triton engine): a run stopped and resumed ends where
+    the uninterrupted one does, and its best model evaluates on the CPU to the accuracy the
+    run reported (within one test example: float32 logits on two devices)."""
+    kw = dict(device="cuda", d_model=16, n_qubits=4)
+    full = train(_cfg(tmp_path / "a", **kw))
+    assert train(_cfg(tmp_path / "b", stop_after_steps=3, **kw))["stopped"] == "preempted"
+    resumed = train(_cfg(tmp_path / "b", **kw), resume=True)
+    assert resumed["steps"] == full["steps"]
+    a = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k].cpu(), b[k].cpu(), rtol=0, atol=1e-5, msg=k)
+    res = eval_checkpoint(tmp_path / "a" / "run" / "model.pt", device="cpu")
+    assert res["test_acc"] == pytest.approx(full["test_acc"], abs=1.01 / 48)

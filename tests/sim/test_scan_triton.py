@@ -104,7 +104,7 @@ def test_supports_only_its_scope():
     assert not triton_engine.supports(x.double(), ph, w)  # mixed dtypes
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_kernels_match_the_pytorch_path(dtype):
     g = torch.Generator().manual_seed(0)

@@ -292,20 +292,6 @@ def test_zz_feature_map_matches_qiskit_up_to_global_phase():
     assert abs(np.vdot(want, ours)) == pytest.approx(1.0, abs=1e-10)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_matches_cpu(dtype):
-    c = random_circuit(5000, n_qubits=6, n_gates=40)
-    params, inputs = random_args(c, 0, batch=8, dtype=dtype)
-    want = qlam.statevector(c, inputs, params, method="reference", dtype=dtype)
-    tol = 1e-5 if dtype == torch.float32 else 1e-10
-    for method in ("reference", "compiled"):
-        got = qlam.statevector(c, inputs.cuda(), params.cuda(), method=method, dtype=dtype,
-                               device="cuda")
-        assert got.device.type == "cuda"
-        torch.testing.assert_close(got.cpu(), want, atol=tol, rtol=0)
-
-
 def test_qiskit_peer_knows_about_endianness():
     """Guard the oracle itself: Qiskit's X on qubit 0 of 2 is index 1 there, index 2 here."""
     from qiskit import QuantumCircuit

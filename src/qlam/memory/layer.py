@@ -342,16 +342,13 @@ class QLAM(nn.Module):
         h, n_states = self.n_heads, 2**self.n_qubits
         lengths = padded_lengths(lengths, b, length)
         k = self._constants(x.dtype)
-        if state is None:
-            state = k["psi0"].to(complex_dtype(x.dtype)).expand(b, -1, -1)
-        else:
-            state = self._given_state(state, b)
+        state = (k["psi0"].to(complex_dtype(x.dtype)).expand(b, -1, -1) if state is None
+                 else self._given_state(state, b))
         psi0 = torch.stack([state.real, state.imag], -2).to(x.dtype)
         read_phases = w_read = maps = None
-        # the C++ kernel takes angles and phase maps; other engines (Triton on CUDA: decided
-        # in the scan, on the phases) take the phases themselves
-        on_kernel = (not x.is_cuda and pick_engine(*resolve(self.backward_mode),
-                                                   (psi0, x, k["w"])) == "cpp")
+        # (CUDA: the scan picks its engine from the phases; only the CPU kernel takes angles)
+        on_kernel = not x.is_cuda and pick_engine(*resolve(self.backward_mode),
+                                                  (psi0, x, k["w"])) == "cpp"
         if self.noise is None and on_kernel:  # it expands angles (B, L, H, F) to phases itself
             maps, phases = k["maps"], angles(x, k["angle"])
             if self.query_basis:
