@@ -3,7 +3,7 @@
     PYTHONPATH=src PYTHONUNBUFFERED=1 python3 scripts/cuda_check.py --out DIR
 
 needs torch (with CUDA), numpy and pytest, Triton for the Triton rows, nothing else of
-qlam's extras. Three steps, each writing its results as soon as it ends (a run cut short
+qlam's extras. Four steps, each writing its results as soon as it ends (a run cut short
 keeps what finished):
 
 1. ``tests``: the ``cuda``-marked tests (the files in ``CUDA_TEST_FILES``) on the GPU: the
@@ -17,7 +17,11 @@ keeps what finished):
 3. ``sim``: ``qlam bench sim --device cuda`` at n = 4, 6, 8, 10, 12, batch 128, 784 tokens
    (or each row's budgeted prefix): qlam's rows on the GPU, then TensorCircuit-NG on JAX's
    GPU where it is installed (checked against qlam's reference first); DIR/sim-cuda.json
-   and the side-by-side table DIR/sim-cuda.md.
+   and the side-by-side table DIR/sim-cuda.md;
+4. ``models``: ``qlam bench models --device cuda`` at the committed recipe (8 heads x 4
+   qubits, 784 tokens, batch 64, training, fp32 and bf16): QLAM (Triton, and the PyTorch
+   recurrence) against the LSTM, GRU, Transformer and SSM at equal parameters;
+   DIR/models-cuda.json and DIR/models-cuda.md.
 
 TensorCircuit-NG is not in the device image; its wheels travel with the tree. Here, before
 the call: ``bash scripts/cuda_wheels.sh`` (into .whl/, ignored by git); on the machine,
@@ -43,7 +47,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from qlam.bench import sim  # noqa: E402
+from qlam.bench import models, sim  # noqa: E402
 from qlam.sim.scan import random_unitaries, scan  # noqa: E402
 
 # every test file holding ``cuda``-marked tests (tests/test_cuda_check.py keeps this true);
@@ -57,6 +61,7 @@ CUDA_TEST_FILES = (
 )
 SIM_ROWS = ("qlam-auto", "qlam-triton", "qlam-compiled", "qlam-factored", "qlam-reference")
 PEER = "tensorcircuit-jax"
+MODEL_ROWS = ("qlam-kernel", "qlam-reversible", "lstm", "gru", "transformer", "ssm")
 
 
 def problem(b, length, h, n, device, dtype=torch.float32, seed=0):
@@ -147,7 +152,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run)")
     p.add_argument("--tiny", action="store_true",
                    help="toy sizes (n = 4, batch 8, 16 tokens): checks that the script runs")
-    p.add_argument("--skip", nargs="*", default=[], choices=["tests", "scan", "sim"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["tests", "scan", "sim", "models"])
     a = p.parse_args(argv)
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         print("cuda_check: no CUDA device (use --device cpu for a dry run)", file=sys.stderr)
@@ -185,6 +190,17 @@ def main(argv=None) -> int:
         (out / "sim-cuda.md").write_text(sim.peers_table(sim_records) + "\n")
         print(sim.peers_table(sim_records))
         save(records)
+    if "models" not in a.skip:
+        model_records = models.run_benchmark(
+            [seq_len], batch=8 if a.tiny else 64, rows=MODEL_ROWS,
+            qlam_options={"n_heads": 8}, modes=("train",), log=log, device=a.device,
+            precisions=("fp32",) if a.tiny else ("fp32", "bf16"))
+        (out / "models-cuda.json").write_text(json.dumps(
+            {"meta": meta, "records": model_records}, indent=1))
+        table = models.markdown_table(model_records)
+        (out / "models-cuda.md").write_text(table + "\n\n" + "\n".join(
+            f"- {line}" for line in models.summary(model_records)) + "\n")
+        print(table)
     return int(rc)
 
 

@@ -70,6 +70,10 @@ def test_its_timing_steps_run_on_the_cpu(tmp_path):
     assert "qlam-triton" not in rows  # a CUDA row
     assert sim["meta"]["peer"].startswith("tensorcircuit-jax")
     assert "qlam-auto ÷ fastest peer" in (tmp_path / "sim-cuda.md").read_text()
+    trained = json.loads((tmp_path / "models-cuda.json").read_text())["records"]
+    assert {r["model"] for r in trained} == set(cuda_check.MODEL_ROWS)
+    assert all(r["device"] == "cpu" and r["mode"] == "train" for r in trained)
+    assert "trains at" in (tmp_path / "models-cuda.md").read_text()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")

@@ -64,6 +64,19 @@ def test_sim_benchmark_on_cuda(tmp_path):
     assert all(r["device"] == "cuda" and r["tokens_per_s"] > 0 for r in records)
 
 
+@pytest.mark.cuda
+def test_models_benchmark_on_cuda(tmp_path):
+    out = tmp_path / "models.json"
+    assert main(["bench", "models", "--device", "cuda", "--lengths", "32", "--batch", "4",
+                 "--models", "qlam-kernel", "lstm", "--repeats", "1", "--precision", "fp32",
+                 "bf16", "--json", str(out)]) == 0
+    records = json.loads(out.read_text())["records"]
+    assert {(r["model"], r["mode"]) for r in records} == {
+        (m, mode) for m in ("qlam-kernel", "lstm", "qlam-kernel bf16", "lstm bf16")
+        for mode in ("train", "infer")}
+    assert all(r["device"] == "cuda" and r["tokens_per_s"] > 0 for r in records)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
 def test_cli_refuses_cuda_without_a_gpu(capsys):
     assert main(["bench", "sim", "--device", "cuda", "--n", "4", "--batch", "2"]) == 2

@@ -131,6 +131,7 @@ def register(subparsers) -> None:
                         "model and precision; default fp32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every model (the compile in the untimed warm-up)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=run_models)
 
     p = sub.add_parser(
@@ -322,7 +323,9 @@ def run_models(args: argparse.Namespace) -> int:
     args.modes = args.modes or ["train", "infer"]
     _positive(lengths=args.lengths, batch=args.batch, repeats=args.repeats, d_model=args.d_model,
               n_layers=args.n_layers, heads=args.heads, qubits=args.qubits)
+    device = resolve_device(args.device)
     meta = _setup(args, "models")
+    meta.update(device=str(device), device_name=sim.device_name(device))
     # the allocator policy of qlam train (qlam.allocator): freed activations stay in the
     # process, so steps are timed as trainings run them (None: glibc's defaults)
     keep_freed_memory()
@@ -333,7 +336,7 @@ def run_models(args: argparse.Namespace) -> int:
                                    rows=args.models, qlam_options=opts, repeats=args.repeats,
                                    modes=args.modes, log=common.stderr_log,
                                    precisions=tuple(dict.fromkeys(args.precision)),
-                                   compile=args.compile)
+                                   compile=args.compile, device=str(device))
     _emit(args, meta, records, models.markdown_table(records), models.summary(records),
           models.plot)
     return 0

@@ -77,16 +77,27 @@ def _time(fn: Callable[[], None], repeats: int) -> tuple[float, int]:
 
 
 def measure(model, seq_len: int, batch: int, *, quick: bool, repeats: int,
-            modes=("train", "infer"), seed: int = 0, precision: str = "fp32") -> list[dict]:
+            modes=("train", "infer"), seed: int = 0, precision: str = "fp32",
+            device: str = "cpu") -> list[dict]:
+    """Records of ``model`` (already on ``device``) per mode; each run between two device
+    synchronisations on CUDA."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, seq_len, N_FEATURES, generator=g)
-    y = torch.randint(N_CLASSES, (batch,), generator=g)
+    x = torch.randn(batch, seq_len, N_FEATURES, generator=g).to(device)
+    y = torch.randint(N_CLASSES, (batch,), generator=g).to(device)
     warm = x[:, : max(1, seq_len // 4)] if quick else x
     out = []
+    cuda = torch.device(device).type == "cuda"
 
     def forward(inp):
-        with precision_context(precision, "cpu"):
+        with precision_context(precision, torch.device(device).type):
             return model(inp)
+
+    def synced(run):
+        def timed(*args):
+            run(*args)
+            if cuda:
+                torch.cuda.synchronize(device)
+        return timed
 
     for mode in modes:
         if mode == "train":
@@ -105,6 +116,7 @@ def measure(model, seq_len: int, batch: int, *, quick: bool, repeats: int,
                     forward(inp)
         else:
             raise ValueError(f"mode must be 'train' or 'infer', got {mode!r}")
+        run = synced(run)
         t0 = time.perf_counter()
         run(warm)
         warmup = time.perf_counter() - t0
@@ -118,13 +130,17 @@ def measure(model, seq_len: int, batch: int, *, quick: bool, repeats: int,
 def run_benchmark(lengths=(784, 4096), *, batch: int = 32, quick: bool = False,
                   rows=ROWS, qlam_options: dict | None = None, repeats: int | None = None,
                   modes=("train", "infer"), log: Callable[[str], None] | None = None,
-                  precisions=("fp32",), compile: bool = False) -> list[dict]:
+                  precisions=("fp32",), compile: bool = False,
+                  device: str = "cpu") -> list[dict]:
+    """Records of every row (models built on the CPU from one seed, then moved to
+    ``device``; on CUDA, ``qlam-kernel``'s compiled engine is the Triton one)."""
     bad = [r for r in rows if r not in ROWS]
     if not precisions or any(p not in PRECISIONS for p in precisions):
         raise ValueError(f"precisions must be among {', '.join(PRECISIONS)}, got {precisions}")
     if bad:
         raise ValueError(f"unknown model row(s) {bad}; choose from {', '.join(ROWS)}")
-    rows = without_kernel(rows, "qlam-kernel", log)
+    if torch.device(device).type == "cpu":
+        rows = without_kernel(rows, "qlam-kernel", log)
     qlam_options = dict(qlam_options or {})
     reps = repeats if repeats is not None else (1 if quick else 2)
     torch.manual_seed(0)
@@ -132,7 +148,7 @@ def run_benchmark(lengths=(784, 4096), *, batch: int = 32, quick: bool = False,
     models = {}
     for row in rows:
         torch.manual_seed(0)
-        models[row] = build(row, qlam_options, target)
+        models[row] = build(row, qlam_options, target).to(device)
     records = []
     for length in lengths:
         for row, model in models.items():
@@ -141,11 +157,12 @@ def run_benchmark(lengths=(784, 4096), *, batch: int = 32, quick: bool = False,
                 name += " compiled" if compiled else ""
                 run_model = torch.compile(model) if compiled else model
                 for rec in measure(run_model, length, batch, quick=quick, repeats=reps,
-                                   modes=modes, precision=precision):
+                                   modes=modes, precision=precision, device=device):
                     rec.update(model=name, impl=row, arch="qlam" if row in QLAM_BACKWARD else row,
                                backward=QLAM_BACKWARD.get(row), n_params=count_params(model),
                                d_model=_d_model(model), target_params=target,
-                               threads=torch.get_num_threads(), compiled=compiled)
+                               threads=torch.get_num_threads(), compiled=compiled,
+                               device=torch.device(device).type)
                     records.append(rec)
                     if log:
                         log(f"  {name:<21} L={length:<5} {rec['mode']:<5}: "
