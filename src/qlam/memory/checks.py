@@ -1,8 +1,11 @@
 """Checks and helpers shared by the memory layers (:mod:`qlam.memory.layer`,
 :mod:`qlam.memory.mixed`): head / token-count arguments, the parameters a layer's cache is
-keyed on, whether calling a module runs forward hooks, and a layer's input."""
+keyed on, whether calling a module runs forward hooks, a layer's input, and the simulation
+kept in full precision under autocast (also used by :mod:`qlam.models.qlstm`)."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -72,3 +75,19 @@ def all_finite(x: torch.Tensor) -> bool:
     (NaN or inf in x, or finite values whose sum overflows) takes the entrywise test."""
     with torch.no_grad():
         return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
+def full_precision(method):
+    """Decorates a method ``f(self, x, ...)`` whose simulation needs float32 / float64 (complex
+    states have no bfloat16 form): under autocast it runs with autocast off and a float16 /
+    bfloat16 ``x`` as float32; the model around it keeps its low-precision matrix products."""
+
+    @functools.wraps(method)
+    def run(self, x, *args, **kwargs):
+        if not (isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type)):
+            return method(self, x, *args, **kwargs)
+        with torch.autocast(x.device.type, enabled=False):
+            low = x.dtype in (torch.float16, torch.bfloat16)
+            return method(self, x.float() if low else x, *args, **kwargs)
+
+    return run

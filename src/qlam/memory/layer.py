@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from qlam.circuit import MAX_QUBITS, Circuit
-from qlam.memory.checks import check_index, check_input, check_tokens, hooked, parameters_of
+from qlam.memory.checks import check_index, check_input, check_tokens, full_precision, hooked, parameters_of
 from qlam.memory.circuits import prep_circuit, readout_circuit, token_circuit
 from qlam.memory.projections import angle_linear, angles, phase_linear
 from qlam.optim_hints import mark_memory
@@ -328,16 +328,13 @@ class QLAM(nn.Module):
             probs = probs.index_put((idx[:, None], span[None, :]), p)
         return probs, state
 
+    @full_precision
     def probabilities(self, x: torch.Tensor, state: torch.Tensor | None = None,
                       lengths: torch.Tensor | None = None):
         """Born-rule probabilities (B, L, H, 2^n) of every token's readout, and the final
         state (B, H, 2^n) complex (after each example's last real token when ``lengths``
         (B,) is given; padded readouts are zero)."""
         self._check_input(x)
-        if torch.is_autocast_enabled(x.device.type):  # the simulation stays in float32/64
-            with torch.autocast(x.device.type, enabled=False):
-                low = x.dtype in (torch.float16, torch.bfloat16)
-                return self.probabilities(x.float() if low else x, state, lengths)
         b, length, _ = x.shape
         h, n_states = self.n_heads, 2**self.n_qubits
         lengths = padded_lengths(lengths, b, length)

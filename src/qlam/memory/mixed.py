@@ -45,6 +45,7 @@ from torch import nn
 
 from qlam.channel_circuit import ChannelCircuit, inverse, z_string_rotation
 from qlam.circuit import Circuit
+from qlam.memory.checks import full_precision
 from qlam.memory.circuits import prep_circuit
 from qlam.memory.layer import QLAM, check_index, check_tokens
 from qlam.optim_hints import mark_memory
@@ -256,6 +257,7 @@ class MixedQLAM(nn.Module):
         return state
 
     # ---- forward ------------------------------------------------------------------------
+    @full_precision
     def probabilities(self, x: torch.Tensor, state: torch.Tensor | None = None,
                       lengths: torch.Tensor | None = None):
         """Born probabilities (B, L, H, K 2^n) of every token's readout in each of the K bases,

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from qlam.circuit import Circuit
+from qlam.memory.checks import full_precision
 from qlam.models.common import (
     SequenceClassifier,
     pool_tokens,
@@ -106,6 +107,7 @@ class QLSTMCell(nn.Module):
         phases = torch.einsum("gp,rpn->grn", self.theta, self.phase_par) + self.phase_bias
         return dense, phases
 
+    @full_precision
     def expectations(self, z: torch.Tensor, us=None) -> torch.Tensor:
         """The gates' readouts: z (B, G, n) circuit angles -> <Z_q> (B, G, n)."""
         dense, fixed_phases = self.unitaries() if us is None else us
