@@ -257,10 +257,12 @@ class NoisyDevice:
         dt = mem.dt().double()
         angles = mem.in_proj(x).view(b, length, h, mem.n_angles).double() * dt[:, None]
         theta = mem.theta.double() * dt[:, None]
+        # (the density matrices are NumPy's, on the CPU; the model may be on a GPU)
         runs = self.density_matrices(
-            n, mem.depth, mem.prep_theta.double().repeat(b, 1).numpy(),
-            theta.repeat(b, 1).numpy(), angles.permute(0, 2, 1, 3).reshape(b * h, length, -1).numpy())
-        rho = torch.from_numpy(runs).view(b, h, length, 2**n, 2**n).transpose(1, 2)  # B L H N N
+            n, mem.depth, mem.prep_theta.double().repeat(b, 1).cpu().numpy(),
+            theta.repeat(b, 1).cpu().numpy(),
+            angles.permute(0, 2, 1, 3).reshape(b * h, length, -1).cpu().numpy())
+        rho = torch.from_numpy(runs).to(x.device).view(b, h, length, 2**n, 2**n).transpose(1, 2)
         if mem.query_basis:
             rp = mem._phases(x, mem.q_basis, None, "read")[:, :, :, 0].double()
             pair = mem._dense(mem._read, mem.read_theta)[:, 0]

@@ -13,10 +13,40 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from qlam.memory import QLAM
+from qlam.memory.mixed import MixedQLAM
 from qlam.models.qlam import QLAMClassifier
+from qlam.models.qlstm import QLSTMCell
 from qlam.sim.scan import cpp
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def _devices(tree) -> set:
+    if isinstance(tree, torch.Tensor):
+        return {tree.device.type}
+    if isinstance(tree, (tuple, list)):
+        return set().union(*map(_devices, tree))
+    if isinstance(tree, dict):
+        return _devices(list(tree.values()))
+    return set()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: QLAM(8, n_heads=2, n_qubits=3), lambda: QLAM(8, n_heads=2, n_qubits=3, depth=2),
+    lambda: MixedQLAM(8, n_heads=2, n_qubits=3), lambda: QLSTMCell(8, 3, 2)],
+    ids=["qlam", "qlam-depth2", "mixed", "qlstm"])
+def test_what_a_layer_builds_from_its_parameters_lives_on_their_device(make):
+    """The unitaries, initial states and maps built from the parameters follow the module to
+    its device. PyTorch's "meta" device (shapes, no data) stands in for CUDA here: anything
+    built on the CPU instead shows up as a CPU tensor (the dense unitaries were, so every
+    quantum model failed on CUDA with a device mismatch)."""
+    module = make().to("meta")
+    built = (module.unitaries() if isinstance(module, QLSTMCell)
+             else module._build(torch.float32))
+    assert _devices(built) == {"meta"}
+    if not isinstance(module, QLSTMCell):
+        assert module.initial_state(2).device.type == "meta"
 
 
 def _spy(monkeypatch, device: str) -> list:

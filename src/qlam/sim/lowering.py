@@ -176,7 +176,7 @@ def structured_unitary(ops, n_qubits: int, theta: torch.Tensor) -> torch.Tensor 
     if not tail:
         return u
     perm, t = _tail(tuple(tail), n_qubits)
-    return u[perm] if perm is not None else t.to(u.dtype) @ u
+    return u[perm] if perm is not None else t.to(u.device, u.dtype) @ u
 
 
 def _factor_split(ops, n_qubits: int):

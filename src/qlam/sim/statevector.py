@@ -165,8 +165,11 @@ def apply_ops(psi, ops, n_qubits, theta, x):
 
 def unitary(ops, n_qubits: int, theta=None, dtype=torch.float64, device=None) -> torch.Tensor:
     """The dense (2^n, 2^n) matrix of input-free ``ops`` (differentiable in theta); theta of
-    shape (H, P) gives the H matrices (H, 2^n, 2^n), built together."""
+    shape (H, P) gives the H matrices (H, 2^n, 2^n), built together; on ``device``, else on
+    theta's (a CUDA theta gives a CUDA matrix), else on the CPU."""
     n = 2**n_qubits
+    if device is None and isinstance(theta, torch.Tensor):
+        device = theta.device
     batched = isinstance(theta, torch.Tensor) and theta.dim() == 2
     check_memory(theta.shape[0] * n if batched else n, n_qubits, dtype, device,
                  "dense unitary (compiled path; method='reference' avoids it)")
