@@ -84,11 +84,21 @@ def lr_factor(step: int, total: int, warmup_frac: float) -> float:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state()}
+    """The generators a run draws from: the CPU's (batch order) and, where CUDA is in use,
+    every GPU's (dropout on the device)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore :func:`_rng_state`'s generators; the states may have been loaded onto a GPU
+    with the checkpoint (map_location), and generators take CPU byte tensors."""
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        saved = [s.cpu() for s in state["cuda"]][:torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(saved)
 
 
 @contextlib.contextmanager

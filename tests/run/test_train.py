@@ -628,10 +628,12 @@ def test_a_storm_of_sigkills_ends_in_the_uninterrupted_run(tmp_path, uninterrupt
 
 @pytest.mark.cuda
 def test_trains_on_cuda_resumes_there_and_evaluates_on_the_cpu(tmp_path):
-    """On a GPU (heads of 4 qubits: the Triton engine): a run stopped and resumed ends where
-    the uninterrupted one does, and its best model evaluates on the CPU to the accuracy the
-    run reported (within one test example: float32 logits on two devices)."""
-    kw = dict(device="cuda", d_model=16, n_qubits=4)
+    """On a GPU (heads of 4 qubits: the Triton engine; dropout, so the GPU's generator
+    matters): a run stopped and resumed ends where the uninterrupted one does (the
+    checkpoint's RNG states come back mapped to the GPU and are restored from there), and its
+    best model evaluates on the CPU to the accuracy the run reported (within one test
+    example: float32 logits on two devices)."""
+    kw = dict(device="cuda", d_model=16, n_qubits=4, dropout=0.2)
     full = train(_cfg(tmp_path / "a", **kw))
     assert train(_cfg(tmp_path / "b", stop_after_steps=3, **kw))["stopped"] == "preempted"
     resumed = train(_cfg(tmp_path / "b", **kw), resume=True)
