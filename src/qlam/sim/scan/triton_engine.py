@@ -21,6 +21,7 @@ GPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -92,7 +93,7 @@ if triton is not None:
                  B, L, H: tl.constexpr, R: tl.constexpr, NN: tl.constexpr,
                  HAS_READ: tl.constexpr, RENORM: tl.constexpr, BB: tl.constexpr):
         h = tl.program_id(0)
-        rows = tl.program_id(1) * BB + tl.arange(0, BB)
+        rows = (tl.program_id(1) * BB + tl.arange(0, BB)).to(tl.int64)  # (offsets past 2^31)
         cols = tl.arange(0, NN)
         kk = tl.arange(0, NN)
         mask = (rows < B)[:, None]
@@ -141,7 +142,7 @@ if triton is not None:
                   BB: tl.constexpr):
         h = tl.program_id(0)
         tile = tl.program_id(1)
-        rows = tile * BB + tl.arange(0, BB)
+        rows = (tile * BB + tl.arange(0, BB)).to(tl.int64)  # (offsets past 2^31)
         cols = tl.arange(0, NN)
         kk = tl.arange(0, NN)
         mask = (rows < B)[:, None]
@@ -196,15 +197,21 @@ def _grid(b: int, h: int) -> tuple[int, int]:
     return h, -(-b // BLOCK_B)
 
 
+def _launch_device(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it the tensors' (cuda:1 tensors
+    from a process whose current device is 0)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _triton_forward(psi0, phases, w, read_phases, w_read):
     b, length, h, r, n = phases.shape
     has_read = read_phases is not None
     probs = phases.new_empty(b, length, h, n)
     last = torch.empty_like(psi0)
-    _forward[_grid(b, h)](psi0, phases, w, read_phases if has_read else phases,
-                          w_read if has_read else w, probs, last, b, length, H=h, R=r, NN=n,
-                          HAS_READ=has_read, RENORM=RENORM_EVERY,
-                          BB=BLOCK_B)
+    with _launch_device(phases):
+        _forward[_grid(b, h)](psi0, phases, w, read_phases if has_read else phases,
+                              w_read if has_read else w, probs, last, b, length, H=h, R=r,
+                              NN=n, HAS_READ=has_read, RENORM=RENORM_EVERY, BB=BLOCK_B)
     return probs, last
 
 
@@ -217,14 +224,15 @@ def _triton_backward(last, phases, w, read_phases, w_read, g_probs, g_last):
     gw_part = w.new_zeros(tiles, h, r, 2, n, n)  # per-tile partial sums
     g_rph = torch.zeros_like(read_phases) if has_read else None
     gwr_part = w_read.new_zeros(tiles, h, 2, n, n) if has_read else None
-    _backward[_grid(b, h)](last, phases, w, read_phases if has_read else phases,
-                           w_read if has_read else w,
-                           g_probs.contiguous() if g_probs is not None else phases,
-                           g_last.contiguous() if g_last is not None else last,
-                           g_psi0, g_ph, gw_part, g_rph if has_read else phases,
-                           gwr_part if has_read else gw_part, b, length, H=h, R=r, NN=n,
-                           HAS_READ=has_read, HAS_GPROBS=g_probs is not None,
-                           HAS_GLAST=g_last is not None, BB=BLOCK_B)
+    with _launch_device(phases):
+        _backward[_grid(b, h)](last, phases, w, read_phases if has_read else phases,
+                               w_read if has_read else w,
+                               g_probs.contiguous() if g_probs is not None else phases,
+                               g_last.contiguous() if g_last is not None else last,
+                               g_psi0, g_ph, gw_part, g_rph if has_read else phases,
+                               gwr_part if has_read else gw_part, b, length, H=h, R=r, NN=n,
+                               HAS_READ=has_read, HAS_GPROBS=g_probs is not None,
+                               HAS_GLAST=g_last is not None, BB=BLOCK_B)
     return g_psi0, g_ph, gw_part.sum(0), g_rph, gwr_part.sum(0) if has_read else None
 
 
@@ -268,11 +276,14 @@ def _self_test(psi0, phases, w, read_phases, w_read) -> str | None:
             unitary(h) if read_phases is not None else None]
     outs = []
     try:
-        for run in (scan_triton, torch_engine.scan_reversible):
-            leaves = [a.clone().requires_grad_() if a is not None else None for a in args]
-            probs, last = run(*leaves)
-            (probs.sum() + 0.5 * last.sum()).backward()
-            outs.append([probs, last] + [a.grad for a in leaves if a is not None])
+        # (a forward under no_grad / inference_mode may be the first to ask: the check needs
+        # gradients all the same)
+        with torch.inference_mode(False), torch.enable_grad():
+            for run in (scan_triton, torch_engine.scan_reversible):
+                leaves = [a.clone().requires_grad_() if a is not None else None for a in args]
+                probs, last = run(*leaves)
+                (probs.sum() + 0.5 * last.sum()).backward()
+                outs.append([probs, last] + [a.grad for a in leaves if a is not None])
         tol = 1e-3 if phases.dtype == torch.float32 else 1e-9
         err = max((x - y).abs().max().item() for x, y in zip(*outs))
         why = None if err <= tol else f"differs from the PyTorch path by {err:.2e}"
