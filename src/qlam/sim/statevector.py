@@ -82,7 +82,7 @@ def check_params(circuit: Circuit, params, dtype, device) -> torch.Tensor:
         raise TypeError(f"params must be a float tensor, got {params.dtype}")
     if not torch.isfinite(params).all():
         raise ValueError("params contain NaN or inf")
-    return params
+    return params if device is None else params.to(device)  # (differentiable move)
 
 
 def check_inputs(circuit: Circuit, inputs, batch_dims: int = 1) -> torch.Tensor | None:

@@ -45,6 +45,10 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 MIN_QUBITS, MAX_QUBITS = 4, 6
 BLOCK_B = 16  # batch rows per program (tl.dot's minimum tile)
+# no software pipelining across tokens: compiled for sm_90 with the default stages, the
+# backward at 6 qubits (float32 with R >= 2, or float64) needs 300-600 KB of shared memory,
+# above the H200's 227 KB per block; with one stage every case fits in ~82 KB
+NUM_STAGES = 1
 
 
 def interpreting() -> bool:
@@ -211,7 +215,8 @@ def _triton_forward(psi0, phases, w, read_phases, w_read):
     with _launch_device(phases):
         _forward[_grid(b, h)](psi0, phases, w, read_phases if has_read else phases,
                               w_read if has_read else w, probs, last, b, length, H=h, R=r,
-                              NN=n, HAS_READ=has_read, RENORM=RENORM_EVERY, BB=BLOCK_B)
+                              NN=n, HAS_READ=has_read, RENORM=RENORM_EVERY, BB=BLOCK_B,
+                              num_stages=NUM_STAGES)
     return probs, last
 
 
@@ -232,7 +237,8 @@ def _triton_backward(last, phases, w, read_phases, w_read, g_probs, g_last):
                                g_psi0, g_ph, gw_part, g_rph if has_read else phases,
                                gwr_part if has_read else gw_part, b, length, H=h, R=r, NN=n,
                                HAS_READ=has_read, HAS_GPROBS=g_probs is not None,
-                               HAS_GLAST=g_last is not None, BB=BLOCK_B)
+                               HAS_GLAST=g_last is not None, BB=BLOCK_B,
+                               num_stages=NUM_STAGES)
     return g_psi0, g_ph, gw_part.sum(0), g_rph, gwr_part.sum(0) if has_read else None
 
 
