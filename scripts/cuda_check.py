@@ -50,7 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from qlam.bench import models, sim  # noqa: E402
+from qlam.bench import common, models, sim  # noqa: E402
 from qlam.sim.scan import random_unitaries, scan  # noqa: E402
 
 # every test file holding ``cuda``-marked tests (tests/test_cuda_check.py keeps this true);
@@ -78,11 +78,6 @@ def problem(b, length, h, n, device, dtype=torch.float32, seed=0):
     return [a.to(device=device, dtype=dtype).requires_grad_() for a in args]
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def time_step(args, backward: str, device: str, repeats: int = 3) -> float:
     """Best seconds of one forward + backward of the scan (after a compiling warm-up)."""
     def step():
@@ -92,12 +87,12 @@ def time_step(args, backward: str, device: str, repeats: int = 3) -> float:
         (probs.square().sum() + last.sum()).backward()
 
     step()
-    _sync(device)
+    common.synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()
-        _sync(device)
+        common.synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -165,7 +160,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     seq_len = 16 if a.tiny else 784
-    name = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
+    name = common.device_name(a.device) if a.device.startswith("cuda") else "cpu"
     meta = {"device": name, "torch": torch.__version__, "command": " ".join(sys.argv),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     report = out / "cuda_check.json"
@@ -192,8 +187,9 @@ def main(argv=None) -> int:
         log(meta["peer"])
         (out / "sim-cuda.json").write_text(json.dumps({"meta": meta, "records": sim_records},
                                                       indent=1))
-        (out / "sim-cuda.md").write_text(sim.peers_table(sim_records) + "\n")
-        print(sim.peers_table(sim_records))
+        table = sim.peers_table(sim_records)
+        (out / "sim-cuda.md").write_text(table + "\n")
+        print(table)
         save(records)
     if "models" not in a.skip:
         model_records = models.run_benchmark(

@@ -226,7 +226,7 @@ def run_sim(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     meta = _setup(args, "sim")
     meta.update(dtype=args.dtype, seq_len=args.seq_len, device=str(device),
-                device_name=sim.device_name(device))
+                device_name=common.device_name(device))
     records = sim.run_benchmark(args.n, args.batch, args.seq_len, quick=args.quick,
                                 impls=args.impl, repeats=args.repeats,
                                 dtype=getattr(torch, args.dtype), log=common.stderr_log,
@@ -325,7 +325,7 @@ def run_models(args: argparse.Namespace) -> int:
               n_layers=args.n_layers, heads=args.heads, qubits=args.qubits)
     device = resolve_device(args.device)
     meta = _setup(args, "models")
-    meta.update(device=str(device), device_name=sim.device_name(device))
+    meta.update(device=str(device), device_name=common.device_name(device))
     # the allocator policy of qlam train (qlam.allocator): freed activations stay in the
     # process, so steps are timed as trainings run them (None: glibc's defaults)
     keep_freed_memory()

@@ -63,6 +63,20 @@ def _kernel_isa() -> str | None:
         return None
 
 
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; nothing to wait for on
+    the CPU): timings start and end here."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: str | torch.device) -> str:
+    """The GPU's name for a CUDA device, else the machine's architecture."""
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
+
+
 def without_kernel(items, name: str, log: Callable[[str], None] | None = None) -> list:
     """``items`` without ``name`` (a row that needs the C++ kernel) when the kernel cannot be
     built here; one log line says why."""

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from qlam.bench.common import markdown_table as common_table
-from qlam.bench.common import without_kernel
+from qlam.bench.common import synchronize, without_kernel
 from qlam.config import PRECISIONS, precision_context
 from qlam.models import build_model, count_params, size_to_budget
 
@@ -86,17 +86,15 @@ def measure(model, seq_len: int, batch: int, *, quick: bool, repeats: int,
     y = torch.randint(N_CLASSES, (batch,), generator=g).to(device)
     warm = x[:, : max(1, seq_len // 4)] if quick else x
     out = []
-    cuda = torch.device(device).type == "cuda"
 
     def forward(inp):
-        with precision_context(precision, torch.device(device).type):
+        with precision_context(precision, x.device.type):
             return model(inp)
 
     def synced(run):
         def timed(*args):
             run(*args)
-            if cuda:
-                torch.cuda.synchronize(device)
+            synchronize(device)
         return timed
 
     for mode in modes:

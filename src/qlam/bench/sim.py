@@ -126,15 +126,6 @@ def tokens_for(impl: Impl, n_qubits: int, batch: int, seq_len: int, quick: bool)
     return max(1, min(tokens, max(MIN_TOKENS, int(budget // per_token))))
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
-
-
 def measure(impl: Impl, n_qubits: int, batch: int, seq_len: int, *, quick: bool,
             repeats: int, dtype=torch.float32, seed: int = 0, device: str = "cpu") -> dict:
     tokens = tokens_for(impl, n_qubits, batch, seq_len, quick)
@@ -145,10 +136,10 @@ def measure(impl: Impl, n_qubits: int, batch: int, seq_len: int, *, quick: bool,
     times: list[float] = []
     while len(times) < repeats and (not times or sum(times) < REPEAT_SECONDS[quick]):
         s.theta.grad = None
-        _synchronize(s.device)
+        common.synchronize(s.device)
         t0 = time.perf_counter()
         impl.run(s)
-        _synchronize(s.device)
+        common.synchronize(s.device)
         times.append(time.perf_counter() - t0)
     best = min(times)
     extra = {}
@@ -163,7 +154,7 @@ def measure(impl: Impl, n_qubits: int, batch: int, seq_len: int, *, quick: bool,
         "seconds": best, "seconds_median": statistics.median(times), "repeats": len(times),
         "requested_seq_len": seq_len, "dtype": str(dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "device": s.device.type, "device_name": device_name(s.device),
+        "device": s.device.type, "device_name": common.device_name(s.device),
         "machine": platform.machine(), "cpus": os.cpu_count(),
         "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "quick": quick, **extra,

@@ -343,9 +343,7 @@ class QLAM(nn.Module):
                  else self._given_state(state, b))
         psi0 = torch.stack([state.real, state.imag], -2).to(x.dtype)
         read_phases = w_read = maps = None
-        # (CUDA: the scan picks its engine from the phases; only the CPU kernel takes angles)
-        on_kernel = not x.is_cuda and pick_engine(*resolve(self.backward_mode),
-                                                  (psi0, x, k["w"])) == "cpp"
+        on_kernel = pick_engine(*resolve(self.backward_mode), (psi0, x, k["w"])) == "cpp"
         if self.noise is None and on_kernel:  # it expands angles (B, L, H, F) to phases itself
             maps, phases = k["maps"], angles(x, k["angle"])
             if self.query_basis:

@@ -75,14 +75,12 @@ def factored_tables(low: Lowered, theta: torch.Tensor, x: torch.Tensor, kernel: 
 
 
 def _kernel_runs(backward: str, n_qubits: int, *tensors) -> bool:
-    """Whether the factored scan runs on the C++ kernel: CPU tensors and ``backward``
-    "kernel", or "auto" where the kernel applies (float32/float64, >= 4 qubits) and builds
-    here. (On CUDA "kernel" is the Triton engine, which runs the dense scan.)"""
+    """Whether the factored scan runs on the C++ kernel: tensors it takes (CPU, float32 /
+    float64) and ``backward`` "kernel", or "auto" from 4 qubits where it builds here. (On
+    CUDA "kernel" is the Triton engine, which runs the dense scan.)"""
     engine, _ = resolve(backward)
-    on_cpu = all(t.device.type == "cpu" for t in tensors)
-    return on_cpu and (engine == "compiled" or (
-        engine == "auto" and n_qubits >= cpp.FACTORED_LOW_QUBITS and cpp.supports(*tensors)
-        and cpp.available()))
+    return cpp.supports(*tensors) and (engine == "compiled" or (
+        engine == "auto" and n_qubits >= cpp.FACTORED_LOW_QUBITS and cpp.available()))
 
 
 def _run_factored(psi0, phases, gates, perms, maps, kernel: bool):
