@@ -85,6 +85,14 @@ class DistContext:
         dist.broadcast_object_list(box, src=0, device=self.device)
         return box[0]
 
+    def gather(self, obj) -> list:
+        """Every rank's picklable ``obj`` in rank order, on every rank (``[obj]`` alone)."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -83,18 +83,24 @@ def lr_factor(step: int, total: int, warmup_frac: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
 
-def _rng_state() -> dict:
+def _rng_state(ctx: ddp.DistContext) -> dict:
     """The generators a run draws from: the CPU's (batch order) and, where CUDA is in use,
-    every GPU's (dropout on the device)."""
+    every GPU's (dropout on the device); rank 0's at the top and, in a group, every rank's
+    under ``"ranks"`` (their streams part where shards differ in size). A collective: every
+    rank calls it."""
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    ranks = ctx.gather(state)
+    return {**ranks[0], "ranks": ranks} if ctx.enabled else state
 
 
-def _set_rng_state(state: dict) -> None:
-    """Restore :func:`_rng_state`'s generators; the states may have been loaded onto a GPU
+def _set_rng_state(state: dict, ctx: ddp.DistContext) -> None:
+    """Restore this rank's generators from :func:`_rng_state` (rank 0's where the run was
+    saved by a different number of processes); the states may have been loaded onto a GPU
     with the checkpoint (map_location), and generators take CPU byte tensors."""
+    ranks = state.get("ranks") or [state]
+    state = ranks[ctx.rank] if len(ranks) == ctx.world_size else ranks[0]
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         saved = [s.cpu() for s in state["cuda"]][:torch.cuda.device_count()]
@@ -197,7 +203,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
         state.setdefault("window", [0.0, 0, 0, 0, state["wall_s"]])  # older checkpoints
-        _set_rng_state(ck["rng"])
+        _set_rng_state(ck["rng"], ctx)
         log(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
     elif not resume and ctx.is_main:
         for f in ("metrics.jsonl", "summary.json", "model.pt", "train.log", "learning_curve.png"):
@@ -213,12 +219,12 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                         resume_step=None if ck is None else state["global_step"],
                         resume_epochs=None if ck is None else state["epoch"])
 
-    def save_checkpoint():
+    def save_checkpoint():  # every rank calls it (the generators are gathered)
+        rng = _rng_state(ctx)
         if not ctx.is_main:
             return
         atomic_save({"config": dataclasses.asdict(cfg), "model": model.state_dict(),
-                     "optimizer": opt.state_dict(), "state": state, "rng": _rng_state()},
-                    ckpt_path)
+                     "optimizer": opt.state_dict(), "state": state, "rng": rng}, ckpt_path)
 
     def save_best():
         if not ctx.is_main:
@@ -272,8 +278,10 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
             state["global_step"] += 1
             elapsed = state["wall_s"] = wall0 + time.time() - t_session
             over_time = cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60
-            # all ranks stop together
-            *batch, over_time, interrupted = ctx.all_sum([*batch, over_time, signalled["hit"]])
+            due = time.time() - last_ckpt > cfg.checkpoint_minutes * 60
+            # all ranks stop, and checkpoint, together
+            *batch, over_time, interrupted, due = ctx.all_sum(
+                [*batch, over_time, signalled["hit"], due])
             st, win = state["stats"], state["window"]
             for k in range(3):
                 st[k] += batch[k]
@@ -295,7 +303,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                 stopped = "interrupted"
             elif over_time:
                 stopped = "time budget"
-            if stopped or time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            if stopped or due:
                 save_checkpoint()
                 last_ckpt = time.time()
             if stopped:

@@ -60,6 +60,36 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     shutdown(ctx)
 
 
+def _elementwise_dropout(self, x):
+    """nn.Dropout drawing one CPU number per element, as CUDA's generator advances: ranks
+    whose shards differ in size leave their generators in different states."""
+    if not self.training or self.p == 0:
+        return x
+    return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
+
+
+def _dropout_worker(rank: int, world: int, port: int, out: str) -> None:
+    """With dropout: a run straight through (out/straight), and one preempted after the
+    ragged third step (2 + 3 examples) and resumed (out/resumed), in one process group."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    torch.nn.Dropout.forward = _elementwise_dropout
+    config.build_task = lambda cfg: fake_task()
+    ctx = init(True, torch.device("cpu"))
+    opts = dict(dropout=0.3, epochs=3)
+    T.train(_config(f"{out}/straight", **opts), distributed=True)
+    T.train(_config(f"{out}/resumed", stop_after_steps=3, **opts), distributed=True)
+    torch.distributed.barrier()
+    if rank == 0:
+        ck = load_checkpoint(f"{out}/resumed/checkpoint.pt")
+        ck["config"]["stop_after_steps"] = None
+        atomic_save(ck, f"{out}/resumed/checkpoint.pt")
+    torch.distributed.barrier()
+    T.train(_config(f"{out}/resumed", **opts), resume=True, distributed=True)
+    shutdown(ctx)
+
+
 def _threads() -> list[str]:
     task = f"/proc/{os.getpid()}/task"
     return [open(f"{task}/{t}/comm").read().strip() for t in os.listdir(task)]
@@ -127,6 +157,19 @@ def test_two_processes_match_one_and_resume(use_task, tmp_path, monkeypatch):
         assert m["train_loss"] == pytest.approx(r["train_loss"], abs=1e-5)
         assert m["train_acc"] == pytest.approx(r["train_acc"])
         assert m["val_acc"] == pytest.approx(r["val_acc"])
+
+
+def test_resume_restores_every_ranks_generator(tmp_path):
+    """Each rank's random stream continues where it stopped: a preempted and resumed run
+    with dropout ends with the weights of the run that went straight through (restoring
+    rank 0's generator on every rank had changed rank 1's dropout masks after the resume)."""
+    torch.multiprocessing.start_processes(_dropout_worker, args=(2, free_port(), str(tmp_path)),
+                                          nprocs=2, join=True, start_method="spawn")
+    ck = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert len(ck["rng"]["ranks"]) == 2
+    assert not torch.equal(ck["rng"]["ranks"][0]["torch"], ck["rng"]["ranks"][1]["torch"])
+    _assert_close(_weights(tmp_path / "resumed" / "checkpoint.pt"),
+                  _weights(tmp_path / "straight" / "checkpoint.pt"), atol=0)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc thread names")
