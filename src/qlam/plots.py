@@ -3,17 +3,26 @@ against test length (length generalisation)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from qlam.atomic import atomic_write
 from qlam.store import read_jsonl
 
 
+class PlotsUnavailable(RuntimeError):
+    """matplotlib (the ``plot`` extra) is not installed."""
+
+
+def available() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def pyplot():
     try:
         import matplotlib
     except ModuleNotFoundError as exc:
-        raise RuntimeError("plots need matplotlib: pip install 'qlam[plot]'") from exc
+        raise PlotsUnavailable("plots need matplotlib: pip install 'qlam[plot]'") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -94,3 +103,14 @@ def save_figure(fig, png: str | Path) -> Path:
         return atomic_write(png, lambda f: fig.savefig(f, dpi=120, format="png"))
     finally:
         plt.close(fig)
+
+
+def drawn(draw, *args, note=print, **kwargs) -> Path | None:
+    """``draw(*args, **kwargs)``'s PNG; without matplotlib None and a line to ``note``
+    instead (a command's plot is the one part of its results that needs the extra)."""
+    try:
+        return draw(*args, **kwargs)
+    except PlotsUnavailable as exc:
+        note(f"no plot: {exc}")
+        return None
+

@@ -295,7 +295,8 @@ def length_markdown(curves, chance: dict[str, float] | None = None) -> str:
 
 def write_report(dirs, out, plot: bool = True, log=sys.stderr) -> list[dict]:
     """Collect, aggregate and write TABLE.md, table.csv (and accuracy.png, and
-    length_TASK.png for runs tested at other lengths) into ``out``."""
+    length_TASK.png for runs tested at other lengths, where matplotlib is installed) into
+    ``out``."""
     summaries = collect(dirs, log=log)
     rows = aggregate(summaries)
     curves = length_curves(summaries)
@@ -314,7 +315,7 @@ def write_report(dirs, out, plot: bool = True, log=sys.stderr) -> list[dict]:
     atomic_write_text(out / "TABLE.md", header + body)
     atomic_write_text(out / "table.csv", table_csv(rows))
     if plot and rows:
-        from qlam.plots import accuracy_by_length
+        from qlam.plots import PlotsUnavailable, accuracy_by_length
 
         try:
             bar_plot(rows, out / "accuracy.png")
@@ -323,7 +324,7 @@ def write_report(dirs, out, plot: bool = True, log=sys.stderr) -> list[dict]:
                          sorted(models.items(), key=lambda kv: _order(kv[0], DEFAULT_MODELS))}
                 accuracy_by_length(named, out / f"length_{task}.png",
                                    title=TASK_NAMES.get(task, task), chance=chance.get(task))
-        except RuntimeError as exc:  # matplotlib missing
+        except PlotsUnavailable as exc:
             if log:
                 print(f"no plot: {exc}", file=log)
     return rows

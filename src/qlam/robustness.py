@@ -156,7 +156,10 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
     model.set_readout()
     record = _write(out, head, rows, done)
     if plot:
-        plot_robustness(record, out / "robustness.png")
+        from qlam.plots import drawn
+
+        drawn(plot_robustness, record, out / "robustness.png",
+              note=lambda line: print(line, file=log))
     return record
 
 

@@ -27,6 +27,7 @@ from qlam.config import add_config_args, args_to_dict, config_from_dict, read_co
 from qlam.data.facts import TASKS
 from qlam.data.npz_task import is_file_task
 from qlam.models import REGISTRY
+from qlam.plots import available as plots_available
 from qlam.report import DEFAULT_MODELS, markdown, write_report
 from qlam.rundirs import run_dir, run_status
 
@@ -201,13 +202,14 @@ def cmd_sweep(args) -> int:
 
 def cmd_report(args) -> int:
     out = args.out or args.dirs[0]
-    rows = write_report(args.dirs, out, plot=not args.no_plot)
+    rows = write_report(args.dirs, out, plot=not args.no_plot, log=sys.stderr)
     if not rows:
         print(f"no finished runs (summary.json) under {', '.join(args.dirs)}", file=sys.stderr)
         return 1
     print(markdown(rows), end="")
+    drew = not args.no_plot and plots_available()
     print(f"wrote {Path(out) / 'TABLE.md'}, {Path(out) / 'table.csv'}"
-          + ("" if args.no_plot else f", {Path(out) / 'accuracy.png'}"), file=sys.stderr)
+          + (f", {Path(out) / 'accuracy.png'}" if drew else ""), file=sys.stderr)
     return 0
 
 

@@ -61,17 +61,18 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from pathlib import Path
 
-    from qlam.plots import learning_curve
+    from qlam.plots import drawn, learning_curve
 
     cfg = TrainConfig(**{**DEMO, "out": args.out})
     summary = train(cfg, resume=(Path(args.out) / "checkpoint.pt").exists(),
                     command=f"qlam demo --out {args.out}")
-    png = learning_curve([args.out], Path(args.out) / "learning_curve.png",
-                         title="QLAM on sMNIST (demo)")
+    png = drawn(learning_curve, [args.out], Path(args.out) / "learning_curve.png",
+                title="QLAM on sMNIST (demo)", note=lambda line: print(line, file=sys.stderr))
     print(f"demo: QLAM ({summary['params']} parameters) on sMNIST, "
           f"{summary['n_train']} training images, {summary['epochs']} epoch(s), "
           f"{summary['wall_s'] / 60:.1f} min: test accuracy {100 * summary['test_acc']:.2f} % "
-          f"on {summary['n_test']} test images; curve in {png}")
+          f"on {summary['n_test']} test images"
+          + (f"; curve in {png}" if png else f"; results in {args.out}"))
     return 0
 
 

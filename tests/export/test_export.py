@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from plots_check import check_plot
 
 import qlam
 import qlam.train as train_mod
@@ -245,7 +246,8 @@ def test_robustness_command_table_plot_and_resume(ckpt, tmp_path, capsys):
             "depolarizing:0.01,0.1", "bitflip:0.05", "--limit", "8", "--device", "cpu",
             "--out", str(out)]
     assert main(args) == 0
-    assert capsys.readouterr().err.count("test accuracy") == 6
+    said = capsys.readouterr().err
+    assert said.count("test accuracy") == 6
     rec = json.loads((out / "robustness.json").read_text())
     kinds = [(r["kind"], r["strength"], r["shots"]) for r in rec["rows"]]
     assert kinds == [("exact", None, None), ("shots", None, 10), ("shots", None, 100),
@@ -254,7 +256,7 @@ def test_robustness_command_table_plot_and_resume(ckpt, tmp_path, capsys):
     assert all(0 <= r["test_acc"] <= 1 and r["n_test"] == 8 for r in rec["rows"])
     exact = eval_checkpoint(ckpt, device="cpu", limit=8)["test_acc"]
     assert rec["rows"][0]["test_acc"] == exact
-    assert (out / "robustness.png").stat().st_size > 1000
+    check_plot(out / "robustness.png", said)
     assert "| depolarizing:0.1 |" in (out / "robustness.md").read_text()
     assert main(args) == 0  # a rerun reuses every finished row
     assert "test accuracy" not in capsys.readouterr().err

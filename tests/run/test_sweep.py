@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from plots_check import check_plot
 
 import qlam.train as T
 from qlam import report
@@ -138,14 +139,14 @@ def test_report_table_csv_and_plot(tmp_path, capsys):
     assert "| sFashion-MNIST | SSM (S4D) | 80.00 ± – | 79.6 |" in table
     assert "| sFashion-MNIST | GRU | 85.00 ± – |  | 1,000 | 1.0 min | 1 | 2.75† | 1 |" in table
     assert "† the time budget" in table and table.count("†") == 2
-    assert "93.00 ± 1.00" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "93.00 ± 1.00" in said.out
     with open(out / "table.csv") as f:
         recs = list(csv.DictReader(f))
     assert recs[0]["model"] == "qlam" and float(recs[0]["test_acc_mean"]) == pytest.approx(93.0)
     assert recs[0]["seeds"] == "0 1 2" and recs[1]["test_acc_std"] == ""
     assert [r["time_capped"] for r in recs] == ["0", "0", "0", "0", "1"]
-    png = (out / "accuracy.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    check_plot(out / "accuracy.png", said.err)
 
     assert main(["report", str(tmp_path / "report")]) == 1  # nothing finished there
 

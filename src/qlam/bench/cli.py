@@ -367,9 +367,13 @@ def run_all(args: argparse.Namespace, extra: dict[str, list[str]] | None = None)
     command = common.command_line(args)
     parser = argparse.ArgumentParser(prog="qlam")
     register(parser.add_subparsers(dest="command", required=True))
+    plots = common.plots_available()
+    if not plots:
+        common.stderr_log("no plots: plots need matplotlib: pip install 'qlam[plot]'")
     for name in args.only or BENCHMARKS:
-        argv = ["bench", name, "--json", str(out / f"{name}.json"),
-                "--plot", str(out / f"{name}.png")]
+        argv = ["bench", name, "--json", str(out / f"{name}.json")]
+        if plots:
+            argv += ["--plot", str(out / f"{name}.png")]
         if args.quick:
             argv.append("--quick")
         if args.threads and name != "memory":

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from qlam.atomic import atomic_write_text
-from qlam.plots import pyplot, save_figure  # noqa: F401  (the benchmarks plot through these)
+from qlam.plots import available as plots_available  # noqa: F401  (the benchmarks plot through these)
+from qlam.plots import pyplot, save_figure  # noqa: F401
 from qlam.sim.scan import cpp
 
 
