@@ -19,11 +19,12 @@ def test_statevector_on_cuda_matches_the_cpu_reference(dtype):
     params, inputs = random_args(c, 0, batch=8, dtype=dtype)
     want = qlam.statevector(c, inputs, params, method="reference", dtype=dtype)
     tol = 1e-5 if dtype == torch.float32 else 1e-10
-    for method in ("reference", "compiled"):
-        got = qlam.statevector(c, inputs.cuda(), params.cuda(), method=method, dtype=dtype,
-                               device="cuda")
-        assert got.device.type == "cuda"
-        torch.testing.assert_close(got.cpu(), want, atol=tol, rtol=0)
+    for method in ("reference", "compiled"):  # params on the GPU, and left on the CPU
+        for p in (params.cuda(), params):
+            got = qlam.statevector(c, inputs.cuda(), p, method=method, dtype=dtype,
+                                   device="cuda")
+            assert got.device.type == "cuda"
+            torch.testing.assert_close(got.cpu(), want, atol=tol, rtol=0)
 
 
 def test_dense_unitaries_are_built_on_the_parameters_device():
