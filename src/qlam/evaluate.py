@@ -78,6 +78,38 @@ def load_qlam(path, device="cpu"):
     return model, ck
 
 
+def checkpoint_task(ck: dict, task: str | None = None, split: str = "test",
+                    length: int | None = None, limit: int | None = None):
+    """(config, Task) to evaluate a checkpoint on: its run's task, or ``task``, built as the
+    run built it, so that the test split is the one the run reported (of a generated task
+    only ``split`` is generated; with ``length``, a fresh test set at that length instead,
+    of ``limit`` examples if given), checked to fit the checkpoint: features, outputs, target
+    kind, and token ids against features."""
+    cfg = config_from_dict(ck["config"])
+    if task is not None:
+        cfg.task = task
+    if cfg.task in GENERATED_TASKS:
+        cfg.test_lengths = None
+        if length is not None and limit is not None:
+            cfg.limit_test = limit
+        t = config.build_task(cfg, splits=() if length is not None else (split,))
+    elif length is not None:
+        raise ValueError(f"--length applies to the generated tasks, not to {cfg.task!r}")
+    else:
+        t = config.build_task(cfg)
+    have = (t.n_features, t.n_classes, t.target, t.discrete)
+    want = (ck["n_features"], ck["n_classes"], ck.get("target", "class"),
+            ck.get("discrete", False))
+    if have != want:
+        def says(n_features, n_classes, target, discrete):
+            inputs = f"token ids < {n_features}" if discrete else f"{n_features} features"
+            return f"{inputs}, {n_classes} outputs, target {target!r}"
+
+        raise ValueError(f"task {cfg.task!r} ({says(*have)}) does not fit this checkpoint "
+                         f"(trained on {ck['task']!r}: {says(*want)})")
+    return cfg, t
+
+
 def eval_checkpoint(path, task: str | None = None, shots: int | None = None, seed: int = 0,
                     device: str = "auto", batch_size: int = 256, limit: int | None = None,
                     noise=None, length: int | None = None) -> dict:
@@ -98,22 +130,9 @@ def eval_checkpoint(path, task: str | None = None, shots: int | None = None, see
     channel = parse_noise(noise)
     dev = resolve_device(device)
     model, ck = load_model(path, dev)
-    cfg = config_from_dict(ck["config"])
-    if task is not None:
-        cfg.task = task
+    cfg, t = checkpoint_task(ck, task, length=length, limit=limit)
     if shots is not None or channel is not None:
         model.set_readout(shots, channel, torch.Generator(device=dev).manual_seed(seed))
-    if cfg.task in GENERATED_TASKS:  # generate the test set only, `limit` examples
-        cfg.test_lengths, cfg.limit_test = None, limit
-        t = config.build_task(cfg, splits=() if length is not None else ("test",))
-    elif length is not None:
-        raise ValueError(f"--length applies to the generated tasks, not to {cfg.task!r}")
-    else:
-        t = config.build_task(cfg)
-    if (t.n_features, t.n_classes, t.target) != (ck["n_features"], ck["n_classes"],
-                                                 ck.get("target", "class")):
-        raise ValueError(f"task {cfg.task!r} does not fit this checkpoint (trained on "
-                         f"{ck['task']!r}: {ck['n_features']} features, {ck['n_classes']} outputs)")
     split = t.test if length is None else t.test_at(length)
     loss, acc = evaluate(model, t, split, batch_size, dev, limit)
     return {"checkpoint": str(path), "task": cfg.task, "model": ck["model_name"],
@@ -123,4 +142,4 @@ def eval_checkpoint(path, task: str | None = None, shots: int | None = None, see
             "n_test": min(limit, len(split)) if limit else len(split)}
 
 
-__all__ = ["evaluate", "load_model", "load_qlam", "eval_checkpoint"]
+__all__ = ["evaluate", "load_model", "load_qlam", "checkpoint_task", "eval_checkpoint"]

@@ -35,11 +35,10 @@ from pathlib import Path
 
 import torch
 
-from qlam import config
 from qlam.atomic import atomic_write_text
 from qlam.circuit import Circuit
-from qlam.config import config_from_dict
-from qlam.evaluate import load_qlam
+from qlam.data.recall import IGNORE_INDEX
+from qlam.evaluate import checkpoint_task, load_qlam
 from qlam.export_mixed import MixedHeadExport, export_mixed_head
 from qlam.interop import qiskit_to_qlam_order, to_pennylane, to_qiskit
 from qlam.memory.layer import QLAM, check_index
@@ -171,15 +170,6 @@ def export_head(model, x, *, layer: int = 0, head: int = 0, tokens: int | None =
                       tokens=tokens, n_qubits=mem64.n_qubits)
 
 
-    with torch.no_grad():
-        probs, final = mem64.probabilities(h_in[:, :tokens])
-    state = final[0, head].to(torch.complex128)
-    return HeadExport(circuit=circuit, readout=readout, state=state,
-                      probabilities=(state.real.square() + state.imag.square()),
-                      readout_probabilities=probs[0, -1, head].double(), layer=layer, head=head,
-                      tokens=tokens, n_qubits=mem64.n_qubits)
-
-
 def head_circuit(model, x, *, layer: int = 0, head: int = 0,
                  tokens: int | None = None) -> Circuit:
     """The bound state circuit (preparation + first ``tokens`` tokens) of one head for one
@@ -198,6 +188,23 @@ def _int_in(name: str, value: int, size: int, what: str) -> int:
         raise ValueError(f"{name} {value} out of range: {what} has {size} "
                          f"(valid 0..{size - 1})")
     return value
+
+
+def outcome(model, x: torch.Tensor, y: torch.Tensor, target: str, tokens: int) -> dict:
+    """The label of one example and the model's prediction, as JSON values: a class index
+    or a regression value per sequence; for per-token targets (``"tokens"``) those at the
+    last exported token (position ``tokens`` - 1; label None where that position is not a
+    target) and the whole sequences under ``labels`` and ``predictions``."""
+    with torch.no_grad():
+        out = model(model.one_example(x))[0]
+    if target == "regression":
+        return {"label": float(y), "prediction": float(out[0])}
+    if target == "class":
+        return {"label": int(y), "prediction": int(out.argmax(-1))}
+    labels = [None if v == IGNORE_INDEX else v for v in y.tolist()]
+    predictions = out.argmax(-1).tolist()
+    return {"label": labels[tokens - 1], "prediction": predictions[tokens - 1],
+            "labels": labels, "predictions": predictions}
 
 
 def export_example(checkpoint, out, *, index: int, task: str | None = None, layer: int = 0,
@@ -237,18 +244,15 @@ def export_example(checkpoint, out, *, index: int, task: str | None = None, laye
     elif basis is not None:
         raise ValueError("--basis picks one of a memory='mixed' head's readout bases; this "
                          "model's memory is unitary (its readout is the query-chosen basis)")
-    cfg = config_from_dict(ck["config"])
-    if task is not None:
-        cfg.task = task
-    data = config.build_task(cfg).split(split)
+    cfg, t = checkpoint_task(ck, task, split)
+    data = t.split(split)
     _int_in("index", index, len(data), f"the {cfg.task} {split} split")
     x, y = data[index]
     if tokens is not None and tokens > x.shape[0]:
         raise ValueError(f"tokens must lie in 1..{x.shape[0]} (the sequence length), got {tokens}")
-    with torch.no_grad():
-        pred = int(model(x[None].float()).argmax(-1))
     info = {"checkpoint": str(checkpoint), "model": ck.get("model_name"), "task": cfg.task,
-            "split": split, "index": index, "label": int(y), "prediction": pred,
+            "split": split, "index": index, "target": t.target,
+            **outcome(model, x, y, t.target, tokens or x.shape[0]),
             "layer": layer, "head": head, "sequence_length": int(x.shape[0]),
             "n_heads": mem.n_heads, "n_layers": len(model.blocks), "qasm": out.name}
     if mixed:

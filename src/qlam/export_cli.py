@@ -16,9 +16,10 @@ def cmd_export(args) -> int:
                          noise=args.noise, backend=args.backend, basis=args.basis)
     md = rec["metadata"]
     qubits = md.get("n_qubits_total", md["n_qubits"])  # a mixed head's circuit has ancillas
+    at = f"at token {md['tokens'] - 1}: " if md["target"] == "tokens" else ""
     print(f"wrote {args.out} ({md['n_gates']} gates on {qubits} qubits, {md['tokens']} "
           f"tokens, layer {md['layer']} head {md['head']}) and "
-          f"{Path(args.out).with_suffix('.json')} (label {md['label']}, "
+          f"{Path(args.out).with_suffix('.json')} ({at}label {md['label']}, "
           f"prediction {md['prediction']})")
     if "hardware" in rec:
         hw = rec["hardware"]

@@ -37,10 +37,9 @@ from pathlib import Path
 
 import torch
 
-from qlam import config
 from qlam.atomic import atomic_write_text
-from qlam.config import config_from_dict, resolve_device
-from qlam.evaluate import evaluate, load_qlam
+from qlam.config import resolve_device
+from qlam.evaluate import checkpoint_task, evaluate, load_qlam
 from qlam.hardware import NoisyDevice, get_backend
 from qlam.sim.noise import parse_noise_sweep
 
@@ -113,10 +112,7 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
         backend = noisy_device.backend.name
     dev = resolve_device(device)
     model, ck = load_qlam(checkpoint, dev)
-    cfg = config_from_dict(ck["config"])
-    if task is not None:
-        cfg.task = task
-    data = config.build_task(cfg)
+    cfg, data = checkpoint_task(ck, task)
     n_test = min(limit, len(data.test)) if limit else len(data.test)
     out = Path(out)
     head = {"checkpoint": str(checkpoint), "task": cfg.task, "model": ck.get("model_name"),

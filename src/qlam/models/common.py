@@ -60,6 +60,19 @@ class SequenceClassifier(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         check_input(x, self.n_features, self.discrete)
 
+    def one_example(self, x: torch.Tensor) -> torch.Tensor:
+        """One example (L, n_features), or (L,) token ids, as a batch of one on the model's
+        device (features in its dtype)."""
+        fits = isinstance(x, torch.Tensor) and (x.dim() == 1 if self.discrete else
+                                                x.dim() == 2 and x.shape[1] == self.n_features)
+        if not fits:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            want = "(length,) token ids" if self.discrete else f"(length, {self.n_features})"
+            raise ValueError(f"x must be one example of shape {want}, got {shape}")
+        param = next(self.parameters())
+        return (x[None].to(param.device) if self.discrete else
+                x[None].to(device=param.device, dtype=param.dtype))
+
     def forward(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         """(B, L, n_features) -> (B, n_classes); ``lengths`` (B,) for a right-padded batch
         (padding ignored: the output equals each example's run alone)."""

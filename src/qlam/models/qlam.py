@@ -150,22 +150,15 @@ class QLAMClassifier(SequenceClassifier):
         example x (L, n_features) (token ids (L,) when ``discrete``), from an exact (no shots,
         no noise) evaluation pass."""
         layer = check_index("layer", layer, len(self.blocks))
-        fits = isinstance(x, torch.Tensor) and (x.dim() == 1 if self.discrete else
-                                                x.dim() == 2 and x.shape[1] == self.n_features)
-        if not fits:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            want = "(length,) token ids" if self.discrete else f"(length, {self.n_features})"
-            raise ValueError(f"x must be one example of shape {want}, got {shape}")
+        batch = self.one_example(x)
         captured = []
         handle = self.blocks[layer].memory.register_forward_pre_hook(
             lambda _module, args: captured.append(args[0].detach()))
-        param = next(self.parameters())
         was_training = self.training
         try:
             self.eval()
             with torch.no_grad(), self._exact():
-                self(x[None].to(param.device) if self.discrete else
-                     x[None].to(device=param.device, dtype=param.dtype))
+                self(batch)
         finally:
             handle.remove()
             self.train(was_training)
