@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from qlam.atomic import atomic_write_text
-from qlam.data.facts import IMAGE_TASKS, TASKS
+from qlam.data.facts import GENERATED_TASKS, IMAGE_TASKS, TASKS
+from qlam.data.generated import vocab_of
 
 # test accuracy (%) reported in the QLAM paper (sMNIST, sFashion-MNIST, sCIFAR-10)
 PAPER = {
@@ -39,8 +40,32 @@ DEFAULT_MODELS = ("qlam", "qlam-mixed", "transformer", "ssm", "lstm", "gru", "rn
 MODEL_NAMES = {"qlam": "QLAM", "qlam-mixed": "QLAM (mixed memory)", "transformer": "Transformer",
                "ssm": "SSM (S4D)", "lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "qlstm": "QLSTM"}
 
+VOCAB_MARK = "-vocab"  # mqar-vocab40: MQAR drawn from 40 tokens instead of its default
+
+
 def _order(key: str, known: tuple[str, ...] | list[str]) -> tuple[int, str]:
     return (known.index(key) if key in known else len(known), key)
+
+
+def _task_order(key: str) -> tuple[int, str]:
+    return _order(key.partition(VOCAB_MARK)[0], TASKS)
+
+
+def task_key(summary: dict) -> str:
+    """The task a run's rows and curves belong to: its name, with the vocabulary appended
+    (``mqar-vocab40``) where ``--vocab`` changed a generated task's from its default (another
+    task: another chance level and difficulty)."""
+    task = summary["task"]
+    vocab = (summary.get("config") or {}).get("vocab")
+    if vocab is None or task not in GENERATED_TASKS or vocab == vocab_of(task):
+        return task
+    return f"{task}{VOCAB_MARK}{vocab}"
+
+
+def task_title(key: str) -> str:
+    """The name a :func:`task_key` is shown by: "MQAR, vocab 40"."""
+    task, _, vocab = key.partition(VOCAB_MARK)
+    return TASK_NAMES.get(task, task) + (f", vocab {int(vocab):,}" if vocab else "")
 
 
 def collect(dirs, log=sys.stderr) -> list[dict]:
@@ -102,7 +127,7 @@ def aggregate(summaries: list[dict]) -> list[dict]:
     listed in ``duplicates``)."""
     groups: dict[tuple[str, int | None, str], list[dict]] = {}
     for s in summaries:
-        groups.setdefault((s["task"], training_length(s), run_name(s)), []).append(s)
+        groups.setdefault((task_key(s), training_length(s), run_name(s)), []).append(s)
     rows = []
     for (task, length, model), found in groups.items():
         newest: dict = {}  # one run per seed: two runs of a seed are one sample, not two
@@ -127,7 +152,7 @@ def aggregate(summaries: list[dict]) -> list[dict]:
             "n_test": sorted({s.get("n_test") for s in runs}, key=str),
             "duplicates": [s["_dir"] for s in found if s not in runs and "_dir" in s],
         })
-    rows.sort(key=lambda r: (_order(r["task"], TASKS), r["length"] or 0,
+    rows.sort(key=lambda r: (_task_order(r["task"]), r["length"] or 0,
                              _order(r["model"], DEFAULT_MODELS)))
     return rows
 
@@ -138,7 +163,7 @@ def task_labels(rows: list[dict]) -> list[str]:
     lengths: dict[str, set] = {}
     for r in rows:
         lengths.setdefault(r["task"], set()).add(r.get("length"))
-    return [TASK_NAMES.get(r["task"], r["task"])
+    return [task_title(r["task"])
             + (f", L = {r['length']:,}" if len(lengths[r["task"]]) > 1 and r.get("length")
                else "") for r in rows]
 
@@ -261,7 +286,7 @@ def length_curves(summaries: list[dict]) -> dict[str, dict[str, dict[int, list[f
             continue
         points = {int(s.get("length") or s.get("config", {}).get("length") or 0): s["test_acc"]}
         points.update({int(k): v["test_acc"] for k, v in extra.items()})
-        per_model = curves.setdefault(s["task"], {}).setdefault(run_name(s), {})
+        per_model = curves.setdefault(task_key(s), {}).setdefault(run_name(s), {})
         for length, acc in points.items():
             per_model.setdefault(length, []).append(100 * acc)
     return curves
@@ -271,10 +296,10 @@ def length_markdown(curves, chance: dict[str, float] | None = None) -> str:
     """One table per task: a row per model, a column per test length (mean ± std, %)."""
     chance = chance or {}
     parts = []
-    for task in sorted(curves, key=lambda t: _order(t, TASKS)):
+    for task in sorted(curves, key=_task_order):
         models = curves[task]
         lengths = sorted({n for per in models.values() for n in per})
-        head = f"### {TASK_NAMES.get(task, task)}: test accuracy (%) by sequence length"
+        head = f"### {task_title(task)}: test accuracy (%) by sequence length"
         if task in chance:
             head += f" (chance {100 * chance[task]:.3g} %)"
         lines = [head, "", "| Model | " + " | ".join(f"L = {n:,}" for n in lengths) + " |",
@@ -300,7 +325,7 @@ def write_report(dirs, out, plot: bool = True, log=sys.stderr) -> list[dict]:
     summaries = collect(dirs, log=log)
     rows = aggregate(summaries)
     curves = length_curves(summaries)
-    chance = {s["task"]: s["chance"] for s in summaries if s.get("chance") is not None}
+    chance = {task_key(s): s["chance"] for s in summaries if s.get("chance") is not None}
     out = Path(out)
     header = ("# Results\n\nTest accuracy on each task's test set (the official one for "
               "the image datasets, a seeded held-out one for generated tasks), mean ± sample "
@@ -323,7 +348,7 @@ def write_report(dirs, out, plot: bool = True, log=sys.stderr) -> list[dict]:
                 named = {MODEL_NAMES.get(m, m): v for m, v in
                          sorted(models.items(), key=lambda kv: _order(kv[0], DEFAULT_MODELS))}
                 accuracy_by_length(named, out / f"length_{task}.png",
-                                   title=TASK_NAMES.get(task, task), chance=chance.get(task))
+                                   title=task_title(task), chance=chance.get(task))
         except PlotsUnavailable as exc:
             if log:
                 print(f"no plot: {exc}", file=log)

@@ -177,6 +177,34 @@ def test_report_keeps_one_row_per_training_length(tmp_path):
     assert [r["length"] for r in recs] == ["", "1000", "1000", "2000"]
 
 
+def test_report_keeps_one_row_per_vocabulary(tmp_path):
+    """MQAR over 40 tokens and over 20 are two tasks (chance 1/40 against 1/20): two rows and
+    two length tables, each with its own chance level; a --vocab equal to the task's default
+    is the default task."""
+    runs = tmp_path / "runs"
+    lengths = {"test_lengths": {"32": {"test_acc": 0.1}}, "length": 16}
+    fake_summary(runs / "v40", task="mqar", acc=0.2, vocab=40,
+                 fields={"chance": 1 / 40, **lengths})
+    fake_summary(runs / "v20", task="mqar", acc=0.5, vocab=20,
+                 fields={"chance": 1 / 20, **lengths})
+    fake_summary(runs / "default", task="mqar", acc=0.3, vocab=8192)
+    fake_summary(runs / "default1", task="mqar", seed=1, acc=0.4)
+    summaries = report.collect([runs], log=None)
+    rows = report.aggregate(summaries)
+    assert [(r["task"], r["runs"], r["test_acc_mean"]) for r in rows] == [
+        ("mqar", 2, pytest.approx(35.0)), ("mqar-vocab20", 1, pytest.approx(50.0)),
+        ("mqar-vocab40", 1, pytest.approx(20.0))]
+    assert not any(r["duplicates"] for r in rows)  # the seed-0 runs do not shadow each other
+    table = report.markdown(rows)
+    assert "| MQAR | QLAM | 35.00 ± 7.07 |" in table
+    assert "| MQAR, vocab 20 | QLAM | 50.00 ± – |" in table
+    curves = report.length_curves(summaries)
+    assert set(curves) == {"mqar-vocab20", "mqar-vocab40"}
+    text = report.length_markdown(curves, {"mqar-vocab20": 1 / 20, "mqar-vocab40": 1 / 40})
+    assert "### MQAR, vocab 20: test accuracy (%) by sequence length (chance 5 %)" in text
+    assert "### MQAR, vocab 40: test accuracy (%) by sequence length (chance 2.5 %)" in text
+
+
 def test_real_tiny_sweep(use_task, tmp_path, monkeypatch, capsys):
     """Two seeds of a small GRU through the real training loop (a synthetic task), then
     the dry run sees both finished."""
