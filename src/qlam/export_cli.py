@@ -31,8 +31,7 @@ def cmd_export(args) -> int:
 
 def cmd_robustness(args) -> int:
     shots = parse_shots(args.shots if args.shots is not None else DEFAULT_SHOTS)
-    noise = args.noise if args.noise is not None else list(DEFAULT_NOISE)
-    res = robustness(args.checkpoint, args.out, task=args.task, shots=shots, noise=noise,
+    res = robustness(args.checkpoint, args.out, task=args.task, shots=shots, noise=args.noise,
                      limit=args.limit, seed=args.seed, device=args.device,
                      batch_size=args.batch_size, plot=not args.no_plot, backend=args.backend)
     print(f"wrote {Path(args.out) / 'robustness.json'} ({len(res['rows'])} settings, "

@@ -18,7 +18,9 @@ Writes, in ``--out``:
   "backend" (with key ``backend``, its name, and per token the mean total-variation distance
   of the noisy readout distributions from the noiseless ones, ``tvd``, beside that of the
   uniform distribution, ``tvd_uniform``: their ratio is how much of the readout's signal
-  the noise has erased).
+  the noise has erased). ``stderr`` is the binomial standard error over the ``n_test``
+  examples (for per-token tasks, whose accuracy counts target tokens, the tokens of one
+  example are not independent: counting examples errs on the wide side).
   Rewritten after every row, and a rerun with the same settings skips the rows already
   there (so an interrupted sweep continues);
 * ``robustness.md``: the same table in Markdown;
@@ -41,6 +43,7 @@ from qlam.atomic import atomic_write_text
 from qlam.config import resolve_device
 from qlam.evaluate import checkpoint_task, evaluate, load_qlam
 from qlam.hardware import NoisyDevice, get_backend
+from qlam.memory.mixed import MixedQLAM
 from qlam.sim.noise import parse_noise_sweep
 
 DEFAULT_SHOTS = "10,100,1000"
@@ -91,13 +94,16 @@ def _settings(shots: list[int], channels, backend: str | None = None) -> list[di
 
 
 def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
-               noise=DEFAULT_NOISE, limit: int | None = None, seed: int = 0,
+               noise=None, limit: int | None = None, seed: int = 0,
                device: str = "auto", batch_size: int = 256, plot: bool = True,
                log=None, backend: str | None = None) -> dict:
-    """Run the sweep (see the module docstring); returns the JSON record."""
+    """Run the sweep (see the module docstring); returns the JSON record. ``noise`` None:
+    :data:`DEFAULT_NOISE` for the unitary memory, none for the mixed one (its state is
+    already a density matrix: it takes shots, not trajectories)."""
     log = sys.stderr if log is None else log
     shots = parse_shots(shots)
-    noise = [noise] if isinstance(noise, str) else list(noise or [])
+    given = noise is not None
+    noise = [noise] if isinstance(noise, str) else list(DEFAULT_NOISE if noise is None else noise)
     channels = [c for spec in noise for c in parse_noise_sweep(spec)]
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
@@ -112,6 +118,13 @@ def robustness(checkpoint, out, *, task: str | None = None, shots=DEFAULT_SHOTS,
         backend = noisy_device.backend.name
     dev = resolve_device(device)
     model, ck = load_qlam(checkpoint, dev)
+    if any(isinstance(m, MixedQLAM) for m in model.memories()) and channels:
+        if given:
+            raise ValueError("--noise applies to memory='unitary' models; this checkpoint's "
+                             "memory is mixed (a density matrix): sweep --shots only")
+        print("robustness: a memory='mixed' model: no noise sweep (its state is a density "
+              "matrix; shots only)", file=log)
+        channels = []
     cfg, data = checkpoint_task(ck, task)
     n_test = min(limit, len(data.test)) if limit else len(data.test)
     out = Path(out)

@@ -23,7 +23,8 @@ TINY = ["--model", "qlam", "--epochs", "1", "--batch-size", "8", "--limit-train"
 RUNS = {"mqar": ["--task", "mqar", "--length", "16", "--vocab", "40"],  # ids; sparse targets
         "s3-running": ["--task", "s3-running", "--length", "8"],  # ids; every token a target
         "parity": ["--task", "parity", "--length", "8"],  # ids; one label per sequence
-        "adding": ["--task", "adding", "--length", "8"]}  # features; regression
+        "adding": ["--task", "adding", "--length", "8"],  # features; regression
+        "mixed": ["--task", "parity-running", "--length", "8", "--memory", "mixed"]}
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +118,20 @@ def test_a_task_that_does_not_fit_is_refused_by_every_command(runs, tmp_path, ca
                  str(npz), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "does not fit" in err and "token ids < 2" in err and "2 features" in err
+
+
+def test_robustness_of_a_mixed_memory_sweeps_shots_only(runs, tmp_path, capsys):
+    """The mixed memory's state is a density matrix: the default sweep leaves noise out
+    (it had failed on its first noisy row), and asking for noise is refused up front."""
+    path = str(runs / "mixed" / "model.pt")
+    out = tmp_path / "rob"
+    assert main(["robustness", "--checkpoint", path, "--shots", "10", "--limit", "4",
+                 "--device", "cpu", "--no-plot", "--out", str(out)]) == 0
+    assert "no noise sweep" in capsys.readouterr().err
+    rows = json.loads((out / "robustness.json").read_text())["rows"]
+    assert [r["kind"] for r in rows] == ["exact", "shots"]
+    assert main(["robustness", "--checkpoint", path, "--noise", "bitflip:0.1", "--limit", "4",
+                 "--device", "cpu", "--no-plot", "--out", str(tmp_path / "r2")]) == 2
+    assert "memory is mixed" in capsys.readouterr().err
+    assert not (tmp_path / "r2" / "robustness.json").exists()
+
