@@ -245,12 +245,15 @@ class NoisyDevice:
         return out
 
     @torch.no_grad()
-    def probabilities(self, mem: QLAM, x: torch.Tensor, state=None):
+    def probabilities(self, mem: QLAM, x: torch.Tensor, state=None, lengths=None):
         """Drop-in for :meth:`QLAM.probabilities` (B, L, H, 2^n) under the noise model;
         the returned final state is the noiseless one (the classifier does not use it)."""
         if state is not None:
             raise ValueError("noisy evaluation on a backend starts every head from its "
                              "prepared state (no state argument)")
+        if lengths is not None:
+            raise ValueError("noisy evaluation on a backend takes unpadded batches (no "
+                             "lengths): evaluate examples of one length together")
         exact, final = QLAM.probabilities(mem, x)  # checks x; the noiseless results
         b, length, _ = x.shape
         h, n = mem.n_heads, mem.n_qubits
@@ -282,7 +285,8 @@ class NoisyDevice:
         """Evaluate the QLAM layers ``memories`` on this device inside the block."""
         try:
             for m in memories:
-                m.probabilities = lambda x, state=None, _m=m: self.probabilities(_m, x, state)
+                m.probabilities = (lambda x, state=None, lengths=None, _m=m:
+                                   self.probabilities(_m, x, state, lengths))
             yield self
         finally:
             for m in memories:

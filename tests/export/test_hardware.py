@@ -93,8 +93,11 @@ def test_noiseless_backend_path_reproduces_the_model():
     mem = model.blocks[1].memory
     h = torch.randn(2, SEQ, mem.d_model, generator=torch.Generator().manual_seed(3))
     exact, _ = mem.probabilities(h)
-    got, _ = NoisyDevice(get_backend(BACKEND), noise=False).probabilities(mem, h)
+    device = NoisyDevice(get_backend(BACKEND), noise=False)
+    got, _ = device.probabilities(mem, h)
     torch.testing.assert_close(got, exact, atol=2e-6, rtol=0)
+    with device.attached([mem]), pytest.raises(ValueError, match="unpadded"):
+        mem(h, lengths=torch.tensor([SEQ, SEQ - 1]))  # was a TypeError about the keyword
 
 
 def test_readout_errors_flip_each_wire():
