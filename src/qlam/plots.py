@@ -113,4 +113,3 @@ def drawn(draw, *args, note=print, **kwargs) -> Path | None:
     except PlotsUnavailable as exc:
         note(f"no plot: {exc}")
         return None
-
