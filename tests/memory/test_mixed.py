@@ -111,6 +111,28 @@ def test_product_state_is_the_rotated_zero_state():
     torch.testing.assert_close(scaled, 0.5 * got)
 
 
+def test_product_state_gradients_for_angles_of_either_sign():
+    """Angles outside (0, pi) make cos(alpha/2) or sin(alpha/2) negative (torch.polar's
+    gradient is wrong for negative magnitudes, and the write path had used it)."""
+    alpha = torch.tensor([[-0.8, 2.9], [3.7, -4.0]], dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor([[0.4, -1.3], [2.2, 0.1]], dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor([[0.7], [-0.5]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(product_state, (alpha, beta, scale))
+
+
+def test_layer_gradcheck_through_the_write_path():
+    """The whole layer in float64 against finite differences, inputs and parameters (the
+    write projection's angles have both signs at initialisation)."""
+    torch.manual_seed(0)
+    m = MixedQLAM(3, 1, 2).double()
+    x = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
+    params = [m.write_proj.weight, m.write_proj.bias]
+    alpha = m.write_proj(x)  # some write angles are negative: the case that broke
+    assert (alpha < 0).any()
+    assert torch.autograd.gradcheck(lambda x, w, b: torch.func.functional_call(
+        m, {"write_proj.weight": w, "write_proj.bias": b}, (x,))[0], (x, *params))
+
+
 def _random_inputs(h=2, b=3, length=6, n=4, requires_grad=True):
     g = torch.Generator().manual_seed(1)
     d = 0.9 * torch.randn(h, b, length, n, dtype=torch.complex128, generator=g)

@@ -86,8 +86,10 @@ def product_state(alpha: torch.Tensor, beta: torch.Tensor,
     if scale is not None:  # fold the scale into the first qubit's (small) factor
         cos = torch.cat([cos[..., :1] * scale, cos[..., 1:]], -1)
         sin = torch.cat([sin[..., :1] * scale, sin[..., 1:]], -1)
-    zero = torch.polar(cos, -0.5 * beta)  # (..., n)
-    one = torch.polar(sin, 0.5 * beta)
+    # cos and sin as factors, not as torch.polar's magnitudes: polar's gradient is wrong for
+    # negative magnitudes (alpha < 0 or > pi), which had corrupted the write path's gradients
+    phase = torch.polar(torch.ones_like(beta), 0.5 * beta)
+    zero, one = cos * phase.conj(), sin * phase  # (..., n)
     state = zero[..., :1].new_ones(*alpha.shape[:-1], 1)
     for q in range(alpha.shape[-1]):
         state = torch.stack([state * zero[..., q, None], state * one[..., q, None]], -1)
