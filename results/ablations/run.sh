@@ -35,6 +35,8 @@ case $name in
   frozen_conv4)  A="--model qlam --d-model 64 --n-layers 2 --n-heads 8 --n-qubits 4 --conv 4 --dt-min 1e-9 --dt-max 1e-9" ;;
   conv4_h16n4_o2) A="--model qlam --params 87178 --n-layers 2 --n-heads 16 --n-qubits 4 --read-order 2 --conv 4" ;;
   mixed_conv4)   A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --conv 4" ;;
+  mixed_n3h8_gradfix) A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3" ;;
+  mixed_conv4_gradfix) A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --conv 4" ;;
   mixed_n3h8)    A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3" ;;
   mixed_n3h8k2)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --config $C/bases2.toml" ;;
   mixed_n3h4k4)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 4 --n-qubits 3 --config $C/bases4.toml" ;;
