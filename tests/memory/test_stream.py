@@ -69,6 +69,30 @@ def test_fused_step_checks_input_and_state():
     torch.testing.assert_close(y64, y32)
 
 
+@pytest.mark.parametrize("memory", ["unitary", "mixed"])
+def test_a_returned_state_edited_in_place_is_checked_again(memory):
+    """The state a layer returned is trusted unchecked only while unchanged: zeroing a row
+    in place (nn.LSTM's episode reset) or passing it with another batch is refused, not run
+    (the in-place edit had run silently, the other batch failed inside the kernel)."""
+    from qlam.memory.mixed import MixedQLAM
+
+    torch.manual_seed(0)
+    layer = QLAM(6, 2, 2) if memory == "unitary" else MixedQLAM(6, 2, 2)
+    x = torch.randn(3, 6)
+    bad = "not normalised" if memory == "unitary" else "trace"
+    with torch.no_grad():
+        _, s = layer.step(x)
+        _, s = layer.step(x, s)  # the returned state, unchanged: trusted
+        s[1] = 0
+        with pytest.raises(ValueError, match=bad):
+            layer.step(x, s)
+        _, s = layer(x[:, None])
+        with pytest.raises(ValueError, match="shape"):
+            layer(x[:2, None], s)
+        with pytest.raises(ValueError, match="shape"):
+            layer.step(x[:2], s)
+
+
 def test_one_token_forward_without_gradients_takes_the_fused_path():
     torch.manual_seed(0)
     layer = QLAM(6, n_heads=2, n_qubits=2)

@@ -63,6 +63,10 @@ if TYPE_CHECKING:
 MAX_MEMORY_QUBITS = 12  # one dense 2^n x 2^n unitary per head and layer
 
 
+def _version(t: torch.Tensor) -> int | None:  # bumped by in-place edits; inference tensors: none
+    return None if t.is_inference() else t._version
+
+
 def _lower_checked(circuit) -> Lowered:
     """The memory's circuits as scan layers whose phases take plain input angles."""
     lowered = lower(circuit)
@@ -133,7 +137,7 @@ class QLAM(nn.Module):
         self.generator: torch.Generator | None = None
         self.noise = noise
         self._cache = None  # (key, constants) of the last forward without gradients
-        self._last_state = None  # weak reference to the last state returned (already checked)
+        self._last_state = None  # (weak reference, version) of the last state returned
         n_states = 2**n_qubits
 
         self.circuit = token_circuit(n_qubits, depth)
@@ -284,14 +288,16 @@ class QLAM(nn.Module):
 
     def _given_state(self, state: torch.Tensor, batch: int) -> torch.Tensor:
         """``state`` after :meth:`_check_state`, unless it is the state this layer returned
-        last (checked when it was made: streaming skips the check)."""
-        last = self._last_state() if self._last_state is not None else None
-        return state if state is last else self._check_state(state, batch)
+        last, unchanged since (checked when made: streaming skips the check; an inference
+        tensor keeps no version counter, so its in-place edits go unseen)."""
+        ref, version = self._last_state or (None, None)
+        unchanged = ref is not None and state is ref() and len(state) == batch
+        return state if unchanged and _version(state) == version else self._check_state(state, batch)
 
     def _returned(self, final: torch.Tensor) -> torch.Tensor:
-        """``final``, remembered (weakly) as the last state returned."""
+        """``final``, remembered (weakly, with its version) as the last state returned."""
         if not torch.compiler.is_compiling():
-            self._last_state = weakref.ref(final)
+            self._last_state = (weakref.ref(final), _version(final))
         return final
 
     def _check_input(self, x: torch.Tensor) -> None:

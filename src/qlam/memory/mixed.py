@@ -126,7 +126,7 @@ class MixedQLAM(nn.Module):
         self.generator: torch.Generator | None = None
         self.noise = None  # noisy evaluation is not implemented for the mixed memory
         self._cache = None  # (key, constants) of the last forward without gradients
-        self._last_state = None  # weak reference to the last state returned (already checked)
+        self._last_state = None  # (weak reference, version) of the last state returned
         h, n_states = n_heads, 2**n_qubits
 
         # heads ordered slow -> fast, shuffled: slow forgetting goes with slow rotation
