@@ -11,8 +11,10 @@ phase) are emitted after the include; any OpenQASM 2 reader, Qiskit's strict
 native gates: :mod:`qlam.qelib1`) plus ``ryy``, ``U``, ``CX``, user ``gate`` definitions
 (expanded in place; one named like a library gate means that gate), several ``qreg``s,
 broadcasting (``h q;``) and angle expressions (numbers, ``pi``, ``+ - * / ^``, sin cos tan exp
-ln sqrt; never ``eval``). Expansion is bounded (``max_gates`` gates, :data:`MAX_NESTING`
-levels). ``measure`` is accepted at the end of a qubit's circuit; a gate after it (mid-circuit
+ln sqrt; never ``eval``). Reading is bounded: an angle expression holds at most
+:data:`MAX_EXPRESSION` operands and operators, expansion at most ``max_gates`` gates,
+:data:`MAX_NESTING` levels of definitions and :data:`WORK_PER_GATE` x ``max_gates``
+evaluated expression nodes. ``measure`` is accepted at the end of a qubit's circuit; a gate after it (mid-circuit
 measurement), a measure into an undeclared or too small creg, ``reset``, ``if``, ``opaque``
 and unknown gates are a ``ValueError`` naming the line.
 """
@@ -50,6 +52,8 @@ _DEFINITIONS = {
 
 MAX_GATES = 1_000_000  # default bound on the expanded gate count of one file
 MAX_NESTING = 64  # gate definitions within definitions
+MAX_EXPRESSION = 100  # operands and operators of one angle expression (nesting included)
+WORK_PER_GATE = 64  # expression nodes evaluated per expanded gate, on average, at most
 
 _FUNCTIONS = {"sin": math.sin, "cos": math.cos, "tan": math.tan, "exp": math.exp,
               "ln": math.log, "sqrt": math.sqrt}
@@ -156,13 +160,20 @@ def _evaluate(node, env: dict[str, float], line: int) -> float:
 @dataclass(frozen=True)
 class _Def:
     """A gate definition: parameter and qubit names, body [(name, exprs, args, line)], and
-    what it expands to: ``size`` native gates, ``nesting`` levels of definitions."""
+    what it expands to: ``size`` native gates, ``nesting`` levels of definitions, ``work``
+    expression nodes evaluated."""
 
     params: list[str]
     qargs: list[str]
     body: list
     size: int
     nesting: int
+    work: int
+
+
+def _size(node) -> int:
+    """Nodes of an expression (evaluated once each)."""
+    return 1 + sum(_size(child) for child in node[1:] if isinstance(child, tuple))
 
 
 class _Parser:
@@ -176,6 +187,8 @@ class _Parser:
         self.library = library or {}  # qelib1.inc gates outside the native set
         self.defs: dict[str, _Def] = dict(self.library)
         self.ops: list[tuple[str, list[float], list[int], int]] = []  # (qasm name, angles, wires, line)
+        self.work = 0  # expression nodes the expansion evaluates
+        self.factors = 0  # operands and operators of the expression being read
         self.measured: dict[int, int] = {}  # wire -> line of its measurement
 
     # -- token helpers
@@ -232,7 +245,16 @@ class _Parser:
             node = ("bin", op, node, self.factor())
         return node
 
+    def angle(self):
+        """One angle expression, at most :data:`MAX_EXPRESSION` operands and operators."""
+        self.factors = 0
+        return self.expr()
+
     def factor(self):
+        self.factors += 1
+        if self.factors > MAX_EXPRESSION:
+            raise ValueError(f"line {self.tok.line}: angle expression too long or too deeply "
+                             f"nested (more than {MAX_EXPRESSION} operands and operators)")
         if self.accept("-"):
             return ("neg", self.factor())
         if self.accept("+"):
@@ -266,9 +288,9 @@ class _Parser:
         exprs = []
         if self.accept("("):
             if not self.accept(")"):
-                exprs.append(self.expr())
+                exprs.append(self.angle())
                 while self.accept(","):
-                    exprs.append(self.expr())
+                    exprs.append(self.angle())
                 self.expect(")")
         return exprs
 
@@ -401,7 +423,7 @@ class _Parser:
         while self.accept(","):
             qargs.append(self.ident("a qubit argument").text)
         self.expect("{")
-        body, size, nesting = [], 0, 0
+        body, size, nesting, work = [], 0, 0, 0
         while not self.accept("}"):
             t = self.ident("a gate call in the body")
             if t.text == "barrier":
@@ -422,6 +444,7 @@ class _Parser:
             sub = self.defs.get(t.text)
             size += sub.size if sub else 1
             nesting = max(nesting, sub.nesting if sub else 0)
+            work += sum(map(_size, exprs)) + (sub.work if sub else 0)
             body.append((t.text, exprs, bargs, t.line))
         if name in _QASM_GATES or name in self.library:
             n_angles, n_wires = self.arity(name, line)
@@ -435,7 +458,7 @@ class _Parser:
         if nesting + 1 > MAX_NESTING:
             raise ValueError(f"line {line}: gate definitions nested too deeply ({name} sits "
                              f"{nesting + 1} levels deep; the limit is {MAX_NESTING})")
-        self.defs[name] = _Def(params, qargs, body, size, nesting + 1)
+        self.defs[name] = _Def(params, qargs, body, size, nesting + 1, work)
 
     def arity(self, name: str, line: int, where: str = "") -> tuple[int, int]:
         """(angles, qubits) of a native or defined gate; a ValueError for any other name."""
@@ -459,6 +482,12 @@ class _Parser:
             raise ValueError(
                 f"line {line}: gate {name} expands to {need} gates, {len(self.ops) + need} in "
                 f"all: more than the limit of {self.max_gates} (from_qasm's max_gates)")
+        self.work += width * (self.defs[name].work if name in self.defs else 0)
+        if self.work > WORK_PER_GATE * self.max_gates:
+            raise ValueError(
+                f"line {line}: the gate definitions' angle expressions take more than "
+                f"{WORK_PER_GATE} x max_gates = {WORK_PER_GATE * self.max_gates} evaluations "
+                "to expand (from_qasm's max_gates)")
         for k in range(width):
             wires = [a[k] if len(a) > 1 else a[0] for a in args]
             if len(set(wires)) != len(wires):

@@ -254,6 +254,30 @@ def test_definitions_nested_too_deeply_are_refused():
         from_qasm("\n".join(lines) + "\n")
 
 
+def test_long_or_deep_angle_expressions_are_refused_not_recursed():
+    """1000 terms or 1000 nested parentheses had ended in RecursionError; 100 operands and
+    operators is the limit (counted with the nesting), and up to it the value is exact."""
+    body = "+".join(["0.001"] * 1000)
+    for angle in (body, "(" * 1000 + "0.1" + ")" * 1000, "-" * 1000 + "0.1"):
+        with pytest.raises(ValueError, match=r"line 4: angle expression too long or too "
+                                             r"deeply nested \(more than 100"):
+            from_qasm(HEADER + f"qreg q[1];\nrx({angle}) q[0];\n")
+    c = from_qasm(HEADER + "qreg q[1];\nrx(" + "+".join(["0.01"] * 50) + ") q[0];\n"
+                  "ry(" + "(" * 49 + "0.3" + ")" * 49 + ") q[0];\n")
+    assert [op.angles[0].value for op in c.ops] == pytest.approx([0.5, 0.3])
+
+
+def test_expanding_costly_expressions_is_bounded_by_max_gates():
+    """Each expansion of a definition evaluates its angle expressions again: 64 nodes per
+    allowed gate on average is the budget (a 2 KB file had taken seconds per 10k gates)."""
+    sum99 = "+".join(["a"] * 50)  # 99 nodes
+    lines = [HEADER, "qreg q[1];", f"gate g(a) t {{ rx({sum99}) t; }}"]
+    fits = "\n".join(lines + ["g(0.001) q[0];"] * 600) + "\n"
+    assert len(from_qasm(fits, max_gates=1000)) == 600  # 59,400 evaluations: within
+    with pytest.raises(ValueError, match=r"take more than 64 x max_gates = 64000 evaluations"):
+        from_qasm("\n".join(lines + ["g(0.001) q[0];"] * 700) + "\n", max_gates=1000)
+
+
 def test_measurement_at_the_end_and_on_other_qubits_is_accepted():
     c = from_qasm(HEADER + "qreg q[2];\ncreg c[2];\nh q[0];\nmeasure q[0] -> c[0];\n"
                            "barrier q;\nh q[1];\nmeasure q[1] -> c[1];\n")
