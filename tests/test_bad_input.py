@@ -159,6 +159,36 @@ def test_wrong_params(method):
         qlam.statevector(c, x, torch.zeros(1, dtype=torch.int64), method=method)
 
 
+@pytest.mark.parametrize("method", ["reference", "compiled"])
+def test_params_are_taken_in_the_simulation_dtype(method):
+    """float16 params (polar had no half kernel) and float32 params of a float64 simulation
+    (kept at float32 precision, ~1e-8 off) are converted to the dtype asked for."""
+    c = _encoded()
+    x = torch.full((1, 2), 0.7, dtype=torch.float64)
+    p64 = torch.tensor([0.3], dtype=torch.float64)
+    want = qlam.statevector(c, x, p64, method="reference")
+    got32 = qlam.statevector(c, x, p64.float(), method=method)
+    torch.testing.assert_close(got32, qlam.statevector(c, x, p64.float().double(), method=method),
+                               atol=0, rtol=0)
+    got16 = qlam.statevector(c, x, p64.half(), method=method)
+    assert got16.dtype == torch.complex128
+    torch.testing.assert_close(got16, want, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["reference", "compiled"])
+def test_empty_batch_and_complex_dtype(method):
+    """An empty batch gives an empty result (it failed in a reshape); a complex dtype means
+    that precision (the compiled path failed inside torch)."""
+    c = _encoded()
+    assert qlam.statevector(c, torch.zeros(0, 2), method=method).shape == (0, 4)
+    assert qlam.CircuitLayer(c)(torch.zeros(0, 2)).shape[0] == 0
+    x = torch.tensor([[0.2, -1.1]])
+    got = qlam.statevector(c, x, method=method, dtype=torch.complex64)
+    assert got.dtype == torch.complex64
+    torch.testing.assert_close(got, qlam.statevector(c, x, method="reference",
+                                                     dtype=torch.float32))
+
+
 def test_wrong_dtype_method_and_state():
     c = Circuit(2).h(0)
     with pytest.raises(TypeError, match="dtype must be float32/float64"):
@@ -171,6 +201,9 @@ def test_wrong_dtype_method_and_state():
         qlam.statevector(c, state=torch.ones(1, 8, dtype=torch.complex128) / math.sqrt(8))
     with pytest.raises(TypeError, match="state must be a complex tensor"):
         qlam.statevector(c, state=torch.ones(1, 4) / 2)
+    two = zero_state(2, batch=2)
+    with pytest.raises(ValueError, match="state holds 2 states for a batch of 3 inputs"):
+        qlam.statevector(_encoded(), torch.zeros(3, 2), state=two)
 
 
 def test_bind_errors():
@@ -191,3 +224,35 @@ def test_parameter_and_feature_indices():
         c.input(-1)
     with pytest.raises(TypeError, match="angle must be a number or an Angle"):
         c.rx(0, "0.5")
+
+
+def test_sampling_a_state_that_is_no_state_and_counts_of_impossible_registers():
+    """Sampling an all-zero or NaN state failed inside torch.multinomial; counts of -1 or 40
+    qubits failed in torch (40: an 8 TB allocation)."""
+    with pytest.raises(ValueError, match="state must be normalised"):
+        qlam.sample(torch.zeros(1, 4, dtype=torch.complex128), 3)
+    with pytest.raises(ValueError, match="state must be finite"):
+        qlam.sample(torch.full((1, 4), NAN, dtype=torch.complex128), 3)
+    for n in (-1, 0, MAX_QUBITS + 1, 2.0, True):
+        with pytest.raises(ValueError, match=f"n_qubits must be an int in 1..{MAX_QUBITS}"):
+            qlam.counts(torch.tensor([0]), n)
+
+
+def test_model_options_and_inputs_are_checked():
+    """A time scale of inf built a layer that output only NaN; n_layers < 1 built a model
+    without memory; an input of another dtype or type failed inside torch."""
+    from qlam.memory.mixed import MixedQLAM
+
+    for layer in (qlam.QLAM, MixedQLAM):
+        with pytest.raises(ValueError, match=r"need 0 < dt_min <= dt_max < inf"):
+            layer(4, 2, 2, dt_max=INF)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="n_layers must be an int >= 1"):
+            qlam.QLAMClassifier(3, 2, n_layers=bad)
+    model = qlam.QLAMClassifier(3, 2, d_model=8, n_layers=1, n_heads=2, n_qubits=2)
+    with pytest.raises(TypeError, match="input must be torch.float32 like the model's"):
+        model(torch.randn(2, 4, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="input must be a tensor, got list"):
+        model([[[0.0] * 3]])
+    assert model.double()(torch.randn(2, 4, 3, dtype=torch.float64)).dtype == torch.float64
+

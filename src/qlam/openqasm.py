@@ -14,9 +14,9 @@ broadcasting (``h q;``) and angle expressions (numbers, ``pi``, ``+ - * / ^``, s
 ln sqrt; never ``eval``). Reading is bounded: an angle expression holds at most
 :data:`MAX_EXPRESSION` operands and operators, expansion at most ``max_gates`` gates,
 :data:`MAX_NESTING` levels of definitions and :data:`WORK_PER_GATE` x ``max_gates``
-evaluated expression nodes. ``measure`` is accepted at the end of a qubit's circuit; a gate after it (mid-circuit
-measurement), a measure into an undeclared or too small creg, ``reset``, ``if``, ``opaque``
-and unknown gates are a ``ValueError`` naming the line.
+evaluated expression nodes. ``measure`` is accepted at the end of a qubit's circuit; a gate
+after it (mid-circuit measurement), a measure into an undeclared or too small creg, ``reset``,
+``if``, ``opaque`` and unknown gates are a ``ValueError`` naming the line.
 """
 
 from __future__ import annotations

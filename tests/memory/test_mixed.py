@@ -133,6 +133,22 @@ def test_layer_gradcheck_through_the_write_path():
         m, {"write_proj.weight": w, "write_proj.bias": b}, (x,))[0], (x, *params))
 
 
+def test_a_given_state_must_be_a_density_matrix():
+    """Trace 1 alone had let a matrix with a negative eigenvalue through (Born
+    probabilities below 0 followed)."""
+    m = MixedQLAM(4, 2, 2)
+    x = torch.randn(3, 5, 4)
+    neg = torch.zeros(3, 2, 4, 4, dtype=torch.complex64)
+    neg[..., 0, 0], neg[..., 1, 1] = 2, -1
+    with pytest.raises(ValueError, match=r"an eigenvalue is -1 < 0"):
+        m(x, neg)
+    skew = m.initial_state(3).clone()
+    skew[..., 0, 1] += 0.5
+    with pytest.raises(ValueError, match="not Hermitian"):
+        m(x, skew)
+    m(x, m.initial_state(3))  # a density matrix passes
+
+
 def _random_inputs(h=2, b=3, length=6, n=4, requires_grad=True):
     g = torch.Generator().manual_seed(1)
     d = 0.9 * torch.randn(h, b, length, n, dtype=torch.complex128, generator=g)

@@ -122,8 +122,8 @@ class QLAM(nn.Module):
                              f"qubits per head (a dense 2^n x 2^n unitary per head)")
         if n_heads < 1 or depth < 1 or d_model < 1:
             raise ValueError(f"need n_heads, depth, d_model >= 1, got {n_heads}, {depth}, {d_model}")
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        if not 0 < dt_min <= dt_max < math.inf:
+            raise ValueError(f"need 0 < dt_min <= dt_max < inf, got {dt_min}, {dt_max}")
         if read_order is not None and (isinstance(read_order, bool)
                                        or not isinstance(read_order, int)
                                        or not 1 <= read_order <= n_qubits):

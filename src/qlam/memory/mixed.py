@@ -114,8 +114,8 @@ class MixedQLAM(nn.Module):
                              f"qubits per head (a (2^n)^2 density matrix per token)")
         if n_heads < 1 or d_model < 1:
             raise ValueError(f"need n_heads, d_model >= 1, got {n_heads}, {d_model}")
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        if not 0 < dt_min <= dt_max < math.inf:
+            raise ValueError(f"need 0 < dt_min <= dt_max < inf, got {dt_min}, {dt_max}")
         if n_bases < 1:
             raise ValueError(f"n_bases must be >= 1, got {n_bases}")
         if not 0 < a_min <= a_max < 1:
@@ -256,6 +256,11 @@ class MixedQLAM(nn.Module):
         trace = state.diagonal(dim1=-2, dim2=-1).sum(-1)
         if not torch.allclose(trace, torch.ones_like(trace), atol=1e-4):
             raise ValueError("state is not a density matrix (trace != 1)")
+        if not torch.allclose(state, state.mH, atol=1e-4):
+            raise ValueError("state is not a density matrix (not Hermitian)")
+        low = torch.linalg.eigvalsh(state).min().item()
+        if low < -1e-4:
+            raise ValueError(f"state is not a density matrix (an eigenvalue is {low:.3g} < 0)")
         return state
 
     # ---- forward ------------------------------------------------------------------------

@@ -58,7 +58,12 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(d_model, n_classes)
 
     def check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a tensor, got {type(x).__name__}")
         check_input(x, self.n_features, self.discrete)
+        if not self.discrete and x.dtype != self.embed.weight.dtype:
+            raise TypeError(f"input must be {self.embed.weight.dtype} like the model's "
+                            f"parameters, got {x.dtype}")
 
     def one_example(self, x: torch.Tensor) -> torch.Tensor:
         """One example (L, n_features), or (L,) token ids, as a batch of one on the model's

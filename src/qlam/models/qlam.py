@@ -96,6 +96,8 @@ class QLAMClassifier(SequenceClassifier):
                  a_min: float | None = None, a_max: float | None = None,
                  read_order: int | None = None, conv: int | None = None, **qlam_kwargs):
         super().__init__()
+        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"n_layers must be an int >= 1, got {n_layers!r}")
         if conv is not None and (isinstance(conv, bool) or not isinstance(conv, int)
                                  or conv < 1):
             raise ValueError(f"conv must be a kernel size >= 1 or None, got {conv!r}")

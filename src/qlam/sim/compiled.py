@@ -30,6 +30,7 @@ from qlam.sim.statevector import (
     check_inputs,
     check_params,
     initial_state,
+    real_dtype,
     unitary,
 )
 
@@ -183,6 +184,7 @@ class CompiledCircuit:
         "all" or "none"."""
         if fuse not in ("auto", "all", "none"):
             raise ValueError(f"fuse must be 'auto', 'all' or 'none', got {fuse!r}")
+        dtype = real_dtype(dtype)
         theta = check_params(self.circuit, params, dtype, device)
         x = check_inputs(self.circuit, inputs)
         if x is not None:

@@ -12,6 +12,7 @@ import operator
 
 import torch
 
+from qlam.circuit import MAX_QUBITS
 from qlam.sim.gates import parity
 from qlam.sim.statevector import apply_matrix
 
@@ -129,16 +130,19 @@ def _check_shots(shots) -> int:
 
 def _as_probs(state_or_probs: torch.Tensor) -> torch.Tensor:
     _n_qubits(state_or_probs)
+    what = "state" if state_or_probs.is_complex() else "probabilities"
     if state_or_probs.is_complex():
-        return probabilities(state_or_probs).detach()
-    if not state_or_probs.is_floating_point():
+        probs = probabilities(state_or_probs).detach()
+    elif not state_or_probs.is_floating_point():
         raise TypeError(f"probabilities must be floating point, got {state_or_probs.dtype}")
-    probs = state_or_probs.detach()
+    else:
+        probs = state_or_probs.detach()
     if not torch.isfinite(probs).all() or (probs < 0).any():
-        raise ValueError("probabilities must be finite and non-negative")
+        raise ValueError(f"{what} must be finite" + ("" if what == "state" else " and non-negative"))
     totals = probs.sum(-1)
     if not torch.allclose(totals, torch.ones_like(totals), atol=1e-4):
-        raise ValueError(f"probabilities must sum to 1 (got sums {totals.flatten()[:4].tolist()})")
+        need = "be normalised (squared norms" if what == "state" else "sum to 1 (got sums"
+        raise ValueError(f"{what} must {need} {totals.flatten()[:4].tolist()})")
     return probs
 
 
@@ -190,6 +194,8 @@ def counts(samples: torch.Tensor, n_qubits: int) -> torch.Tensor:
     if not isinstance(samples, torch.Tensor) or samples.dtype not in (
             torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise TypeError("samples must be an integer tensor of basis-state indices")
+    if isinstance(n_qubits, bool) or not isinstance(n_qubits, int) or not 1 <= n_qubits <= MAX_QUBITS:
+        raise ValueError(f"n_qubits must be an int in 1..{MAX_QUBITS}, got {n_qubits!r}")
     dim = 2**n_qubits
     if samples.numel() and (samples.min() < 0 or samples.max() >= dim):
         raise ValueError(f"sample indices must lie in [0, {dim}) for {n_qubits} qubits")

@@ -24,6 +24,12 @@ def complex_dtype(dtype: torch.dtype) -> torch.dtype:
     raise TypeError(f"dtype must be float32/float64 (or complex64/128), got {dtype}")
 
 
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 / float64 for a real or complex ``dtype`` (a TypeError for any other)."""
+    complex_dtype(dtype)  # checks it
+    return {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
+
+
 @torch.compiler.assume_constant_result  # torch.compile: a constant, not traced
 def memory_limit(device=None) -> int:
     """Bytes one tensor may take: half the machine's RAM (CPU) or the free GPU memory."""
@@ -66,12 +72,14 @@ def apply_matrix(psi: torch.Tensor, u: torch.Tensor, wires: tuple[int, ...], n_q
     dst = list(range(len(lead) + n_qubits - k, len(lead) + n_qubits))
     t = t.movedim(src, dst)
     moved_shape = t.shape
-    t = t.reshape(lead[0], -1, 2**k)
+    t = t.reshape(lead[0], t[:1].numel() // 2**k, 2**k)  # (an empty batch too)
     t = t @ u.transpose(-1, -2) if u.dim() == 2 else torch.einsum("brj,bij->bri", t, u)
-    return t.reshape(moved_shape).movedim(dst, src).reshape(lead + (-1,))
+    return t.reshape(moved_shape).movedim(dst, src).reshape(lead + (2**n_qubits,))
 
 
 def check_params(circuit: Circuit, params, dtype, device) -> torch.Tensor:
+    """``params`` (the circuit's initial values when None) checked, in ``dtype`` on
+    ``device`` (differentiably)."""
     if params is None:
         return circuit.init_params(dtype).to(device)
     if not isinstance(params, torch.Tensor):
@@ -82,7 +90,7 @@ def check_params(circuit: Circuit, params, dtype, device) -> torch.Tensor:
         raise TypeError(f"params must be a float tensor, got {params.dtype}")
     if not torch.isfinite(params).all():
         raise ValueError("params contain NaN or inf")
-    return params if device is None else params.to(device)  # (differentiable move)
+    return params.to(device=device, dtype=dtype)
 
 
 def check_inputs(circuit: Circuit, inputs, batch_dims: int = 1) -> torch.Tensor | None:
@@ -122,6 +130,9 @@ def initial_state(circuit: Circuit, state, batch: int, dtype, device) -> torch.T
     norms = state.abs().pow(2).sum(-1)
     if not torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
         raise ValueError(f"state is not normalised (squared norms {norms.detach().tolist()[:4]})")
+    if state.shape[0] not in (1, batch):
+        raise ValueError(f"state holds {state.shape[0]} states for a batch of {batch} inputs "
+                         "(give one state, or one per input)")
     if state.shape[0] != batch:
         state = state.expand(batch, -1)
     return state.to(complex_dtype(dtype))
@@ -138,8 +149,7 @@ def batch_size(inputs, state) -> int:
 def run_reference(circuit: Circuit, inputs=None, params=None, state=None,
                   dtype=torch.float64, device=None) -> torch.Tensor:
     """Simulate gate by gate. inputs (batch, F); returns (batch, 2^n) complex."""
-    dtype = torch.float64 if dtype in (torch.complex128,) else (
-        torch.float32 if dtype == torch.complex64 else dtype)
+    dtype = real_dtype(dtype)
     theta = check_params(circuit, params, dtype, device)
     x = check_inputs(circuit, inputs)
     if x is not None:
