@@ -55,6 +55,13 @@ def test_wrong_wire_count_and_type():
         Circuit(3).h(True)
 
 
+def test_not_a_circuit_or_gate_name():
+    with pytest.raises(TypeError, match="circuit must be a qlam.Circuit, got str"):
+        qlam.statevector("x")
+    with pytest.raises(TypeError, match="gate name must be a str, got int"):
+        Circuit(1).append(5, 0)
+
+
 def test_unknown_gate_and_angle_count():
     with pytest.raises(ValueError, match="unknown gate 'ccx'"):
         Circuit(3).append("ccx", (0, 1, 2))

@@ -36,6 +36,8 @@ def statevector(circuit: Circuit, inputs=None, params=None, *, state=None, metho
         >>> statevector(c).abs().square()  # a Bell state
         tensor([[0.5000, 0.0000, 0.0000, 0.5000]], dtype=torch.float64)
     """
+    if not isinstance(circuit, Circuit):
+        raise TypeError(f"circuit must be a qlam.Circuit, got {type(circuit).__name__}")
     if method == "compiled":
         return CompiledCircuit(circuit).run(inputs, params, state, dtype, device)
     if method == "reference":

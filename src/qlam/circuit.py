@@ -203,6 +203,8 @@ class Circuit:
         return self._angle(Angle("input", index=feature, a=a, b=b))
 
     def append(self, name: str, wires, angles=()) -> Circuit:
+        if not isinstance(name, str):
+            raise TypeError(f"gate name must be a str, got {type(name).__name__}")
         name = name.lower()
         if name == "cx":
             name = "cnot"
