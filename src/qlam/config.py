@@ -215,7 +215,10 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from exc
     if path.suffix == ".toml":
         try:
             import tomllib
@@ -233,7 +236,10 @@ def read_config_file(path: str | Path) -> dict:
             import yaml
         except ModuleNotFoundError as exc:
             raise RuntimeError("YAML configs need `pip install pyyaml` (or use TOML)") from exc
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:  # (safe_load: a python tag is an error, never run)
+            raise ValueError(f"{path}: invalid YAML: {exc}") from exc
     else:
         raise ValueError(f"config file must be .toml, .yaml or .yml, got {path.name}")
     if not isinstance(data, dict):

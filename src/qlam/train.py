@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -30,7 +31,7 @@ import torch
 
 from qlam import config
 from qlam import distributed as ddp
-from qlam.atomic import atomic_write_text
+from qlam.atomic import atomic_write_bytes, atomic_write_text
 from qlam.config import (
     RUN_CONTROL,
     TrainConfig,
@@ -105,6 +106,28 @@ def _set_rng_state(state: dict, ctx: ddp.DistContext) -> None:
     if "cuda" in state and torch.cuda.is_available():
         saved = [s.cpu() for s in state["cuda"]][:torch.cuda.device_count()]
         torch.cuda.set_rng_state_all(saved)
+
+
+BEST_KEYS = ("best_val", "best_epoch", "best_score")
+PARTIAL_BEST = "best_before_partial"  # state key: the best before a partial epoch's validation
+FULL_EPOCHS_BEST = "model_full_epochs.pt"  # model.pt as it was before that validation
+
+
+def _undo_partial_best(state: dict, out: Path, is_main: bool) -> None:
+    """A time-budget stop validates its partial epoch, which may become the best (model.pt);
+    a run continued from there keeps the best of what an uninterrupted run validated."""
+    before = state.pop(PARTIAL_BEST, None)
+    if before is None:
+        return
+    for k in BEST_KEYS:
+        state.pop(k, None)
+    state.update(before)
+    if is_main:
+        kept = out / FULL_EPOCHS_BEST
+        if kept.exists():
+            os.replace(kept, out / "model.pt")
+        else:  # no epoch had ended before
+            (out / "model.pt").unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -203,10 +226,12 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
         state.setdefault("window", [0.0, 0, 0, 0, state["wall_s"]])  # older checkpoints
+        _undo_partial_best(state, out, ctx.is_main)
         _set_rng_state(ck["rng"], ctx)
         log(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
-    elif not resume and ctx.is_main:
-        for f in ("metrics.jsonl", "summary.json", "model.pt", "train.log", "learning_curve.png"):
+    elif ctx.is_main:  # a fresh start (--resume without a checkpoint too): no stale records
+        for f in ("metrics.jsonl", "summary.json", "model.pt", FULL_EPOCHS_BEST, "train.log",
+                  "learning_curve.png"):
             (out / f).unlink(missing_ok=True)
     if ctx.is_main:
         atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
@@ -330,6 +355,10 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         # the best epoch: highest accuracy; lowest MSE for regression (best_val keeps its acc)
         score = -val_loss if task.target == "regression" else val_acc
         if state["best_epoch"] < 0 or score > state.get("best_score", state["best_val"]):
+            if stopped is not None:  # a partial epoch: undone if the run continues
+                state[PARTIAL_BEST] = {k: state[k] for k in BEST_KEYS if k in state}
+                if ctx.is_main and (out / "model.pt").exists():
+                    atomic_write_bytes(out / FULL_EPOCHS_BEST, (out / "model.pt").read_bytes())
             state["best_val"], state["best_epoch"], state["best_score"] = val_acc, epoch + 1, score
             save_best()
         if stopped is None:  # a time-budget stop keeps its place: a longer budget continues it

@@ -59,6 +59,12 @@ def test_jsonl_appends_and_names_a_corrupt_line(tmp_path):
         read_jsonl(path)
     with pytest.raises(FileNotFoundError):
         read_jsonl(tmp_path / "nope.jsonl")
+    path.write_text('{"epoch": 1}\n[1, 2]\n')  # JSON, but not a record (AttributeError later)
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: expected a JSON object, got list"):
+        read_jsonl(path)
+    path.write_bytes(b'{"epoch": 1}\n\xff\xfe\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl: not UTF-8 text"):
+        read_jsonl(path)
 
 
 def test_load_checkpoint_errors(tmp_path):

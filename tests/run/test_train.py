@@ -246,6 +246,29 @@ def test_config_files_and_cli(tmp_path, capsys):
     bad.write_text("epochz = 3\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert "unknown config keys: epochz" in capsys.readouterr().err
+    pytest.importorskip("yaml")
+    for text, says in (("epochs: [1\n", "invalid YAML"),  # a traceback before
+                       ("epochs: !!python/object/apply:os.system [echo hi]\n", "invalid YAML")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        assert main(["train", "--config", str(bad)]) == 2
+        assert f"bad.yaml: {says}" in capsys.readouterr().err
+    bad.write_bytes(b"epochs: 1\n\xff\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "bad.yaml: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_starts_clean(tmp_path):
+    """--resume where no checkpoint was written (killed before the first) starts over and
+    drops the earlier attempt's records (metrics.jsonl had kept its lines twice)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 100, "train_loss": 9.0, "train_acc": 0.0}\n')
+    (run / "summary.json").write_text("{}")
+    train(_cfg(tmp_path, epochs=1), resume=True)
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("epoch") for r in recs] == [1] and recs[0]["train_loss"] != 9.0
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 1
 
 
 def test_demo_trains_evaluates_and_plots(tmp_path, capsys):
@@ -408,10 +431,14 @@ def _final_weights(run):
 
 
 def _assert_same_run(a, b):
-    """Same weights, same metrics (apart from timings) and same summary numbers."""
+    """Same weights (final and best), same metrics (apart from timings) and same summary
+    numbers."""
     wa, wb = _final_weights(a), _final_weights(b)
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    ba, bb = (torch.load(r / "model.pt", weights_only=True)["model"] for r in (a, b))
+    for k in ba:
+        torch.testing.assert_close(ba[k], bb[k], rtol=0, atol=0, msg=f"model.pt {k}")
 
     def metrics(run):
         return [{k: v for k, v in json.loads(line).items()
@@ -443,17 +470,29 @@ def test_resume_from_every_kind_of_stop_point(tmp_path, uninterrupted, stop):
     _assert_same_run(uninterrupted, tmp_path / "run")
 
 
+@pytest.mark.parametrize("budget, epoch", [(3, 1), (20, 2)])
 def test_time_budget_stop_resumes_from_its_step_with_a_larger_budget(tmp_path, uninterrupted,
-                                                                    monkeypatch):
+                                                                    monkeypatch, budget, epoch):
     """A run the time budget ended mid-epoch (validated and tested there), resumed with a
     larger budget, continues from the step it stopped at and ends as the uninterrupted run
-    did (the rest of the epoch used to be skipped)."""
+    did (the rest of the epoch used to be skipped), its best model included: here the
+    partial epoch's validation scores 100 % (it had stayed model.pt, never beaten)."""
     clock = iter(range(0, 10**6, 60))  # train's clock: every reading one minute later
+    validations, real = [], train_mod.evaluate
+
+    def evaluate(model, task, split, *args, **kwargs):  # the partial epoch's: 100 %
+        validations.append(split)
+        if validations.count("val") == epoch and split == "val":
+            return 0.0, 1.0
+        return real(model, task, split, *args, **kwargs)
+
     with monkeypatch.context() as mp:
         mp.setattr(train_mod, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
-        first = train(_cfg(tmp_path, dropout=0.2, max_minutes=3))
+        mp.setattr(train_mod, "evaluate", evaluate)
+        first = train(_cfg(tmp_path, dropout=0.2, max_minutes=budget))
     run = tmp_path / "run"
-    assert first["stopped"] == "time budget" and 0 < first["steps"] < 6  # inside epoch 1
+    assert first["stopped"] == "time budget"
+    assert 6 * (epoch - 1) < first["steps"] < 6 * epoch  # inside that epoch
     resumed = train(_cfg(tmp_path, dropout=0.2), resume=True)
     assert resumed["stopped"] is None and resumed["steps"] == 12
     _assert_same_run(uninterrupted, run)  # weights, metrics.jsonl, summary
