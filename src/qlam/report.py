@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from qlam.atomic import atomic_write_text
 from qlam.data.facts import GENERATED_TASKS, IMAGE_TASKS, TASKS
 from qlam.data.generated import vocab_of
+from qlam.rundirs import read_summary
 
 # test accuracy (%) reported in the QLAM paper (sMNIST, sFashion-MNIST, sCIFAR-10)
 PAPER = {
@@ -78,14 +78,10 @@ def collect(dirs, log=sys.stderr) -> list[dict]:
         paths = [d] if d.is_file() else sorted(d.rglob("summary.json"))
         for p in paths:
             try:
-                s = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+                s = read_summary(p)
+            except ValueError as exc:
                 if log:
-                    print(f"skipping {p}: {exc}", file=log)
-                continue
-            if not isinstance(s, dict) or "test_acc" not in s or "model" not in s or "task" not in s:
-                if log:
-                    print(f"skipping {p}: not a qlam run summary", file=log)
+                    print(f"skipping {exc}", file=log)
                 continue
             s["_dir"], s["_mtime"] = str(p.parent), p.stat().st_mtime
             found[p.resolve()] = s

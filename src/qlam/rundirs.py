@@ -3,6 +3,7 @@ its summary.json exists, interrupted when only its checkpoint.pt does."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from qlam.data.npz_task import is_file_task
@@ -13,10 +14,39 @@ def run_dir(root: str | Path, task: str, model: str, seed: int) -> Path:
     return Path(root) / (Path(task).stem if is_file_task(task) else task) / model / f"seed{seed}"
 
 
+# the fields a run summary must hold, and their JSON types (None: may be null)
+SUMMARY_FIELDS = {"task": (str,), "model": (str,), "test_acc": (int, float)}
+OPTIONAL_FIELDS = {"seed": (int,), "config": (dict,), "test_lengths": (dict,), "params": (int,),
+                   "wall_s": (int, float), "epochs": (int, float), "chance": (int, float),
+                   "length": (int,), "steps": (int,), "steps_per_epoch": (int,)}
+
+
+def read_summary(path) -> dict:
+    """A run's summary.json, checked to be one (the fields reports read, of their types); a
+    ValueError saying what is wrong otherwise."""
+    path = Path(path)
+    try:
+        s = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(s, dict):
+        raise ValueError(f"{path}: not a qlam run summary")
+    for key, types in (*SUMMARY_FIELDS.items(), *OPTIONAL_FIELDS.items()):
+        v = s.get(key)
+        if v is None and key not in SUMMARY_FIELDS:
+            continue
+        if isinstance(v, bool) or not isinstance(v, types):
+            raise ValueError(f"{path}: not a qlam run summary ({key} is {v!r})")
+    return s
+
+
 def run_status(path: Path) -> str:
-    """'done' (summary.json), 'resume' (checkpoint.pt only) or 'new'."""
-    if (path / "summary.json").is_file():
+    """'done' (a readable summary.json), 'resume' (checkpoint.pt) or 'new'."""
+    try:
+        read_summary(path / "summary.json")
         return "done"
+    except ValueError:
+        pass
     if (path / "checkpoint.pt").is_file():
         return "resume"
     return "new"

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,28 @@ def test_report_keeps_one_row_per_training_length(tmp_path):
     assert "| Copying memory, L = 1,000 | SSM (S4D) | 68.00 ± – |" in table
     recs = list(csv.DictReader(io.StringIO(report.table_csv(rows))))
     assert [r["length"] for r in recs] == ["", "1000", "1000", "2000"]
+
+
+def test_summaries_of_the_wrong_shape_are_skipped_by_name(tmp_path, capsys):
+    """A summary.json with fields of the wrong type is skipped with its path and field named
+    (they had crashed report, and with it every sweep that rewrites the report), and a run
+    whose summary cannot be read is not finished: the sweep resumes it."""
+    from qlam.rundirs import run_status
+
+    runs = tmp_path / "runs"
+    fake_summary(runs / "good", acc=0.9)
+    for name, fields in (("cfg", {"config": [1]}), ("task", {"task": 5}),
+                         ("acc", {"test_acc": None}), ("lengths", {"test_lengths": [1]})):
+        fake_summary(runs / name, fields=fields)
+    rows = report.aggregate(report.collect([runs], log=sys.stderr))
+    assert [r["runs"] for r in rows] == [1]
+    err = capsys.readouterr().err
+    for name, field in (("cfg", "config"), ("task", "task"), ("acc", "test_acc"),
+                        ("lengths", "test_lengths")):
+        assert f"skipping {runs / name / 'summary.json'}: not a qlam run summary ({field} is" in err
+    assert run_status(runs / "good") == "done" and run_status(runs / "cfg") == "new"
+    (runs / "cfg" / "checkpoint.pt").write_bytes(b"x")
+    assert run_status(runs / "cfg") == "resume"
 
 
 def test_report_keeps_one_row_per_vocabulary(tmp_path):
