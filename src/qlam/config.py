@@ -164,6 +164,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"{name} must be a finite number >= 0, got {v}")
     if not 0 <= cfg.warmup_frac <= 1:
         raise ValueError(f"warmup_frac must be in [0, 1], got {cfg.warmup_frac}")
+    if not 0 <= cfg.seed < 2**32:
+        raise ValueError(f"seed must be in 0..2^32 - 1, got {cfg.seed}")
     if not 0 <= cfg.val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
     if cfg.precision not in PRECISIONS:

@@ -138,6 +138,11 @@ def sweep(root, models, tasks, seeds, shared: dict | None = None, per_model: dic
             print(f"{tag}: test accuracy {summary['test_acc']:.4f}", file=log)
             if _is_rank0():
                 write_report([root], root, plot=plot, log=None)
+            if summary.get("signalled") and executor == "local":
+                print(f"{tag}: interrupted after it finished; rerun the same sweep to go on",
+                      file=log)
+                result["stopped"].append((cfg.out, "interrupted"))
+                break  # the user stopped the sweep
     finally:
         outcomes.close()
     if _is_rank0():

@@ -130,6 +130,24 @@ def _undo_partial_best(state: dict, out: Path, is_main: bool) -> None:
             (out / "model.pt").unlink(missing_ok=True)
 
 
+def _check_best_model(state: dict, out: Path, log) -> None:
+    """On resume: the best epoch's weights (model.pt) must still be readable; if they are
+    lost the run goes on without a best (the next validation sets one), said in the log,
+    instead of failing after all its remaining training."""
+    if state["best_epoch"] < 0:
+        return
+    try:
+        load_checkpoint(out / "model.pt")
+    except (FileNotFoundError, ValueError) as exc:
+        log(f"the best epoch's weights are lost ({exc}); the run continues and keeps the best "
+            f"of its remaining epochs (epoch {state['best_epoch']} had validated at "
+            f"{state['best_val']:.4f})")
+        for k in BEST_KEYS:
+            state.pop(k, None)
+        state.update(best_val=-1.0, best_epoch=-1)
+        state.pop(PARTIAL_BEST, None)
+
+
 @contextlib.contextmanager
 def _stop_on_signals():
     """Yields a dict whose "hit" turns True on the first SIGTERM / SIGINT (whose handlers are
@@ -172,7 +190,10 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None,
     ctx = ddp.init(distributed, resolve_device(cfg.device))
     try:
         with _stop_on_signals() as signalled:
-            return _train(cfg, resume, command, ctx, signalled)
+            summary = _train(cfg, resume, command, ctx, signalled)
+        if signalled["hit"] and "test_acc" in summary:  # a stop asked for after training
+            return {**summary, "signalled": True}  # (finished: the summary file is whole)
+        return summary
     finally:
         ddp.shutdown(ctx)
 
@@ -200,6 +221,9 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     device = ctx.device if ctx.enabled else resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     task = config.build_task(cfg)
+    if len(task.val) == 0:  # every epoch ends with a validation
+        raise ValueError(f"task {cfg.task!r} has no validation examples (val_fraction "
+                         f"{cfg.val_fraction}): give a val_fraction > 0")
     model_options = resolved_model_options(cfg, task.n_features, task.n_classes, task.target,
                                            task.discrete)
     model = build_model(cfg.model, task.n_features, task.n_classes, **model_options)
@@ -214,6 +238,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     ck = None  # rank 0 reads the checkpoint and broadcasts it
     if resume and ctx.is_main and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, "cpu" if ctx.enabled else device)
+        _check_best_model(ck["state"], out, log)
     ck = ctx.broadcast(ck)
     if ck is not None:
         saved_cfg = config_from_dict(ck["config"])

@@ -92,6 +92,34 @@ def test_interrupted_run_stops_the_sweep(tmp_path, monkeypatch):
     assert calls == [(0, False), (0, True), (1, False), (2, False)]
 
 
+def test_a_stop_asked_for_after_a_runs_training_stops_the_sweep(use_task, tmp_path,
+                                                               monkeypatch):
+    """Ctrl-C during a run's final test evaluation: the run finishes (its summary whole),
+    and the sweep stops there instead of going on to the next run (the signal was lost)."""
+    import os
+    import signal
+
+    from tiny_tasks import tiny_task
+
+    use_task(tiny_task)
+    real = T.evaluate
+
+    def evaluate(model, task, split, *args, **kwargs):
+        if split == "test":
+            os.kill(os.getpid(), signal.SIGINT)  # handled by train: a flag, no exception
+        return real(model, task, split, *args, **kwargs)
+
+    monkeypatch.setattr(T, "evaluate", evaluate)
+    root = tmp_path / "grid"
+    res = S.sweep(root, ["gru"], ["smnist"], [0, 1], {"epochs": 1, "d_model": 8,
+                                                      "n_layers": 1, "batch_size": 8},
+                  plot=False)
+    first = str(S.run_dir(root, "smnist", "gru", 0))
+    assert res["done"] == 1 and res["stopped"] == [(first, "interrupted")]
+    assert (Path(first) / "summary.json").is_file()
+    assert not S.run_dir(root, "smnist", "gru", 1).exists()  # not started
+
+
 def test_sweep_rejects_bad_grids(tmp_path):
     with pytest.raises(ValueError, match="unknown model"):
         S.plan(tmp_path, ["nope"], ["smnist"], [0], {})

@@ -258,6 +258,31 @@ def test_config_files_and_cli(tmp_path, capsys):
     assert "bad.yaml: not UTF-8 text" in capsys.readouterr().err
 
 
+def test_a_lost_best_model_does_not_stick_a_resumed_run(tmp_path):
+    """model.pt gone before --resume: said in the log, and the run finishes with the best of
+    its remaining epochs (it had trained to the end, then failed loading model.pt, on every
+    resume again)."""
+    assert train(_cfg(tmp_path, epochs=3, stop_after_steps=7))["stopped"] == "preempted"
+    run = tmp_path / "run"
+    (run / "model.pt").unlink()
+    summary = train(_cfg(tmp_path, epochs=3), resume=True)
+    assert summary["best_epoch"] in (2, 3) and (run / "model.pt").is_file()
+    assert "the best epoch's weights are lost" in (run / "train.log").read_text()
+
+
+def test_an_empty_validation_split_is_refused_before_training(tmp_path, use_task):
+    from qlam.data.tasks import Split
+
+    task = synthetic_task()
+    use_task(lambda cfg: dataclasses.replace(task, val=Split(task.val.x[:0], task.val.y[:0])))
+    with pytest.raises(ValueError, match="has no validation examples"):
+        train(_cfg(tmp_path, val_fraction=0.0))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    for seed in (-1, 2**40):
+        with pytest.raises(ValueError, match=r"seed must be in 0..2\^32 - 1"):
+            train(_cfg(tmp_path, seed=seed))
+
+
 def test_resume_without_a_checkpoint_starts_clean(tmp_path):
     """--resume where no checkpoint was written (killed before the first) starts over and
     drops the earlier attempt's records (metrics.jsonl had kept its lines twice)."""
