@@ -362,8 +362,9 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         if stopped in ("preempted", "interrupted"):
             why = ("interrupted" if stopped == "interrupted" else
                    f"stopped after {state['global_step']} steps (--stop-after-steps)")
-            log(f"{why}: checkpoint written to {ckpt_path}; the same command with --resume "
-                "continues the run")
+            how = ("the same command with --resume" if stopped == "interrupted" else
+                   "the same command with --resume and a larger --stop-after-steps (or none)")
+            log(f"{why}: checkpoint written to {ckpt_path}; {how} continues the run")
             scalars.close()
             return {"stopped": stopped, "global_step": state["global_step"]}
         val_loss, val_acc = evaluate(model, task, "val", cfg.eval_batch_size, device, ctx=ctx)
