@@ -11,22 +11,22 @@ phase) are emitted after the include; any OpenQASM 2 reader, Qiskit's strict
 native gates: :mod:`qlam.qelib1`) plus ``ryy``, ``U``, ``CX``, user ``gate`` definitions
 (expanded in place; one named like a library gate means that gate), several ``qreg``s,
 broadcasting (``h q;``) and angle expressions (numbers, ``pi``, ``+ - * / ^``, sin cos tan exp
-ln sqrt; never ``eval``). Reading is bounded: an angle expression holds at most
-:data:`MAX_EXPRESSION` operands and operators, expansion at most ``max_gates`` gates,
-:data:`MAX_NESTING` levels of definitions and :data:`WORK_PER_GATE` x ``max_gates``
-evaluated expression nodes. ``measure`` is accepted at the end of a qubit's circuit; a gate
-after it (mid-circuit measurement), a measure into an undeclared or too small creg, ``reset``,
-``if``, ``opaque`` and unknown gates are a ``ValueError`` naming the line.
+ln sqrt; never ``eval``: :mod:`qlam.openqasm_expr`). Reading is bounded: an angle expression
+holds at most :data:`qlam.openqasm_expr.MAX_EXPRESSION` operands and operators, expansion at
+most ``max_gates`` gates, :data:`MAX_NESTING` levels of definitions and
+:data:`WORK_PER_GATE` x ``max_gates`` evaluated expression nodes. ``measure`` is accepted at
+the end of a qubit's circuit; a gate after it (mid-circuit measurement), a measure into an
+undeclared or too small creg, ``reset``, ``if``, ``opaque`` and unknown gates are a
+``ValueError`` naming the line.
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
 import math
-import re
 from dataclasses import dataclass
 
+from qlam.openqasm_expr import TokenReader, evaluate, expr_size
 from qlam.qelib1 import LIBRARY
 
 # QASM name -> (qlam name, number of angles, number of qubits): qlam's native gates.
@@ -52,11 +52,8 @@ _DEFINITIONS = {
 
 MAX_GATES = 1_000_000  # default bound on the expanded gate count of one file
 MAX_NESTING = 64  # gate definitions within definitions
-MAX_EXPRESSION = 100  # operands and operators of one angle expression (nesting included)
 WORK_PER_GATE = 64  # expression nodes evaluated per expanded gate, on average, at most
 
-_FUNCTIONS = {"sin": math.sin, "cos": math.cos, "tan": math.tan, "exp": math.exp,
-              "ln": math.log, "sqrt": math.sqrt}
 
 
 # ---- writing ------------------------------------------------------------------------------
@@ -84,79 +81,6 @@ def dumps(bound) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---- reading: tokens ----------------------------------------------------------------------
-_TOKEN = re.compile(r"""
-    (?P<ws>\s+)
-  | (?P<comment>//[^\n]*)
-  | (?P<real>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
-  | (?P<id>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<string>"[^"\n]*")
-  | (?P<sym>->|==|[;,()\[\]{}+\-*/^])
-""", re.VERBOSE)
-
-
-@dataclass(frozen=True)
-class _Tok:
-    kind: str  # real, id, string, sym, eof
-    text: str
-    line: int
-
-
-def _tokenize(text: str) -> list[_Tok]:
-    newlines = [m.start() for m in re.finditer("\n", text)]
-    toks: list[_Tok] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        line = bisect.bisect_right(newlines, pos - 1) + 1
-        if m is None:
-            raise ValueError(f"line {line}: unexpected character {text[pos]!r}")
-        kind = m.lastgroup
-        if kind not in ("ws", "comment"):
-            toks.append(_Tok(kind, m.group(), line))
-        pos = m.end()
-    line = len(newlines) + 1
-    toks.append(_Tok("eof", "", line))
-    return toks
-
-
-# ---- reading: expressions -----------------------------------------------------------------
-# AST: ("num", v) | ("var", name) | ("neg", e) | ("bin", op, a, b) | ("call", fn, e)
-
-def _evaluate(node, env: dict[str, float], line: int) -> float:
-    kind = node[0]
-    if kind == "num":
-        return node[1]
-    if kind == "var":
-        if node[1] not in env:
-            raise ValueError(f"line {line}: unknown identifier {node[1]!r} in an angle")
-        return env[node[1]]
-    if kind == "neg":
-        return -_evaluate(node[1], env, line)
-    if kind == "call":
-        arg = _evaluate(node[2], env, line)
-        try:
-            value = _FUNCTIONS[node[1]](arg)
-        except (ValueError, OverflowError) as exc:
-            raise ValueError(f"line {line}: {node[1]}({arg}) is undefined: {exc}") from None
-        return value
-    op, a, b = node[1], _evaluate(node[2], env, line), _evaluate(node[3], env, line)
-    try:
-        if op == "+":
-            return a + b
-        if op == "-":
-            return a - b
-        if op == "*":
-            return a * b
-        if op == "/":
-            return a / b
-        return math.pow(a, b)
-    except ZeroDivisionError:
-        raise ValueError(f"line {line}: division by zero in an angle") from None
-    except (ValueError, OverflowError) as exc:
-        raise ValueError(f"line {line}: {a} {op} {b} is undefined: {exc}") from None
-
-
 @dataclass(frozen=True)
 class _Def:
     """A gate definition: parameter and qubit names, body [(name, exprs, args, line)], and
@@ -171,15 +95,9 @@ class _Def:
     work: int
 
 
-def _size(node) -> int:
-    """Nodes of an expression (evaluated once each)."""
-    return 1 + sum(_size(child) for child in node[1:] if isinstance(child, tuple))
-
-
-class _Parser:
+class _Parser(TokenReader):
     def __init__(self, text: str, max_gates: int = MAX_GATES, library: dict | None = None):
-        self.toks = _tokenize(text)
-        self.i = 0
+        super().__init__(text)
         self.max_gates = max_gates
         self.qregs: dict[str, tuple[int, int]] = {}  # name -> (offset, size)
         self.cregs: dict[str, int] = {}
@@ -188,111 +106,7 @@ class _Parser:
         self.defs: dict[str, _Def] = dict(self.library)
         self.ops: list[tuple[str, list[float], list[int], int]] = []  # (qasm name, angles, wires, line)
         self.work = 0  # expression nodes the expansion evaluates
-        self.factors = 0  # operands and operators of the expression being read
         self.measured: dict[int, int] = {}  # wire -> line of its measurement
-
-    # -- token helpers
-    @property
-    def tok(self) -> _Tok:
-        return self.toks[self.i]
-
-    def next(self) -> _Tok:
-        t = self.toks[self.i]
-        self.i += 1
-        return t
-
-    def accept(self, text: str) -> bool:
-        if self.tok.kind in ("sym", "id") and self.tok.text == text:
-            self.i += 1
-            return True
-        return False
-
-    def expect(self, text: str) -> _Tok:
-        t = self.tok
-        if t.kind in ("sym", "id") and t.text == text:
-            self.i += 1
-            return t
-        got = "end of input" if t.kind == "eof" else repr(t.text)
-        raise ValueError(f"line {t.line}: expected {text!r}, got {got}")
-
-    def ident(self, what: str) -> _Tok:
-        t = self.tok
-        if t.kind != "id":
-            got = "end of input" if t.kind == "eof" else repr(t.text)
-            raise ValueError(f"line {t.line}: expected {what}, got {got}")
-        self.i += 1
-        return t
-
-    def integer(self) -> int:
-        t = self.tok
-        if t.kind != "real" or not t.text.isdigit():
-            raise ValueError(f"line {t.line}: expected a non-negative integer, got {t.text!r}")
-        self.i += 1
-        return int(t.text)
-
-    # -- expressions
-    def expr(self):
-        node = self.term()
-        while self.tok.kind == "sym" and self.tok.text in "+-":
-            op = self.next().text
-            node = ("bin", op, node, self.term())
-        return node
-
-    def term(self):
-        node = self.factor()
-        while self.tok.kind == "sym" and self.tok.text in "*/":
-            op = self.next().text
-            node = ("bin", op, node, self.factor())
-        return node
-
-    def angle(self):
-        """One angle expression, at most :data:`MAX_EXPRESSION` operands and operators."""
-        self.factors = 0
-        return self.expr()
-
-    def factor(self):
-        self.factors += 1
-        if self.factors > MAX_EXPRESSION:
-            raise ValueError(f"line {self.tok.line}: angle expression too long or too deeply "
-                             f"nested (more than {MAX_EXPRESSION} operands and operators)")
-        if self.accept("-"):
-            return ("neg", self.factor())
-        if self.accept("+"):
-            return self.factor()
-        base = self.atom()
-        if self.accept("^"):
-            return ("bin", "^", base, self.factor())
-        return base
-
-    def atom(self):
-        t = self.next()
-        if t.kind == "real":
-            return ("num", float(t.text))
-        if t.kind == "id":
-            if t.text == "pi":
-                return ("num", math.pi)
-            if t.text in _FUNCTIONS:
-                self.expect("(")
-                arg = self.expr()
-                self.expect(")")
-                return ("call", t.text, arg)
-            return ("var", t.text)
-        if t.kind == "sym" and t.text == "(":
-            node = self.expr()
-            self.expect(")")
-            return node
-        got = "end of input" if t.kind == "eof" else repr(t.text)
-        raise ValueError(f"line {t.line}: expected an angle expression, got {got}")
-
-    def expr_list(self) -> list:
-        exprs = []
-        if self.accept("("):
-            if not self.accept(")"):
-                exprs.append(self.angle())
-                while self.accept(","):
-                    exprs.append(self.angle())
-                self.expect(")")
-        return exprs
 
     # -- statements
     def parse(self) -> tuple[int, list]:
@@ -359,7 +173,7 @@ class _Parser:
             exprs = self.expr_list()
             args = self.qubit_args()
             self.expect(";")
-            angles = [_evaluate(e, {}, t.line) for e in exprs]
+            angles = [evaluate(e, {}, t.line) for e in exprs]
             self.call(kw, angles, args, t.line)
 
     def measure(self, line: int):
@@ -444,7 +258,7 @@ class _Parser:
             sub = self.defs.get(t.text)
             size += sub.size if sub else 1
             nesting = max(nesting, sub.nesting if sub else 0)
-            work += sum(map(_size, exprs)) + (sub.work if sub else 0)
+            work += sum(map(expr_size, exprs)) + (sub.work if sub else 0)
             body.append((t.text, exprs, bargs, t.line))
         if name in _QASM_GATES or name in self.library:
             n_angles, n_wires = self.arity(name, line)
@@ -508,7 +322,7 @@ class _Parser:
         d = self.defs[name]
         env, qmap = dict(zip(d.params, angles)), dict(zip(d.qargs, wires))
         for bname, exprs, bargs, bline in d.body:
-            vals = [_evaluate(e, env, bline) for e in exprs]
+            vals = [evaluate(e, env, bline) for e in exprs]
             self.expand(bname, vals, [qmap[b] for b in bargs], line)
 
 
