@@ -236,6 +236,10 @@ class _Parser(TokenReader):
         qargs = [self.ident("a qubit argument").text]
         while self.accept(","):
             qargs.append(self.ident("a qubit argument").text)
+        names = params + qargs
+        if len(set(names)) != len(names) or "pi" in params:
+            raise ValueError(f"line {line}: gate {name}: its parameter and qubit names must be "
+                             f"distinct and not pi, got ({', '.join(params)}) {', '.join(qargs)}")
         self.expect("{")
         body, size, nesting, work = [], 0, 0, 0
         while not self.accept("}"):

@@ -74,9 +74,13 @@ def plan(root, models, tasks, seeds, shared: dict, per_model: dict | None = None
                              f".npz file of your own sequences")
         if is_file_task(t) and not Path(t).is_file():
             raise FileNotFoundError(f"task file not found: {t}")
-    for m in per_model:
+    for m, values in per_model.items():
         if m not in REGISTRY:
             raise ValueError(f"[models.{m}] in the config: unknown model")
+        fixed = sorted(set(values) & set(GRID_KEYS))
+        if fixed:  # (they had been silently overridden by the grid's)
+            raise ValueError(f"[models.{m}] in the config sets {', '.join(fixed)}, which the "
+                             "sweep sets itself; remove them")
     bad = sorted(set(shared) & set(GRID_KEYS))
     if bad:
         raise ValueError(f"the sweep sets {', '.join(bad)} itself; remove them from the config")

@@ -235,7 +235,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     total_steps = steps_per_epoch * cfg.epochs
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": -1.0,
              "best_epoch": -1, "wall_s": 0.0, "stats": [0.0, 0, 0], "window": [0.0, 0, 0, 0, 0.0]}
-    ck = None  # rank 0 reads the checkpoint and broadcasts it
+    ck, spent = None, False  # rank 0 reads the checkpoint and broadcasts it
     if resume and ctx.is_main and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, "cpu" if ctx.enabled else device)
         _check_best_model(ck["state"], out, log)
@@ -251,7 +251,9 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
         state.setdefault("window", [0.0, 0, 0, 0, state["wall_s"]])  # older checkpoints
-        _undo_partial_best(state, out, ctx.is_main)
+        spent = cfg.max_minutes is not None and state["wall_s"] > cfg.max_minutes * 60
+        if not spent:  # training goes on: the partial epoch's validation no longer counts
+            _undo_partial_best(state, out, ctx.is_main)
         _set_rng_state(ck["rng"], ctx)
         log(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
     elif ctx.is_main:  # a fresh start (--resume without a checkpoint too): no stale records
@@ -288,7 +290,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     t_session = time.time()
     wall0 = state["wall_s"]
     last_ckpt = time.time()
-    stopped = None
+    stopped = "time budget" if spent else None  # a resume with the budget spent: no step more
     model.train()
     while state["epoch"] < cfg.epochs and stopped is None:
         epoch = state["epoch"]

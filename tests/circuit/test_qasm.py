@@ -278,6 +278,16 @@ def test_expanding_costly_expressions_is_bounded_by_max_gates():
         from_qasm("\n".join(lines + ["g(0.001) q[0];"] * 700) + "\n", max_gates=1000)
 
 
+@pytest.mark.parametrize("definition", ["gate g a,a { x a; }", "gate g(t,t) a { rx(t) a; }",
+                                        "gate g(a) a { rx(a) a; }", "gate g(pi) a { rx(pi) a; }"])
+def test_a_definition_with_clashing_names_is_refused(definition):
+    """Repeated names (gate g a,a) had been accepted, the last binding winning, and a
+    parameter named pi silently ignored."""
+    with pytest.raises(ValueError, match=r"line 4: gate g: its parameter and qubit names must "
+                                         r"be distinct and not pi"):
+        from_qasm(HEADER + "qreg q[2];\n" + definition + "\n")
+
+
 def test_measurement_at_the_end_and_on_other_qubits_is_accepted():
     c = from_qasm(HEADER + "qreg q[2];\ncreg c[2];\nh q[0];\nmeasure q[0] -> c[0];\n"
                            "barrier q;\nh q[1];\nmeasure q[1] -> c[1];\n")

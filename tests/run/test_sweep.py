@@ -120,6 +120,14 @@ def test_a_stop_asked_for_after_a_runs_training_stops_the_sweep(use_task, tmp_pa
     assert not S.run_dir(root, "smnist", "gru", 1).exists()  # not started
 
 
+def test_a_models_table_may_not_set_what_the_grid_sets(tmp_path):
+    """[models.NAME] seed or out had been silently replaced by the grid's."""
+    for key, value in (("seed", 3), ("out", "elsewhere")):
+        with pytest.raises(ValueError, match=rf"\[models.gru\] in the config sets {key}, "
+                                             r"which the sweep sets itself"):
+            S.plan(tmp_path, ["gru"], ["smnist"], [0], {}, {"gru": {key: value}})
+
+
 def test_sweep_rejects_bad_grids(tmp_path):
     with pytest.raises(ValueError, match="unknown model"):
         S.plan(tmp_path, ["nope"], ["smnist"], [0], {})

@@ -523,6 +523,18 @@ def test_time_budget_stop_resumes_from_its_step_with_a_larger_budget(tmp_path, u
     _assert_same_run(uninterrupted, run)  # weights, metrics.jsonl, summary
 
 
+def test_resuming_with_a_spent_time_budget_trains_no_further(tmp_path, monkeypatch):
+    """The same --max-minutes again after a time-budget stop: no step more (one more step,
+    validation and test had followed on every such resume)."""
+    clock = iter(range(0, 10**6, 60))
+    monkeypatch.setattr(train_mod, "time",
+                        types.SimpleNamespace(time=lambda: float(next(clock))))
+    first = train(_cfg(tmp_path, max_minutes=3))
+    again = train(_cfg(tmp_path, max_minutes=3), resume=True)
+    assert first["stopped"] == again["stopped"] == "time budget"
+    assert again["steps"] == first["steps"] and again["test_acc"] == first["test_acc"]
+
+
 def test_a_storm_of_stops_resumes_to_the_same_run(tmp_path, uninterrupted):
     """Stopped after every single step (each run resuming the previous one's checkpoint),
     the run still ends with the uninterrupted run's weights and metrics."""
