@@ -38,6 +38,7 @@ case $name in
   mixed_n3h8_gradfix) A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3" ;;
   mixed_conv4_gradfix) A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --conv 4" ;;
   mixed_n3h8)    A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3" ;;
+  mixed_n3h8k2_gradfix) A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --config $C/bases2.toml" ;;
   mixed_n3h8k2)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 8 --n-qubits 3 --config $C/bases2.toml" ;;
   mixed_n3h4k4)  A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 4 --n-qubits 3 --config $C/bases4.toml" ;;
   mixed_n2h16)   A="--model qlam --memory mixed --params 87178 --n-layers 2 --n-heads 16 --n-qubits 2" ;;
