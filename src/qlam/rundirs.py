@@ -1,10 +1,18 @@
-"""Where a sweep's runs live and how far each got: ``ROOT/TASK/MODEL/seedS``, finished when
-its summary.json exists, interrupted when only its checkpoint.pt does."""
+"""Run directories: where a sweep's runs live and how far each got (``ROOT/TASK/MODEL/seedS``,
+finished when its summary.json exists, interrupted when only its checkpoint.pt does), and
+the lock that keeps a second process from training into a directory in use."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, runs are not guarded
+    fcntl = None
 
 from qlam.data.npz_task import is_file_task
 
@@ -50,3 +58,37 @@ def run_status(path: Path) -> str:
     if (path / "checkpoint.pt").is_file():
         return "resume"
     return "new"
+
+
+LOCK_NAME = ".lock"
+
+
+class RunDirBusy(RuntimeError):
+    """Another process is training into this run directory."""
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold ``out/.lock`` (an exclusive advisory lock, with the holder's pid in it) while a
+    run trains into ``out``; a second process raises :class:`RunDirBusy` instead of
+    overwriting the first's files. The system releases it when the holder ends, however it
+    ends, so a killed run leaves no stale lock. Not enforced where fcntl is missing."""
+    if fcntl is None:
+        yield
+        return
+    f = open(Path(out) / LOCK_NAME, "a+")  # noqa: SIM115 (held for the whole run)
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise RunDirBusy(f"{out} is in use: another qlam process (pid {holder}) is "
+                             "training there; wait for it to end, or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()

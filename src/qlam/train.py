@@ -11,7 +11,8 @@ with ``--resume`` reaches the same result as an uninterrupted one. SIGTERM or SI
 scheduler's stop, Ctrl-C) ends the current step, writes the checkpoint and returns
 (``stopped="interrupted"``); a second signal acts as usual. ``max_minutes`` ends the run
 where the budget runs out (validated and tested there, ``stopped="time budget"``); resumed
-with a larger budget it continues from that step.
+with a larger budget it continues from that step. A run holds ``DIR/.lock`` while it trains:
+a second process given the same directory is refused (qlam.rundirs.run_lock).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from qlam.models import build_model, count_params
 from qlam.objectives import METRICS, batch_stats
 from qlam.optim_hints import MEMORY, hints
 from qlam.progress import Progress
+from qlam.rundirs import RunDirBusy, run_lock
 from qlam.scalars import ScalarLog
 from qlam.store import atomic_save, load_checkpoint
 
@@ -189,7 +191,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None,
     cfg = drop_unused_model_options(cfg)
     ctx = ddp.init(distributed, resolve_device(cfg.device))
     try:
-        with _stop_on_signals() as signalled:
+        with _stop_on_signals() as signalled, _run_dir(cfg, resume, ctx):
             summary = _train(cfg, resume, command, ctx, signalled)
         if signalled["hit"] and "test_acc" in summary:  # a stop asked for after training
             return {**summary, "signalled": True}  # (finished: the summary file is whole)
@@ -198,19 +200,38 @@ def train(cfg: TrainConfig, resume: bool = False, command: str | None = None,
         ddp.shutdown(ctx)
 
 
-def _train(cfg: TrainConfig, resume: bool, command: str | None,
-           ctx: ddp.DistContext, signalled: dict) -> dict:
+@contextlib.contextmanager
+def _run_dir(cfg: TrainConfig, resume: bool, ctx: ddp.DistContext):
+    """The run directory checked, created and locked (rundirs.run_lock, on rank 0) for the
+    run's whole length; a busy directory stops every rank."""
     check_config(cfg)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; it must name a directory for the run")
+    with contextlib.ExitStack() as stack:
+        busy = None
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                stack.enter_context(run_lock(out))
+            except RunDirBusy as exc:
+                busy = str(exc)
+        busy = ctx.broadcast(busy)
+        if busy is not None:
+            raise RunDirBusy(busy)
+        ckpt_path = out / "checkpoint.pt"  # (checked under the lock: no run writes it now)
+        if ckpt_path.exists() and not resume:
+            raise ValueError(f"{ckpt_path} exists: pass --resume to continue it, or choose "
+                             "another --out")
+        if resume and not ckpt_path.exists() and ctx.is_main:
+            print(f"--resume: no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
+        yield
+
+
+def _train(cfg: TrainConfig, resume: bool, command: str | None,
+           ctx: ddp.DistContext, signalled: dict) -> dict:
+    out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists() and not resume:
-        raise ValueError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
-    if resume and not ckpt_path.exists() and ctx.is_main:
-        print(f"--resume: no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:  # stderr and DIR/train.log, on rank 0
         if ctx.is_main:

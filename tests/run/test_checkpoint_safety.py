@@ -112,3 +112,33 @@ def test_checkpoint_without_checksum_loads_with_one_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_checkpoint(tmp_path / "old.pt")
+
+
+def test_a_second_process_may_not_train_into_a_run_dir_in_use(tmp_path, capsys):
+    """Two processes on one --out had both trained, each rewriting the other's checkpoint,
+    metrics and model (a fresh start even deleted the first's records). The holder is another
+    process, killed at the end: a killed run leaves no stale lock behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n')  # the first run's record
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from qlam.rundirs import run_lock\n"
+         "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(run)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match=rf"{run} is in use: another qlam process "
+                                               rf"\(pid {holder.pid}\) is training there"):
+            train_mod.train(_cfg(tmp_path))
+        assert (run / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
+        assert not (run / "checkpoint.pt").exists()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    summary = train_mod.train(_cfg(tmp_path))  # the lock went with its holder
+    assert summary["epochs"] == 2
