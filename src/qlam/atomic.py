@@ -4,7 +4,8 @@ the kernel's build marker) goes through :func:`atomic_write`.
 The bytes go to a temp file beside the target, named ``.NAME.PID.XXXX.tmp`` (so a cleaner can
 tell a dead writer's leftovers from a live one's, :func:`writer_pid`), are flushed and
 fsynced, get the permissions a plain ``open`` would give, and replace the target in one
-rename: a reader sees the old file or the new one, never half of one.
+rename: a reader sees the old file or the new one, never half of one. The directory is
+fsynced after the rename, so that the new name survives a crash of the machine too.
 """
 
 from __future__ import annotations
@@ -40,7 +41,19 @@ def atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_dir(path.parent)
     return path
+
+
+def _sync_dir(folder: Path) -> None:
+    """fsync a directory, so that a rename in it survives a power loss (POSIX only)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

@@ -77,3 +77,20 @@ def test_load_checkpoint_errors(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")  # atomic_save takes checkpoint dicts only
     with pytest.raises(ValueError, match="not a qlam checkpoint"):
         load_checkpoint(tmp_path / "list.pt")
+
+
+def test_an_atomic_write_syncs_its_directory_after_the_rename(tmp_path, monkeypatch):
+    """Without the directory's fsync the rename could be lost in a machine crash, leaving the
+    old file (or none) although the write had returned."""
+    import os
+    import stat
+
+    synced, real_fsync, real_replace = [], os.fsync, os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(
+        ("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file", os.fstat(fd).st_ino)),
+        real_fsync(fd))[-1])
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (synced.append(("rename", None)),
+                                                            real_replace(a, b))[-1])
+    atomic.atomic_write_text(tmp_path / "sub" / "x.txt", "hello")
+    assert [kind for kind, _ in synced] == ["file", "rename", "dir"]
+    assert synced[-1][1] == os.stat(tmp_path / "sub").st_ino
