@@ -239,7 +239,7 @@ def read_config_file(path: str | Path) -> dict:
         except ModuleNotFoundError as exc:
             raise RuntimeError("YAML configs need `pip install pyyaml` (or use TOML)") from exc
         try:
-            data = yaml.safe_load(text) or {}
+            data = yaml.load(text, Loader=_unique_keys_loader(yaml)) or {}
         except yaml.YAMLError as exc:  # (safe_load: a python tag is an error, never run)
             raise ValueError(f"{path}: invalid YAML: {exc}") from exc
     else:
@@ -247,6 +247,28 @@ def read_config_file(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a table of settings")
     return data
+
+
+def _unique_keys_loader(yaml):
+    """yaml's SafeLoader that refuses a key given twice in one table (SafeLoader keeps the
+    last silently; TOML refuses it)."""
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, str | int | float | bool):
+                    continue  # (an unhashable key: SafeLoader names it itself)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a table", node.start_mark,
+                        f"{key!r} is given twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def resolve_device(name: str) -> torch.device:

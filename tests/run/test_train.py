@@ -258,6 +258,20 @@ def test_config_files_and_cli(tmp_path, capsys):
     assert "bad.yaml: not UTF-8 text" in capsys.readouterr().err
 
 
+def test_a_yaml_config_may_not_give_a_key_twice(tmp_path):
+    """yaml.safe_load kept the last of two `epochs:` silently (TOML refuses them)."""
+    pytest.importorskip("yaml")
+    from qlam.config import read_config_file
+
+    bad = tmp_path / "c.yaml"
+    for text in ("epochs: 3\nlr: 0.1\nepochs: 5\n", "models:\n  gru:\n    lr: 1\n    lr: 2\n"):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=r"(?s)c.yaml: invalid YAML: .*'(epochs|lr)' is given twice"):
+            read_config_file(bad)
+    bad.write_text("base: &b {lr: 0.1, epochs: 2}\nmodels:\n  gru:\n    <<: *b\n    lr: 0.2\n")
+    assert read_config_file(bad)["models"]["gru"] == {"lr": 0.2, "epochs": 2}  # merge keys
+
+
 def test_a_lost_best_model_does_not_stick_a_resumed_run(tmp_path):
     """model.pt gone before --resume: said in the log, and the run finishes with the best of
     its remaining epochs (it had trained to the end, then failed loading model.pt, on every
