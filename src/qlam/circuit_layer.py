@@ -55,11 +55,12 @@ class CircuitLayer(nn.Module):
             observables = ["I" * w + "Z" + "I" * (n - w - 1) for w in range(n)]
         elif output != "expval":
             raise ValueError("observables apply to output='expval' only")
-        self.circuit, self.output = circuit, output
+        self.output = output
         self.observables = [observables] if isinstance(observables, str) else list(observables)
         if output == "expval":  # validates the strings now, not at the first forward
             expval(torch.ones(1, 2**n, dtype=torch.complex128), self.observables)
         self._compiled = CompiledCircuit(circuit)
+        self.circuit = self._compiled.circuit  # as built: later appends to `circuit` stay out
         self.weights = nn.Parameter(circuit.init_params(dtype))
 
     def forward(self, inputs: torch.Tensor | None = None) -> torch.Tensor:

@@ -86,3 +86,17 @@ def test_circuit_layer_outputs_and_bad_options():
         CircuitLayer(c, observables=["ZQ"])
     with pytest.raises(TypeError, match="qlam Circuit"):
         CircuitLayer("not a circuit")
+
+
+def test_gates_appended_after_the_layer_is_built_do_not_reach_it():
+    """Appending to the circuit after building the layer had broken it: its compiled gates
+    stayed the old ones while the parameter and input checks read the grown circuit
+    ("params must have shape (2,), got (1,)")."""
+    c = Circuit(2)
+    c.ry(0, c.new_param(0.3))
+    layer = CircuitLayer(c, observables="ZI")
+    before = layer()
+    c.rx(1, c.new_param(0.5)).rz(0, c.input(3))
+    assert torch.allclose(layer(), before)
+    assert torch.allclose(before, torch.tensor([math.cos(0.3)], dtype=torch.float64))
+    assert layer.circuit.n_params == 1 and c.n_params == 2

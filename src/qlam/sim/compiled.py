@@ -17,7 +17,7 @@ in milliseconds instead of building a 2^n x 2^n matrix for seconds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
@@ -139,10 +139,11 @@ def fusing_pays(n_gates: int, batch: int, n_qubits: int) -> bool:
 
 
 class CompiledCircuit:
-    """A circuit compiled into alternating FixedBlock / PhaseBlock items."""
+    """A circuit compiled into alternating FixedBlock / PhaseBlock items. It keeps a copy of
+    the circuit as compiled: gates appended to the circuit afterwards do not reach it."""
 
     def __init__(self, circuit: Circuit):
-        self.circuit = circuit
+        self.circuit = replace(circuit, ops=list(circuit.ops), init=list(circuit.init))
         self.n_qubits = circuit.n_qubits
         self.blocks: list[FixedBlock | PhaseBlock] = []
         for op in circuit.ops:
