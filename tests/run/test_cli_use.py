@@ -54,6 +54,20 @@ def test_npz_task_format_and_splits(tmp_path):
           y_test=np.zeros(2, dtype=int)), r"x_test has \(L, F\)"),
     (dict(x=np.zeros((4, 3, 1)), y=np.zeros(4, dtype=int), labels=np.zeros(4)), "unknown arrays"),
     (dict(x=np.array([[[None]]] * 4, dtype=object), y=np.zeros(4, dtype=int)), "pickle"),
+    # found by the session-18 audit: each had been accepted
+    (dict(x=np.zeros((40, 5, 0)), y=np.zeros(40, dtype=int)), r"with L, F >= 1, got float64 "
+     r"\(40, 5, 0\)"),  # trained on no input, "test accuracy 0.5"
+    (dict(x=np.zeros((40, 0, 2)), y=np.zeros(40, dtype=int)), "with L, F >= 1"),
+    (dict(x=np.r_[np.zeros((39, 3, 1)), np.full((1, 3, 1), 1e300)], y=np.zeros(40, dtype=int)),
+     r"x holds values beyond float32's range"),  # inf after the cast: "loss became nan"
+    (dict(x=np.zeros((40, 3, 1)), y=np.r_[np.zeros(39), 2**63].astype(np.uint64)),
+     r"y\[39\] = 9223372036854775808 is not a class label 0..C-1 with C <= 65536"),
+    (dict(x=np.zeros((40, 3, 1)), y=np.r_[np.zeros(39), 10**9].astype(int)),
+     r"y\[39\] = 1000000000 is not a class label"),  # a 32 GB head
+    (dict(x=np.zeros((4, 3, 1)), y=np.zeros(4, dtype=int)),  # no test example held out
+     r"4 examples are too few to hold out 10% as the test set .* or x_test, y_test"),
+    (dict(x=np.zeros((4, 3, 1)), y=np.zeros(4, dtype=int), x_test=np.zeros((2, 3, 1)),
+          y_test=np.zeros(2, dtype=int)), "4 examples are too few to hold out 10% as the val set"),
 ])
 def test_npz_task_errors_name_the_problem(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)

@@ -16,8 +16,9 @@ key                 dtype, shape    meaning
 ==================  ==============  ==========================================================
 
 The file is read with ``allow_pickle=False`` (nothing in it can execute); the sequences are
-used as given (standardise them yourself) and cast to float32. The number of classes is the
-largest label + 1. ``limit_train`` keeps that many training examples.
+used as given (standardise them yourself) and cast to float32 (values beyond its range are
+refused). The number of classes is the largest label + 1 (at most ``MAX_CLASSES``).
+``limit_train`` keeps that many training examples; a held-out split must keep at least one.
 
 Example:
     >>> import numpy as np, tempfile, os
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 TEST_FRACTION = 0.1
+MAX_CLASSES = 2**16  # a larger label is taken for a mistake (the head would be that wide)
 TEST_SEED = 0
 KEYS = ("x", "y", "x_val", "y_val", "x_test", "y_test")
 
@@ -75,9 +77,10 @@ def _read(path: Path) -> dict[str, np.ndarray]:
 def _split(path: Path, arrays: dict, suffix: str, seq_len: int | None, n_features: int | None):
     xk, yk = "x" + suffix, "y" + suffix
     x, y = arrays[xk], arrays[yk]
-    if x.ndim != 3 or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-        raise ValueError(f"{path}: {xk} must be a real float array (N, L, F), got "
-                         f"{x.dtype} {x.shape}")
+    if (x.ndim != 3 or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x)
+            or 0 in x.shape[1:]):
+        raise ValueError(f"{path}: {xk} must be a real float array (N, L, F) with L, F >= 1, "
+                         f"got {x.dtype} {x.shape}")
     if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
         raise ValueError(f"{path}: {yk} must be an integer array (N,) of class labels, got "
                          f"{y.dtype} {y.shape}")
@@ -89,15 +92,28 @@ def _split(path: Path, arrays: dict, suffix: str, seq_len: int | None, n_feature
                          f"{(seq_len, n_features)}")
     if not np.isfinite(x).all():
         raise ValueError(f"{path}: {xk} contains NaN or inf")
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x32).all():
+        raise ValueError(f"{path}: {xk} holds values beyond float32's range (|x| > "
+                         f"{np.finfo(np.float32).max:.3g}); rescale them")
     if y.min() < 0:
         raise ValueError(f"{path}: {yk} holds negative labels; use 0..C-1")
-    return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-            torch.from_numpy(y.astype(np.int64)))
+    if y.max() >= MAX_CLASSES:
+        i = int(np.argmax(y))
+        raise ValueError(f"{path}: {yk}[{i}] = {y[i]} is not a class label 0..C-1 with C <= "
+                         f"{MAX_CLASSES}")
+    return torch.from_numpy(x32), torch.from_numpy(y.astype(np.int64))
 
 
-def _held_out(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _held_out(path: Path, split: str, n: int, fraction: float,
+              seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (held out, kept) of n examples; a fraction > 0 holds out at least one."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     k = int(round(fraction * n))
+    if fraction > 0 and k == 0:
+        raise ValueError(f"{path}: {n} examples are too few to hold out {fraction:.0%} as the "
+                         f"{split} set (none would be left): give more examples, or "
+                         f"x_{split}, y_{split}")
     return order[:k].sort().values, order[k:].sort().values
 
 
@@ -117,12 +133,12 @@ def load_npz_splits(path, *, val_fraction: float = 0.1, seed: int = 0,
     if "x_test" in arrays:
         test = _split(path, arrays, "_test", seq_len, n_features)
     else:
-        test_idx, keep = _held_out(len(y), TEST_FRACTION, TEST_SEED)
+        test_idx, keep = _held_out(path, "test", len(y), TEST_FRACTION, TEST_SEED)
         test, (x, y) = (x[test_idx], y[test_idx]), (x[keep], y[keep])
     if "x_val" in arrays:
         val = _split(path, arrays, "_val", seq_len, n_features)
     else:
-        val_idx, keep = _held_out(len(y), val_fraction, seed)
+        val_idx, keep = _held_out(path, "val", len(y), val_fraction, seed)
         val, (x, y) = (x[val_idx], y[val_idx]), (x[keep], y[keep])
     if limit_train is not None:
         x, y = x[:limit_train], y[:limit_train]
