@@ -48,6 +48,15 @@ def read_summary(path) -> dict:
     return s
 
 
+def same_task(recorded: str, task: str) -> bool:
+    """Whether a run's recorded task is ``task`` (a task file: the same file, however the
+    path to it is written)."""
+    if recorded == task:
+        return True
+    return is_file_task(recorded) and is_file_task(task) and (
+        Path(recorded).resolve() == Path(task).resolve())
+
+
 def run_status(path: Path) -> str:
     """'done' (a readable summary.json), 'resume' (checkpoint.pt) or 'new'."""
     try:

@@ -29,7 +29,7 @@ from qlam.data.npz_task import is_file_task
 from qlam.models import REGISTRY
 from qlam.plots import available as plots_available
 from qlam.report import DEFAULT_MODELS, markdown, write_report
-from qlam.rundirs import run_dir, run_status
+from qlam.rundirs import read_summary, run_dir, run_status, same_task
 
 GRID_KEYS = ("task", "model", "seed", "out")  # set by the sweep, not by flags
 EXECUTORS = ("local", "ray")
@@ -84,6 +84,13 @@ def plan(root, models, tasks, seeds, shared: dict, per_model: dict | None = None
     bad = sorted(set(shared) & set(GRID_KEYS))
     if bad:
         raise ValueError(f"the sweep sets {', '.join(bad)} itself; remove them from the config")
+    homes = {}  # a task's folder -> the task (task files named alike would share one)
+    for task in tasks:
+        home = run_dir(root, task, "m", 0).parent.parent
+        if home in homes:
+            raise ValueError(f"tasks {homes[home]} and {task} would share the run folder {home}: "
+                             "give the task files different names")
+        homes[home] = task
     out = []
     for task in tasks:
         for model in models:
@@ -91,7 +98,13 @@ def plan(root, models, tasks, seeds, shared: dict, per_model: dict | None = None
                 path = run_dir(root, task, model, seed)
                 values = {**shared, **per_model.get(model, {}), "task": task, "model": model,
                           "seed": seed, "out": str(path)}
-                out.append((config_from_dict(values), run_status(path)))
+                status = run_status(path)
+                recorded = read_summary(path / "summary.json")["task"] if status == "done" else task
+                if not same_task(recorded, task):
+                    raise ValueError(f"{path} holds a finished run of {recorded}, not of {task} "
+                                     "(their names give the same folder): rename the task "
+                                     "file or use another --root")
+                out.append((config_from_dict(values), status))
     return out
 
 

@@ -6,9 +6,11 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from plots_check import check_plot
@@ -289,3 +291,26 @@ def test_real_tiny_sweep(use_task, tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(argv + ["--dry-run"]) == 0
     assert capsys.readouterr().out.count("done") == 2
+
+
+def test_task_files_named_alike_may_not_share_a_run_folder(tmp_path):
+    """a/data.npz and b/data.npz both went to ROOT/data: b failed on a's checkpoint, and a
+    rerun reported b 'finished, skipped' with a's summary in its place."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        np.savez(tmp_path / d / "data.npz", x=np.zeros((40, 3, 1)), y=np.zeros(40, dtype=int))
+    a, b = str(tmp_path / "a" / "data.npz"), str(tmp_path / "b" / "data.npz")
+    root = tmp_path / "grid"
+    with pytest.raises(ValueError, match=r"tasks .*a/data.npz and .*b/data.npz would share the "
+                                         r"run folder .*grid/data"):
+        S.plan(root, ["gru"], [a, b], [0], {})
+    finished = S.run_dir(root, a, "gru", 0)  # a's run, finished by an earlier sweep
+    finished.mkdir(parents=True)
+    (finished / "summary.json").write_text(json.dumps({"task": a, "model": "gru",
+                                                       "test_acc": 0.5}))
+    assert S.plan(root, ["gru"], [a], [0], {})[0][1] == "done"
+    relative = os.path.relpath(a)  # the same file written another way
+    assert S.plan(root, ["gru"], [relative], [0], {})[0][1] == "done"
+    with pytest.raises(ValueError, match=r"holds a finished run of .*a/data.npz, not of "
+                                         r".*b/data.npz"):
+        S.plan(root, ["gru"], [b], [0], {})
