@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from qlam.data.tasks import get_task
+from qlam.data.tasks import VAL_FRACTION, get_task
 from qlam.models import REGISTRY, model_options, size_to_budget
 
 
@@ -46,7 +46,7 @@ class TrainConfig:
     seed: int = 0
     limit_train: int | None = None
     limit_test: int | None = None
-    val_fraction: float = 0.1
+    val_fraction: float = VAL_FRACTION
     tokenize: str = "pixel"
     patch: int = 4
     grayscale: bool = False
@@ -329,7 +329,8 @@ HELP = {
     "grad_clip": "clip the gradient norm to this (0: no clipping)",
     "seed": "seed of initialisation, validation split and batch order",
     "limit_train": "train on the first N training examples only",
-    "limit_test": "test on the first N test examples only",
+    "limit_test": "test on N test examples only: the first N (image and file tasks), N "
+                  "generated for the generated tasks (a fixed set for each N)",
     "val_fraction": "fraction of the training set held out for validation",
     "tokenize": "image tasks: pixel, patch or row tokens",
     "patch": "image tasks: patch size with --tokenize patch",

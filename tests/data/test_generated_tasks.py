@@ -269,6 +269,14 @@ def test_mqar_keeps_the_training_pairs_at_test_lengths():
     ("parity", dict(limit_train=0), "limit_train"),
     ("smnist", dict(length=100), "applies to the generated tasks"),
     ("smnist", dict(test_lengths="100"), "applies to the generated tasks"),
+    # each had been accepted: ignored and recorded in config.json as applied, or a hang
+    ("parity", dict(tokenize="patch"), "tokenize applies to the image tasks, not to 'parity'"),
+    ("mqar", dict(grayscale=True, patch=7), "patch, grayscale applies to the image tasks"),
+    ("parity", dict(val_fraction=0.5), r"parity: the validation set has a fixed size \(1,000 "
+                                       r"examples\); val_fraction applies with limit_train"),
+    ("listops", dict(length=8193), r"listops: length must be in 8..8192 .* take hours"),
+    ("listops", dict(test_lengths="32000"), r"listops: length must be in 8..8192"),
+    ("parity", dict(splits="train"), "splits must be a collection of train, val and test"),
 ])
 def test_bad_options_are_named(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -292,3 +300,10 @@ def test_the_task_table_has_its_header_and_hand_checked_rows(capsys):
     assert rows["parity"][:6] == ["parity", "class", "2", "0.5", "64", "10000/1000/1000"]
     assert rows["s3-running"][:5] == ["s3-running", "tokens", "6", "0.1667", "64"]
     assert set(generated.SPECS) <= set(rows)
+
+
+def test_val_fraction_zero_with_limit_train_holds_out_nothing():
+    """It had still held out one example (max(1, ...)) although none was asked for."""
+    sizes = {vf: len(get_task("parity", limit_train=40, val_fraction=vf, splits=("val",)).val)
+             for vf in (0.0, 0.01, 0.25)}
+    assert sizes == {0.0: 0, 0.01: 1, 0.25: 10}

@@ -75,6 +75,20 @@ def test_npz_task_errors_name_the_problem(tmp_path, arrays, message):
         load_npz_task(tmp_path / "bad.npz")
 
 
+@pytest.mark.parametrize("option,match", [
+    (dict(tokenize="row"), "tokenize applies to the image tasks"),
+    (dict(grayscale=True), "grayscale applies to the image tasks"),
+    (dict(length=12), "length applies to the generated tasks"),
+    (dict(test_lengths="64"), "test_lengths applies to the generated tasks"),
+])
+def test_npz_task_refuses_options_it_would_ignore(tmp_path, option, match):
+    """They had been ignored, and recorded in config.json as if applied."""
+    from qlam.data import get_task
+
+    with pytest.raises(ValueError, match=match):
+        get_task(str(_npz(tmp_path / "d.npz")), **option)
+
+
 def test_npz_task_missing_or_corrupt_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="task file not found"):
         load_npz_task(tmp_path / "none.npz")

@@ -68,6 +68,7 @@ __all__ = [
 
 TARGETS = ("class", "regression", "tokens")
 TOKENIZATIONS = ("pixel", "patch", "row")
+VAL_FRACTION = 0.1  # the default share of the training set held out for validation
 PSMNIST_PERM_SEED = 0
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
@@ -117,7 +118,7 @@ class Task:
     std: list[float] = field(default_factory=list)
     perm_seed: int | None = None
     seed: int = 0
-    val_fraction: float = 0.1
+    val_fraction: float = VAL_FRACTION
     limit_train: int | None = None
     target: str = "class"
     discrete: bool = False
@@ -267,7 +268,7 @@ def get_task(
     tokenize: str = "pixel",
     patch: int = 4,
     grayscale: bool = False,
-    val_fraction: float = 0.1,
+    val_fraction: float = VAL_FRACTION,
     seed: int = 0,
     limit_train: int | None = None,
     root=None,
@@ -291,19 +292,26 @@ def get_task(
         >>> task.train.x.shape, task.n_classes  # doctest: +SKIP
         (torch.Size([1000, 784, 1]), 10)
     """
-    if is_file_task(name):
-        return npz_task(name, val_fraction=val_fraction, seed=seed, limit_train=limit_train)
-    if name not in TASKS:
+    if not is_file_task(name) and name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}, or give "
                          f"a .npz file of your own sequences (see qlam.data.npz_task)")
+    image_options = {"tokenize": tokenize != "pixel", "patch": patch != 4, "grayscale": grayscale}
+    if name not in generated.SPECS:
+        for option, value in (("length", length), ("test_lengths", test_lengths),
+                              ("vocab", vocab)):
+            if value is not None and value != ():
+                raise ValueError(f"{option} applies to the generated tasks "
+                                 f"({', '.join(generated.SPECS)}), not to {name!r}")
+    if name in generated.SPECS or is_file_task(name):
+        given = [option for option, changed in image_options.items() if changed]
+        if given:  # (they had been ignored, and recorded in config.json as if applied)
+            raise ValueError(f"{', '.join(given)} applies to the image tasks, not to {name!r}")
+    if is_file_task(name):
+        return npz_task(name, val_fraction=val_fraction, seed=seed, limit_train=limit_train)
     if name in generated.SPECS:
         return generated_task(name, length=length, test_lengths=test_lengths, vocab=vocab,
                               val_fraction=val_fraction, seed=seed, limit_train=limit_train,
                               limit_test=limit_test, splits=splits)
-    for option, value in (("length", length), ("test_lengths", test_lengths), ("vocab", vocab)):
-        if value is not None and value != ():
-            raise ValueError(f"{option} applies to the generated tasks "
-                             f"({', '.join(generated.SPECS)}), not to {name!r}")
     if tokenize not in TOKENIZATIONS:
         raise ValueError(f"tokenize must be one of {TOKENIZATIONS}, not {tokenize!r}")
     if not 0.0 <= val_fraction < 1.0:
@@ -411,7 +419,7 @@ def _to_split(x: np.ndarray, y: np.ndarray) -> Split:
 
 
 def generated_task(name: str, *, length: int | None = None, test_lengths=None,
-                   vocab: int | None = None, val_fraction: float = 0.1, seed: int = 0,
+                   vocab: int | None = None, val_fraction: float = VAL_FRACTION, seed: int = 0,
                    limit_train: int | None = None, limit_test: int | None = None,
                    splits=("train", "val", "test")) -> Task:
     """A task of :mod:`qlam.data.generated`: train/val seeded by ``seed``, test sets fixed."""
@@ -427,12 +435,15 @@ def generated_task(name: str, *, length: int | None = None, test_lengths=None,
             raise ValueError(f"{key} must be an int >= 1 or None, got {value!r}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
-    bad = sorted(set(splits) - {"train", "val", "test"})
-    if bad:
-        raise ValueError(f"unknown split(s) {bad}")
     n_train, n_val, n_test = spec.sizes
+    if limit_train is None and val_fraction != VAL_FRACTION:  # (it had been ignored)
+        raise ValueError(f"{name}: the validation set has a fixed size ({n_val:,} examples); "
+                         "val_fraction applies with limit_train")
+    if isinstance(splits, str) or not set(splits) <= {"train", "val", "test"}:
+        raise ValueError(f"splits must be a collection of train, val and test, got {splits!r}")
     if limit_train is not None:
-        n_train, n_val = limit_train, min(n_val, max(1, round(val_fraction * limit_train)))
+        held = round(val_fraction * limit_train)
+        n_train, n_val = limit_train, min(n_val, max(1, held) if val_fraction > 0 else 0)
     n_test = limit_test or n_test
     sizes = {"train": n_train, "val": n_val, "test": n_test}
 
