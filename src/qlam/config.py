@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from qlam.data import generated
+from qlam.data.npz_task import is_file_task
 from qlam.data.tasks import VAL_FRACTION, get_task
 from qlam.models import REGISTRY, model_options, size_to_budget
 
@@ -196,6 +198,20 @@ def unused_model_options(cfg: TrainConfig) -> list[str]:
         raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(sorted(REGISTRY))}")
     takes = model_options(cfg.model)
     return [k for k, v in cfg.model_options().items() if v is not None and k not in takes]
+
+
+GENERATED_ONLY = ("length", "test_lengths", "vocab")
+IMAGE_ONLY = ("tokenize", "patch", "grayscale")
+
+
+def with_task(cfg: TrainConfig, task: str) -> TrainConfig:
+    """``cfg`` retargeted to ``task`` (a checkpoint evaluated on another task): the data
+    options the new task does not take are reset to their defaults."""
+    default = TrainConfig()
+    reset = [*(GENERATED_ONLY if task not in generated.SPECS else ()),
+             *(IMAGE_ONLY if task in generated.SPECS or is_file_task(task) else ()),
+             *(("val_fraction",) if task in generated.SPECS else ())]  # (only test is read)
+    return dataclasses.replace(cfg, task=task, **{k: getattr(default, k) for k in reset})
 
 
 def drop_unused_model_options(cfg: TrainConfig) -> TrainConfig:

@@ -87,7 +87,7 @@ def checkpoint_task(ck: dict, task: str | None = None, split: str = "test",
     kind, and token ids against features."""
     cfg = config_from_dict(ck["config"])
     if task is not None:
-        cfg.task = task
+        cfg = config.with_task(cfg, task)
     if cfg.task in GENERATED_TASKS:
         cfg.test_lengths = None
         if length is not None and limit is not None:
@@ -113,9 +113,10 @@ def checkpoint_task(ck: dict, task: str | None = None, split: str = "test",
 def eval_checkpoint(path, task: str | None = None, shots: int | None = None, seed: int = 0,
                     device: str = "auto", batch_size: int = 256, limit: int | None = None,
                     noise=None, length: int | None = None) -> dict:
-    """Test accuracy of a saved model: exact, with ``shots`` measurement samples, and/or
-    under ``noise`` ("depolarizing:0.01", see :mod:`qlam.sim.noise`: the channel on every
-    qubit after every token, one trajectory per example); ``seed`` seeds both. ``length``:
+    """Test accuracy of a saved model: exact, with ``shots`` measurement samples, or under
+    ``noise`` ("depolarizing:0.01", see :mod:`qlam.sim.noise`: the channel on every qubit
+    after every token, one trajectory per example; not both, see
+    :func:`qlam.sim.scan.noisy.check_readout`); ``seed`` seeds the sampler. ``length``:
     a generated task's test set at that length (e.g. longer than the model trained on).
 
     Example:
