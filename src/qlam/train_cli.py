@@ -95,7 +95,7 @@ def register(sub) -> None:
     p.add_argument("--shots", type=int, default=None, help="finite measurement shots per token")
     p.add_argument("--noise", default=None, metavar="KIND:P",
                    help="evaluate under noise: depolarizing:P, amplitude_damping:G or bitflip:P "
-                        "on every qubit after every token (quantum trajectories)")
+                        "on every qubit after every token (quantum trajectories; not with --shots)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shot and noise sampler")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
     p.add_argument("--batch-size", type=int, default=256,

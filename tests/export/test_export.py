@@ -128,18 +128,16 @@ def test_exported_circuit_reproduces_model_state(models, which, layer, seed, tok
     np.testing.assert_allclose(psi.numpy(), final[0, head].numpy(), atol=2e-5)
 
 
-def test_export_does_not_depend_on_shots_or_noise_settings(models):
+@pytest.mark.parametrize("shots,noise", [(7, None), (None, Channel("depolarizing", 0.3))])
+def test_export_does_not_depend_on_shots_or_noise_settings(models, shots, noise):
     model, x = models[0], _example(3)
     want = export_head(model, x, layer=1, head=1, tokens=5)
-    for m in model.modules():
-        if isinstance(m, QLAM):
-            m.shots, m.noise = 7, Channel("depolarizing", 0.3)
+    model.set_readout(shots, noise)
     try:
         got = export_head(model, x, layer=1, head=1, tokens=5)
+        assert [(m.shots, m.noise) for m in model.memories()] == [(shots, noise)] * 2  # restored
     finally:
-        for m in model.modules():
-            if isinstance(m, QLAM):
-                m.shots, m.noise = None, None
+        model.set_readout()
     torch.testing.assert_close(got.state, want.state, atol=0, rtol=0)
 
 
@@ -197,8 +195,9 @@ def test_eval_with_noise_and_shots_is_seeded(ckpt, tmp_path):
     a = eval_checkpoint(ckpt, device="cpu", noise="depolarizing:0.05", seed=3)
     b = eval_checkpoint(ckpt, device="cpu", noise="depolarizing:0.05", seed=3)
     assert a == b and a["noise"] == "depolarizing:0.05" and a["n_test"] == 12
-    c = eval_checkpoint(ckpt, device="cpu", noise="bitflip:0.2", shots=5, limit=4)
-    assert c["shots"] == 5 and c["n_test"] == 4
+    c = eval_checkpoint(ckpt, device="cpu", shots=5, seed=3, limit=4)
+    assert c == eval_checkpoint(ckpt, device="cpu", shots=5, seed=3, limit=4)
+    assert c["shots"] == 5 and c["n_test"] == 4 and c["noise"] is None
     out = tmp_path / "e.json"
     assert main(["eval", "--checkpoint", str(ckpt), "--device", "cpu", "--noise",
                  "amplitude_damping:0.01", "--json", str(out)]) == 0
@@ -274,6 +273,11 @@ def test_bad_eval_and_export_inputs(ckpt, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(ckpt), "--device", "cpu", "--noise",
                  "depolarizing:2"]) == 2
     assert "must lie in [0, 1]" in capsys.readouterr().err
+    # shots under noise would all share one trajectory per example: refused, not a traceback
+    assert main(["eval", "--checkpoint", str(ckpt), "--device", "cpu", "--noise",
+                 "bitflip:0.2", "--shots", "5"]) == 2
+    said = capsys.readouterr().err
+    assert "each shot is an independent noise trajectory" in said and "one or the other" in said
     out = str(tmp_path / "c.qasm")
     for flags, msg in ((["--index", "12"], "index 12 out of range: the synthetic test split has 12"),
                        (["--index", "-1"], "index -1 out of range"),

@@ -213,6 +213,29 @@ def test_shots_sample_the_born_distribution():
     assert 0 < (y_shots - y_exact).abs().max() < 0.2
 
 
+def test_shots_sample_every_basis_with_its_own_shots():
+    """n_bases = K measurement settings: each basis is sampled with its own ``shots`` draws
+    (frequencies summing to 1 per basis), not one draw over the K N outcomes together. With one
+    shot, each basis's Z-strings are the signs of the one outcome it drew (a row of the Walsh
+    matrix), and over many examples the outcomes follow that basis's Born probabilities."""
+    k, n_states, rows = 3, 4, 20000
+    m = _layer(d_model=9, n_heads=1, n_bases=k)
+    with torch.no_grad():  # y = the K bases' Z-strings (B, L, K (N - 1))
+        m.q_weight.weight.zero_()
+        m.q_weight.bias.fill_(1)
+        m.out_proj.weight.copy_(torch.eye(9))
+        m.out_proj.bias.zero_()
+    x = torch.randn(1, 1, 9, dtype=torch.float64)
+    probs = m.probabilities(x)[0].view(k, n_states)
+    m.shots, m.generator = 1, torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z = m(x.repeat(rows, 1, 1))[0].view(rows, k, 1, n_states - 1)
+    drawn = (z == m.walsh.double()).all(-1)  # (rows, K, N): the outcome each basis drew
+    assert (drawn.sum(-1) == 1).all()  # one outcome per basis and shot
+    sd = (0.25 / rows) ** 0.5
+    torch.testing.assert_close(drawn.double().mean(0), probs.detach(), atol=5 * sd, rtol=0)
+
+
 def test_gradients_reach_every_parameter():
     m = _layer()
     y, _ = m(torch.randn(2, 5, 6, dtype=torch.float64))

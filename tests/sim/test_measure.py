@@ -13,7 +13,7 @@ from circuit_oracles import random_args, random_circuit
 
 import qlam
 from qlam import Circuit, counts, estimate_expval, expval, probabilities, sample
-from qlam.sim.measure import bitstring_counts, rotate_to_z, sample_counts
+from qlam.sim.measure import bitstring_counts, rotate_to_z, sample_counts, sampled_readout
 
 PAULI = {
     "I": np.eye(2), "X": np.array([[0, 1], [1, 0]]), "Y": np.array([[0, -1j], [1j, 0]]),
@@ -262,3 +262,41 @@ def test_sample_counts_deterministic_rows_and_many_shots():
         sample_counts(p, 0)
     with pytest.raises(TypeError, match="floating point"):
         sample_counts(torch.ones(2, 4, dtype=torch.long), 3)
+
+
+@pytest.mark.parametrize("row,msg", [
+    ([0.0, 0.0, 0.0, 0.0], "sum to 1"),  # was: every shot on outcome 0
+    ([0.2, 0.2, 0.0, 0.0], "sum to 1"),  # was: silently renormalised
+    ([float("nan"), 0.5, 0.5, 0.0], "finite"),
+    ([-0.1, 0.6, 0.5, 0.0], "non-negative"),
+])
+def test_sample_counts_refuses_rows_that_are_no_distribution(row, msg):
+    with pytest.raises(ValueError, match=msg):
+        sample_counts(torch.tensor([[0.25] * 4, row]), 10, torch.Generator().manual_seed(0))
+
+
+def test_sample_counts_of_float32_probabilities_sum_exactly_to_many_shots():
+    """float32 holds integers exactly only up to 2^24: the chain runs in float64, so the
+    counts of 10^8 + 1 shots sum to exactly that, with the multinomial's mean shots * p."""
+    p = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    shots = 10**8 + 1
+    c = sample_counts(p, shots, torch.Generator().manual_seed(0))
+    assert c.dtype == torch.float64 and torch.equal(c, c.round())
+    assert int(c.sum()) == shots
+    sd = (shots * 0.25) ** 0.5
+    assert (c[0] - shots * p[0].double()).abs().max() < 6 * sd
+
+
+def test_sampled_readout_samples_each_row_keeps_padding_and_the_exact_gradient():
+    """Forward: each row's frequencies of ``shots`` draws (multiples of 1/shots summing to 1),
+    all-zero (padded) rows zero; backward: the identity (straight-through)."""
+    p = torch.tensor([[[0.1, 0.2, 0.3, 0.4], [0.5, 0.0, 0.5, 0.0]], [[0.0] * 4, [0.0, 0.0, 0.0, 1.0]]],
+                     dtype=torch.float64, requires_grad=True)
+    out = sampled_readout(p, 7, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.sum(-1), torch.tensor([[1.0, 1.0], [0.0, 1.0]],
+                                                          dtype=torch.float64), atol=1e-12, rtol=0)
+    assert torch.equal(out * 7, (out * 7).round())
+    assert out[0, 1, 1] == out[0, 1, 3] == 0 and out[1, 1, 3] == 1
+    w = torch.randn(2, 2, 4, dtype=torch.float64)
+    (out * w).sum().backward()
+    assert torch.equal(p.grad, w)

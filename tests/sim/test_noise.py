@@ -3,6 +3,8 @@ density matrices, against PennyLane's default.mixed, in the QLAM layer; bad spec
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -188,3 +190,23 @@ def test_bad_channels_and_trajectory_counts():
     with pytest.raises(ValueError, match="bind it first"):
         circuit_density_matrix(unbound)
     assert parse_noise("none") is None and parse_noise("Depolarising:0.5").kind == "depolarizing"
+
+
+@pytest.mark.parametrize("p", [np.float32(0.25), np.float64(0.25), np.int64(0), 0.25, 1])
+def test_channel_takes_any_real_number_numpy_scalars_included(p):
+    c = Channel("bitflip", p)
+    assert type(c.p) is float and c.p == float(p)
+    torch.testing.assert_close(c.kraus()[1], math.sqrt(float(p)) * torch.tensor(
+        [[0, 1], [1, 0]], dtype=torch.complex128))
+    for bad in (True, "0.1", None, 0.1j):
+        with pytest.raises(TypeError, match="real number"):
+            Channel("bitflip", bad)
+
+
+def test_noiseless_density_matrix_is_a_plain_tensor_equal_to_the_pure_state():
+    """Without noise, circuit_density_matrix is |psi><psi| of the state vector, and a plain
+    tensor (no lazy conjugate bit: .numpy() works)."""
+    c = _small_circuit()
+    rho = circuit_density_matrix(c)
+    psi = qlam.statevector(c)[0].numpy()
+    np.testing.assert_allclose(rho.numpy(), np.outer(psi, psi.conj()), atol=1e-12)

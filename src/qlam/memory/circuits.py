@@ -1,12 +1,14 @@
 """The QLAM layer's circuits, per head of n qubits (the layer binds their angles):
 :func:`token_circuit` evolves the memory by one token, :func:`readout_circuit` picks the
-query's measurement basis, :func:`prep_circuit` prepares the learned initial state."""
+query's measurement basis, :func:`prep_circuit` prepares the learned initial state;
+:func:`lower_checked` lowers them to scan layers."""
 
 from __future__ import annotations
 
 import math
 
 from qlam.circuit import Circuit
+from qlam.sim.lowering import Lowered, lower
 from qlam.templates import ring
 
 
@@ -55,3 +57,12 @@ def prep_circuit(n_qubits: int) -> Circuit:
         c.ry(q, c.new_param(math.pi / 2))
         c.rz(q, c.new_param(0.0))
     return c
+
+
+def lower_checked(circuit: Circuit) -> Lowered:
+    """The memory's circuits as scan layers whose phases take plain input angles."""
+    lowered = lower(circuit)
+    if lowered.param_map.abs().sum() or any(ops is None for ops in lowered.dense):
+        raise ValueError("memory circuits must alternate input phases and trainable dense "
+                         "blocks")
+    return lowered

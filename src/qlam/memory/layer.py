@@ -23,7 +23,7 @@ exact expectation's gradient: straight-through).
 Setting ``noise`` (a :class:`qlam.sim.noise.Channel` or "depolarizing:0.01") evaluates under
 that channel on every qubit after every token, one quantum trajectory per example (seeded by
 ``generator``; trajectories have no gradient, so a training-mode forward recording one is
-refused).
+refused). Noise and shots together are refused (:func:`qlam.sim.scan.noisy.check_readout`).
 
 Padded batches: ``lengths`` (B,) leaves each example's state unchanged after its last token.
 
@@ -46,15 +46,15 @@ from torch import nn
 
 from qlam.circuit import MAX_QUBITS, Circuit
 from qlam.memory.checks import check_index, check_input, check_tokens, full_precision, hooked, parameters_of
-from qlam.memory.circuits import prep_circuit, readout_circuit, token_circuit
+from qlam.memory.circuits import lower_checked, prep_circuit, readout_circuit, token_circuit
 from qlam.memory.projections import angle_linear, angles, phase_linear
 from qlam.optim_hints import mark_memory
 from qlam.padding import padded_lengths, zero_padding
-from qlam.sim.lowering import Lowered, lower
-from qlam.sim.measure import sample_probs, walsh_matrix
+from qlam.sim.lowering import Lowered
+from qlam.sim.measure import sampled_readout, walsh_matrix
 from qlam.sim.scan import BACKWARDS, cpp, scan
 from qlam.sim.scan.dispatch import pick_engine, resolve
-from qlam.sim.scan.noisy import noisy_scan
+from qlam.sim.scan.noisy import check_readout, noisy_scan
 from qlam.sim.statevector import complex_dtype, unitary
 
 if TYPE_CHECKING:
@@ -65,15 +65,6 @@ MAX_MEMORY_QUBITS = 12  # one dense 2^n x 2^n unitary per head and layer
 
 def _version(t: torch.Tensor) -> int | None:  # bumped by in-place edits; inference tensors: none
     return None if t.is_inference() else t._version
-
-
-def _lower_checked(circuit) -> Lowered:
-    """The memory's circuits as scan layers whose phases take plain input angles."""
-    lowered = lower(circuit)
-    if lowered.param_map.abs().sum() or any(ops is None for ops in lowered.dense):
-        raise ValueError("memory circuits must alternate input phases and trainable dense "
-                         "blocks")
-    return lowered
 
 
 class QLAM(nn.Module):
@@ -98,6 +89,7 @@ class QLAM(nn.Module):
             the channel on every qubit after every token, one quantum trajectory per example.
             Trajectories carry no gradient, so a training-mode forward that records
             gradients is refused; evaluate in ``eval()`` mode or under ``torch.no_grad()``.
+            Not with ``shots``: all of an example's shots would share its one trajectory.
         read_order: read only the Pauli-Z strings acting on at most this many qubits
             (1..n_qubits; None: all 2^n - 1). The features per head, and with them the
             query weights and the output map, shrink to sum_{j<=k} C(n, j).
@@ -131,6 +123,7 @@ class QLAM(nn.Module):
                              f"got {read_order!r}")
         if backward not in BACKWARDS:
             raise ValueError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")
+        check_readout(shots, noise)
         self.d_model, self.n_heads, self.n_qubits, self.depth = d_model, n_heads, n_qubits, depth
         self.backward_mode = backward
         self.shots = shots
@@ -141,7 +134,7 @@ class QLAM(nn.Module):
         n_states = 2**n_qubits
 
         self.circuit = token_circuit(n_qubits, depth)
-        self._token = _lower_checked(self.circuit)
+        self._token = lower_checked(self.circuit)
         self.n_angles = self.circuit.n_inputs  # input angles per head and token
         # phases of layer r = angles @ A[r] + c[r]: (R, n_angles, N), (R, N)
         self._register_phase_map("phase", self._token)
@@ -156,7 +149,7 @@ class QLAM(nn.Module):
         self.query_basis = query_basis
         if query_basis:
             self.read = readout_circuit(n_qubits)
-            self._read = _lower_checked(self.read)
+            self._read = lower_checked(self.read)
             self._register_phase_map("read", self._read)
             self.q_basis = nn.Linear(d_model, n_heads * n_qubits)
             nn.init.normal_(self.q_basis.weight, std=0.02)
@@ -381,14 +374,14 @@ class QLAM(nn.Module):
 
         The result is ``(y (B, L, d_model), final state (B, H, 2^n) complex)``.
         """
+        check_readout(self.shots, self.noise)
         if lengths is None and self._streams(x, 3):
             return self._stream(x, state)
         # (probabilities(x, state) when unpadded: qlam.hardware swaps in a two-argument one)
         probs, final = (self.probabilities(x, state) if lengths is None
                         else self.probabilities(x, state, lengths=lengths))
         if self.shots is not None:  # sampled values, the exact expectation's gradient
-            sampled = sample_probs(probs.detach(), self.shots, self.generator)
-            probs = probs + (sampled - probs).detach()
+            probs = sampled_readout(probs, self.shots, self.generator)
         z = probs @ self.walsh.to(probs.dtype)  # (B, L, H, n_read) Pauli-Z expectations
         feats = z.flatten(2) * self.q_weight(x)
         y = self.out_proj(feats)
@@ -461,8 +454,10 @@ class QLAM(nn.Module):
     # ---- evaluation and export ---------------------------------------------------------
     def set_readout(self, shots: int | None = None, noise=None,
                     generator: torch.Generator | None = None) -> None:
-        """Measure with ``shots`` Born-rule samples per readout and/or under ``noise`` (a
-        Channel: trajectories, no gradients), sampled from ``generator``; all None: exact."""
+        """Measure with ``shots`` Born-rule samples per readout or under ``noise`` (a
+        Channel: trajectories, no gradients; not both), sampled from ``generator``; all None:
+        exact."""
+        check_readout(shots, noise)
         self.shots, self.noise, self.generator = shots, noise, generator
 
     def exact_copy(self) -> nn.Module:

@@ -29,7 +29,8 @@ Readout as in the unitary memory: Born probabilities of the memory in a learned 
 p_t(z) = <z| R rho_t R^dagger |z> (linear in r_t), the 2^n - 1 Pauli-Z strings' expectations
 from them, weighted by the token's query (q_weight) and mapped to d_model (out_proj). A
 density matrix holds N^2 real numbers and one basis reads N - 1 of them: ``n_bases`` = K
-learned bases (K measurement settings on hardware) read K (N - 1).
+learned bases (K measurement settings on hardware) read K (N - 1). With ``shots``, each
+basis is estimated from that many samples (straight-through, as in the unitary memory).
 ``selective=False`` makes a_t a learned constant per head, ``dephasing=False`` drops Gamma
 (ablations).
 
@@ -50,7 +51,7 @@ from qlam.memory.circuits import prep_circuit
 from qlam.memory.layer import QLAM, check_index, check_tokens
 from qlam.optim_hints import mark_memory
 from qlam.padding import padded_lengths, zero_padding
-from qlam.sim.measure import sample_probs, walsh_matrix
+from qlam.sim.measure import sampled_readout, walsh_matrix
 from qlam.sim.scan.channel import channel_states
 from qlam.sim.statevector import complex_dtype, unitary
 from qlam.templates import ring
@@ -307,10 +308,10 @@ class MixedQLAM(nn.Module):
         """x (B, L, d_model) -> (y (B, L, d_model), rho (B, H, 2^n, 2^n)); ``state`` and
         ``lengths`` as in :meth:`QLAM.forward` (padded outputs are zero)."""
         probs, final = self.probabilities(x, state, lengths)
-        if self.shots is not None:
-            probs = sample_probs(probs.detach().clamp_min(0), self.shots, self.generator)
-        n_states = 2**self.n_qubits
-        z = probs.unflatten(-1, (self.n_bases, n_states)) @ self.walsh.to(probs.dtype)  # Z-strings
+        probs = probs.unflatten(-1, (self.n_bases, 2**self.n_qubits))  # (B, L, H, K, N)
+        if self.shots is not None:  # each basis its own shots; the exact gradient
+            probs = sampled_readout(probs, self.shots, self.generator)
+        z = probs @ self.walsh.to(probs.dtype)  # (B, L, H, K, N - 1) Z-strings
         feats = z.flatten(2) * self.q_weight(x)
         return zero_padding(self.out_proj(feats), padded_lengths(lengths, *x.shape[:2])), final
 

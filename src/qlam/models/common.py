@@ -85,7 +85,7 @@ class SequenceClassifier(nn.Module):
 
     def set_readout(self, shots: int | None = None, noise=None,
                     generator: torch.Generator | None = None) -> None:
-        """Measure with ``shots`` samples per readout and/or under ``noise`` (a
+        """Measure with ``shots`` samples per readout or under ``noise`` (a
         :class:`qlam.sim.noise.Channel`), sampled from ``generator``; None, None restores the
         exact readout. This model has no quantum readout: it takes neither."""
         if shots is not None or noise is not None:

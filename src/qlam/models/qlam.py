@@ -133,7 +133,7 @@ class QLAMClassifier(SequenceClassifier):
 
     def set_readout(self, shots: int | None = None, noise=None,
                     generator: torch.Generator | None = None) -> None:
-        """Every QLAM layer measures with ``shots`` samples and/or under ``noise``."""
+        """Every QLAM layer measures with ``shots`` samples or under ``noise`` (not both)."""
         for m in self.memories():
             m.set_readout(shots, noise, generator)
 

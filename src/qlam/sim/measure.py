@@ -137,6 +137,12 @@ def _as_probs(state_or_probs: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"probabilities must be floating point, got {state_or_probs.dtype}")
     else:
         probs = state_or_probs.detach()
+    return _check_distribution(probs, what)
+
+
+def _check_distribution(probs: torch.Tensor, what: str = "probabilities") -> torch.Tensor:
+    """``probs`` (..., N), checked to be finite, non-negative and to sum to 1 along the last
+    axis (within 1e-4); ``what`` names it in the error ("state": from squared amplitudes)."""
     if not torch.isfinite(probs).all() or (probs < 0).any():
         raise ValueError(f"{what} must be finite" + ("" if what == "state" else " and non-negative"))
     totals = probs.sum(-1)
@@ -169,15 +175,18 @@ def sample(state_or_probs: torch.Tensor, shots: int,
 
 def sample_counts(probs: torch.Tensor, shots: int,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Outcome counts of ``shots`` Born-rule draws per row of probs (..., N), without
-    drawing the shots one by one: the multinomial in its conditional form, a chain of
-    binomials c_k ~ Bin(shots - c_0 - ... - c_{k-1}, p_k / (p_k + ... + p_{N-1})), so the
-    cost is O(N) per row whatever the shot count. Returns counts (..., N) in probs' dtype,
-    each row summing to ``shots``."""
+    """Outcome counts of ``shots`` Born-rule draws per row of probs (..., N) (finite,
+    non-negative, each row summing to 1), without drawing the shots one by one: the
+    multinomial in its conditional form, a chain of binomials
+    c_k ~ Bin(shots - c_0 - ... - c_{k-1}, p_k / (p_k + ... + p_{N-1})), so the cost is O(N)
+    per row whatever the shot count. Returns counts (..., N) float64 (whatever probs' dtype:
+    float32 holds integers exactly only up to 2^24), each row summing to ``shots``."""
     shots = _check_shots(shots)
     if not probs.is_floating_point():
         raise TypeError(f"probabilities must be floating point, got {probs.dtype}")
-    flat = probs.detach().reshape(-1, probs.shape[-1]).clamp_min(0)
+    if probs.dim() < 1:
+        raise ValueError("probabilities must have shape (..., N), got a scalar")
+    flat = _check_distribution(probs.detach()).reshape(-1, probs.shape[-1]).double()
     tail = flat.flip(-1).cumsum(-1).flip(-1)  # tail[:, k] = p_k + ... + p_{N-1}
     remaining = flat.new_full(flat.shape[:1], float(shots))
     out = torch.empty_like(flat)
@@ -264,5 +273,20 @@ def walsh_matrix(n_qubits: int) -> torch.Tensor:
 
 
 def sample_probs(probs: torch.Tensor, shots: int, generator=None) -> torch.Tensor:
-    """Empirical frequencies of ``shots`` Born-rule samples from each row of probs (..., N)."""
-    return sample_counts(probs, shots, generator) / shots
+    """Empirical frequencies of ``shots`` Born-rule samples from each row of probs (..., N),
+    in probs' dtype."""
+    return (sample_counts(probs, shots, generator) / shots).to(probs.dtype)
+
+
+def sampled_readout(probs: torch.Tensor, shots: int, generator=None) -> torch.Tensor:
+    """A layer's finite-shot readout of probs (..., N): in the forward the frequencies of
+    ``shots`` samples per row, in the backward the exact probabilities' gradient (the
+    straight-through estimator ``probs + (sampled - probs).detach()``). All-zero rows (padded
+    tokens) stay zero; rounding's tiny negatives are read as 0 and its drift of the rows' sums
+    (long float32 sequences) normalised away."""
+    p = probs.detach().clamp_min(0)
+    total = p.sum(-1)
+    real = total > 0  # (...)
+    sampled = torch.zeros_like(p)
+    sampled[real] = sample_probs(p[real] / total[real].unsqueeze(-1), shots, generator)
+    return probs + (sampled - probs).detach()

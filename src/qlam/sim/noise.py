@@ -32,6 +32,7 @@ Wire 0 is the most significant bit of a basis-state index, as everywhere in qlam
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -56,8 +57,8 @@ class Channel:
         if self.kind not in CHANNELS:
             raise ValueError(f"unknown noise kind {self.kind!r}; choose one of "
                              f"{', '.join(CHANNELS)}")
-        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)):
-            raise TypeError(f"noise strength must be a number, got {type(self.p).__name__}")
+        if isinstance(self.p, bool) or not isinstance(self.p, numbers.Real):
+            raise TypeError(f"noise strength must be a real number, got {type(self.p).__name__}")
         if not (math.isfinite(self.p) and 0.0 <= self.p <= 1.0):
             raise ValueError(f"{self.kind} noise strength must lie in [0, 1], got {self.p}")
         object.__setattr__(self, "p", float(self.p))
@@ -218,8 +219,8 @@ def _left(rho: torch.Tensor, u: torch.Tensor, wires, n: int) -> torch.Tensor:
 
 
 def _sandwich(rho: torch.Tensor, u: torch.Tensor, wires, n: int) -> torch.Tensor:
-    """U rho U^dagger = (U (U rho)^dagger)^dagger."""
-    return _left(_left(rho, u, wires, n).mH, u, wires, n).mH
+    """U rho U^dagger = (U (U rho)^dagger)^dagger (conjugation resolved: no lazy conj view)."""
+    return _left(_left(rho, u, wires, n).mH, u, wires, n).mH.resolve_conj()
 
 
 def pure_density(psi: torch.Tensor) -> torch.Tensor:

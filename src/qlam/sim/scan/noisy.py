@@ -1,5 +1,6 @@
 """The noisy-trajectory engine: the scan with a noise channel on every qubit after every
-token, one quantum trajectory per batch row and head (evaluation only, no gradients). The
+token, one quantum trajectory per batch row and head (evaluation only, no gradients), and
+:func:`check_readout`, which refuses finite shots drawn from those trajectories. The
 channels and where they act: :mod:`qlam.sim.noise`."""
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ from qlam.sim.scan.contract import as_complex
 def _bhn_matvec(m: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     """m (H, N, N) applied to psi (B, H, N) per head."""
     return torch.einsum("hij,bhj->bhi", m, psi)
+
+
+def check_readout(shots: int | None, noise) -> None:
+    """Refuses ``shots`` with ``noise`` (a Channel or spec): the noisy scan runs one trajectory
+    per example, and shots drawn from it would all share it (counts far more spread than
+    Multinomial(shots, diag rho))."""
+    if shots is not None and parse_noise(noise) is not None:
+        raise ValueError(f"shots={shots} with noise={noise}: not simulated faithfully. On "
+                         "hardware each shot is an independent noise trajectory; here the noise "
+                         "runs one trajectory per example, which all its shots would share. Use "
+                         "one or the other: noise (the trajectories' exact readout) or shots "
+                         "(samples of the noiseless readout)")
 
 
 def noisy_scan(psi0, phases, w, read_phases=None, w_read=None, noise=None,
