@@ -45,6 +45,7 @@ from qlam.config import (
     resolved_model_options,
     set_threads,
 )
+from qlam.data.overlap import seen_in_train
 from qlam.evaluate import eval_checkpoint, evaluate, load_model
 from qlam.models import build_model, count_params
 from qlam.objectives import METRICS, batch_stats
@@ -245,6 +246,12 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     if len(task.val) == 0:  # every epoch ends with a validation
         raise ValueError(f"task {cfg.task!r} has no validation examples (val_fraction "
                          f"{cfg.val_fraction}): give a val_fraction > 0")
+    seen = {name: round(seen_in_train(task.train.x, split.x[:cfg.limit_test]), 4)
+            for name, split in (("val", task.val), ("test", task.test))}
+    if any(seen.values()):
+        log(f"warning: {seen['test']:.1%} of the test and {seen['val']:.1%} of the validation "
+            "inputs also occur in the training set: their accuracy measures memory more than "
+            "the task (a longer --length has more distinct sequences)")
     model_options = resolved_model_options(cfg, task.n_features, task.n_classes, task.target,
                                            task.discrete)
     model = build_model(cfg.model, task.n_features, task.n_classes, **model_options)
@@ -440,7 +447,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                "seed": cfg.seed, "stopped": stopped, "device": str(device),
                "threads": torch.get_num_threads(), "torch": torch.__version__,
                "command": command or " ".join(sys.argv), "config": dataclasses.asdict(cfg),
-               "n_train": len(task.train), "n_test": min(cfg.limit_test or len(task.test), len(task.test))}
+               "n_train": len(task.train), "n_test": min(cfg.limit_test or len(task.test), len(task.test)),
+               "seen_in_train": seen}
     if not ctx.is_main:
         return summary
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

@@ -307,3 +307,17 @@ def test_val_fraction_zero_with_limit_train_holds_out_nothing():
     sizes = {vf: len(get_task("parity", limit_train=40, val_fraction=vf, splits=("val",)).val)
              for vf in (0.0, 0.01, 0.25)}
     assert sizes == {0.0: 0, 0.01: 1, 0.25: 10}
+
+
+def test_seen_in_train_counts_the_test_inputs_that_occur_in_training():
+    """Generated splits are drawn independently: at length 8 parity's 256 sequences are
+    nearly all in a 1,000-example training set (the audit: 100 % of its test set)."""
+    from qlam.data.overlap import seen_in_train
+
+    task = get_task("parity", length=8, limit_train=1000, limit_test=200)
+    train_rows = {tuple(r.tolist()) for r in task.train.x}
+    truth = sum(tuple(r.tolist()) in train_rows for r in task.test.x) / len(task.test)
+    assert truth > 0.9 and seen_in_train(task.train.x, task.test.x) == truth
+    long = get_task("parity", length=64, limit_train=1000, limit_test=200)
+    assert seen_in_train(long.train.x, long.test.x) == 0.0
+    assert seen_in_train(task.train.x, task.test.x[:0]) == 0.0

@@ -19,6 +19,8 @@ from qlam.data.tasks import Split, Task
 from qlam.store import atomic_save, load_checkpoint
 from qlam.train import TrainConfig, eval_checkpoint, read_config_file, train
 
+real_build_task = config.build_task  # (the autouse fixture below swaps in a synthetic task)
+
 
 def synthetic_task(cfg=None) -> Task:
     """Label = whether the first 4 tokens sum above zero (the model must remember them)."""
@@ -256,6 +258,22 @@ def test_config_files_and_cli(tmp_path, capsys):
     bad.write_bytes(b"epochs: 1\n\xff\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert "bad.yaml: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_a_run_says_how_much_of_its_test_set_it_trained_on(tmp_path, capsys, use_task):
+    """Parity at length 8: the test inputs are training inputs (warned, and in summary.json);
+    at length 64 none are."""
+    use_task(real_build_task)
+    short = train(_cfg(tmp_path, task="parity", length=8, limit_train=2000, limit_test=100,
+                       epochs=1, out=str(tmp_path / "short"), model="gru", d_model=8))
+    warned = capsys.readouterr().err
+    assert short["seen_in_train"]["test"] > 0.99 and "of the test and" in warned
+    assert json.loads((tmp_path / "short" / "summary.json").read_text())["seen_in_train"] == \
+        short["seen_in_train"]
+    long = train(_cfg(tmp_path, task="parity", length=64, limit_train=100, limit_test=50,
+                      epochs=1, out=str(tmp_path / "long"), model="gru", d_model=8))
+    assert long["seen_in_train"] == {"val": 0.0, "test": 0.0}
+    assert "also occur in the training set" not in capsys.readouterr().err
 
 
 def test_a_yaml_config_may_not_give_a_key_twice(tmp_path):
