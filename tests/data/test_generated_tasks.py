@@ -277,6 +277,8 @@ def test_mqar_keeps_the_training_pairs_at_test_lengths():
     ("listops", dict(length=8193), r"listops: length must be in 8..8192 .* take hours"),
     ("listops", dict(test_lengths="32000"), r"listops: length must be in 8..8192"),
     ("parity", dict(splits="train"), "splits must be a collection of train, val and test"),
+    ("parity", dict(seed=-1), r"seed must be an int in 0..2\^32 - 1, got -1"),  # numpy's words
+    ("smnist", dict(seed=2**32), r"seed must be an int in 0..2\^32 - 1"),
 ])
 def test_bad_options_are_named(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -321,3 +323,10 @@ def test_seen_in_train_counts_the_test_inputs_that_occur_in_training():
     long = get_task("parity", length=64, limit_train=1000, limit_test=200)
     assert seen_in_train(long.train.x, long.test.x) == 0.0
     assert seen_in_train(task.train.x, task.test.x[:0]) == 0.0
+
+
+def test_numpy_integers_are_lengths():
+    """length=np.int64(32) had been refused as 'not an int'."""
+    task = get_task("parity", length=np.int64(32), test_lengths=[np.int64(128)], splits=())
+    assert (task.seq_len, task.test_lengths) == (32, (128,))
+    assert type(task.seq_len) is int and type(task.test_lengths[0]) is int

@@ -30,6 +30,8 @@ MQAR keeps the training length's number of pairs at every test length (only the 
 
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,8 +136,9 @@ def check(name: str, length, vocab: int | None = None, train_length: int | None 
     """Validate a length for ``name`` (and its vocabulary); returns it. ``train_length``:
     the training length, when ``length`` is a test length."""
     s = spec(name)
-    if isinstance(length, bool) or not isinstance(length, int):
+    if isinstance(length, bool) or not isinstance(length, numbers.Integral):
         raise ValueError(f"length must be an int, got {length!r}")
+    length = int(length)
     if not 1 <= length <= MAX_LENGTH:
         raise ValueError(f"{name}: length must be in 1..{MAX_LENGTH}, got {length}")
     v = vocab_of(name, vocab)

@@ -43,6 +43,8 @@ its channel (per-position statistics would divide the always-black MNIST borders
 
 from __future__ import annotations
 
+import numbers
+
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -292,6 +294,7 @@ def get_task(
         >>> task.train.x.shape, task.n_classes  # doctest: +SKIP
         (torch.Size([1000, 784, 1]), 10)
     """
+    _check_seed(seed)
     if not is_file_task(name) and name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}, or give "
                          f"a .npz file of your own sequences (see qlam.data.npz_task)")
@@ -408,14 +411,19 @@ def parse_lengths(value) -> tuple[int, ...]:
             except ValueError:
                 raise ValueError(f"bad test length {item!r} in {value!r}: use e.g. "
                                  "256,1024,4096") from None
-        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 1:
             raise ValueError(f"test lengths must be positive ints, got {item!r}")
-        out.append(item)
+        out.append(int(item))
     return tuple(dict.fromkeys(out))
 
 
 def _to_split(x: np.ndarray, y: np.ndarray) -> Split:
     return Split(torch.from_numpy(x), torch.from_numpy(y))
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in 0..2^32 - 1, got {seed!r}")
 
 
 def generated_task(name: str, *, length: int | None = None, test_lengths=None,
@@ -424,8 +432,8 @@ def generated_task(name: str, *, length: int | None = None, test_lengths=None,
                    splits=("train", "val", "test")) -> Task:
     """A task of :mod:`qlam.data.generated`: train/val seeded by ``seed``, test sets fixed."""
     spec = generated.spec(name)
-    length = spec.length if length is None else length
-    generated.check(name, length, vocab)
+    _check_seed(seed)
+    length = generated.check(name, spec.length if length is None else length, vocab)
     lengths = parse_lengths(test_lengths)
     for t in lengths:
         generated.check(name, t, vocab, train_length=length)
