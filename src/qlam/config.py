@@ -381,7 +381,8 @@ HELP = {
             "(Mamba's short convolution; default: none, the memory alone mixes tokens)",
     "memory": "qlam: unitary (the paper's memory) or mixed (a density-matrix channel)",
     "d_state": "ssm: state size per channel",
-    "causal": "transformer: attend to earlier tokens only",
+    "causal": "transformer: attend to earlier tokens only (the default for per-token tasks; "
+              "--no-causal: the whole sequence)",
 }
 
 

@@ -20,9 +20,16 @@ def mark_memory(*params: torch.nn.Parameter) -> None:
         p._optim = {"weight_decay": 0.0, "lr_scale": MEMORY}
 
 
+def mark_no_decay(*params: torch.nn.Parameter) -> None:
+    """Biases stored as matrices (several gates' in one tensor): no weight decay, as 1-D
+    biases get by default."""
+    for p in params:
+        p._optim = {"weight_decay": 0.0}
+
+
 def hints(p: torch.nn.Parameter) -> dict:
     """The hints on ``p`` ({} when it has none)."""
     return dict(getattr(p, "_optim", {}))
 
 
-__all__ = ["MEMORY", "mark_memory", "hints"]
+__all__ = ["MEMORY", "mark_memory", "mark_no_decay", "hints"]

@@ -246,6 +246,8 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     if len(task.val) == 0:  # every epoch ends with a validation
         raise ValueError(f"task {cfg.task!r} has no validation examples (val_fraction "
                          f"{cfg.val_fraction}): give a val_fraction > 0")
+    if cfg.model == "transformer" and task.target == "tokens" and cfg.causal is None:
+        cfg = dataclasses.replace(cfg, causal=True)  # per token: what the recurrent models see
     seen = {name: round(seen_in_train(task.train.x, split.x[:cfg.limit_test]), 4)
             for name, split in (("val", task.val), ("test", task.test))}
     if any(seen.values()):

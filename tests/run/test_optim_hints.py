@@ -36,3 +36,15 @@ def test_param_groups_from_the_hints():
     assert id(named["blocks.0.memory.in_proj.weight"]) in decay
     assert id(named["blocks.0.memory.in_proj.bias"]) in no_decay
     assert sum(len(g["params"]) for g in groups) == len(named)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_no_bias_is_decayed(name):
+    """Every parameter named a bias gets no weight decay (QLSTM's gate biases, one (4, d)
+    matrix, had been decayed as a weight matrix)."""
+    model = build_model(name, 3, 4, d_model=8, n_layers=1, n_heads=2, n_qubits=2)
+    groups = param_groups(model, TrainConfig(weight_decay=0.1))
+    decayed = {id(p) for g in groups if g["weight_decay"] for p in g["params"]}
+    biases = [n for n, p in model.named_parameters()
+              if (n.endswith("bias") or n.endswith("_b")) and id(p) in decayed]
+    assert biases == []

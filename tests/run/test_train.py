@@ -276,6 +276,26 @@ def test_a_run_says_how_much_of_its_test_set_it_trained_on(tmp_path, capsys, use
     assert "also occur in the training set" not in capsys.readouterr().err
 
 
+def test_a_transformer_on_a_per_token_task_attends_causally_by_default(tmp_path, use_task):
+    """It had attended to later tokens (the recurrent models it is compared with cannot)
+    unless --causal was given; --no-causal still asks for the whole sequence."""
+    use_task(real_build_task)
+    base = dict(task="parity-running", length=12, limit_train=64, limit_test=16, epochs=1,
+                model="transformer", d_model=8, n_heads=2)
+    for causal, want in ((None, True), (False, False)):
+        out = tmp_path / str(causal)
+        summary = train(_cfg(tmp_path, **base, causal=causal, out=str(out)))
+        assert summary["config"]["causal"] is want
+        model, _ = train_mod.load_model(out / "model.pt")
+        x = torch.randint(0, 2, (1, 12))
+        flipped = x.clone()
+        flipped[0, -1] = 1 - flipped[0, -1]  # only the last token changes
+        moved = (model(x) - model(flipped))[0, :-1].abs().max().item()
+        assert (moved == 0.0) is want, moved
+    summary = train(_cfg(tmp_path, **{**base, "task": "parity"}, out=str(tmp_path / "pooled")))
+    assert summary["config"]["causal"] is None  # one label per sequence: not changed
+
+
 def test_a_yaml_config_may_not_give_a_key_twice(tmp_path):
     """yaml.safe_load kept the last of two `epochs:` silently (TOML refuses them)."""
     pytest.importorskip("yaml")

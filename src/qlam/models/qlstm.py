@@ -38,7 +38,7 @@ from qlam.models.common import (
     SequenceClassifier,
     pool_tokens,
 )
-from qlam.optim_hints import mark_memory
+from qlam.optim_hints import mark_memory, mark_no_decay
 from qlam.sim.gates import bits
 from qlam.sim.lowering import lower
 from qlam.sim.statevector import complex_dtype
@@ -99,6 +99,7 @@ class QLSTMCell(nn.Module):
         mark_memory(self.theta)  # the circuits' angles: no weight decay, own learning rate
         self.out_w = nn.Parameter(torch.randn(n_gates, n_qubits, d_model) / math.sqrt(n_qubits))
         self.out_b = nn.Parameter(torch.zeros(n_gates, d_model))
+        mark_no_decay(self.out_b)  # the four gates' biases, one matrix
 
     def unitaries(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The input-independent part of the four gates' circuits, rebuilt from theta:
