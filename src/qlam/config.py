@@ -21,6 +21,7 @@ import torch
 from qlam.data import generated
 from qlam.data.npz_task import is_file_task
 from qlam.data.tasks import VAL_FRACTION, get_task
+from qlam.rundirs import RUN_CONTROL
 from qlam.models import REGISTRY, model_options, size_to_budget
 
 
@@ -119,8 +120,6 @@ def set_threads(threads: int | None) -> None:
 
 
 # settings that control a run but not its result: they may change on --resume
-RUN_CONTROL = ("out", "label", "device", "threads", "compile", "checkpoint_minutes", "max_minutes",
-               "stop_after_steps", "eval_batch_size", "log_every", "tensorboard")
 
 
 # settings that must be >= 1 (when set) and those that must be finite and > 0

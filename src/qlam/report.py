@@ -20,7 +20,7 @@ from pathlib import Path
 from qlam.atomic import atomic_write_text
 from qlam.data.facts import GENERATED_TASKS, IMAGE_TASKS, TASKS
 from qlam.data.generated import vocab_of
-from qlam.rundirs import read_summary
+from qlam.rundirs import differing_settings, read_summary
 
 # test accuracy (%) reported in the QLAM paper (sMNIST, sFashion-MNIST, sCIFAR-10)
 PAPER = {
@@ -116,20 +116,28 @@ def training_length(summary: dict) -> int | None:
     return summary.get("length") or (summary.get("config") or {}).get("length")
 
 
+def seed_groups(summaries: list[dict]) -> dict[tuple[str, int | None, str], tuple[list, list]]:
+    """(task, training length, run name) -> (runs: one per seed, the newest, by seed; all
+    runs found): what every table and curve of the report counts."""
+    groups: dict[tuple[str, int | None, str], list[dict]] = {}
+    for s in summaries:
+        groups.setdefault((task_key(s), training_length(s), run_name(s)), []).append(s)
+    out = {}
+    for key, found in groups.items():
+        newest: dict = {}  # one run per seed: two runs of a seed are one sample, not two
+        for s in sorted(found, key=lambda s: s.get("_mtime", 0)):
+            newest[s.get("seed")] = s
+        out[key] = (sorted(newest.values(), key=lambda s: s.get("seed") or 0), found)
+    return out
+
+
 def aggregate(summaries: list[dict]) -> list[dict]:
     """One row per (task, training length, model): accuracy mean/std (%), params, wall time,
     epochs trained, whether the time budget stopped any run before its schedule ended, runs
     (distinct seeds: of several runs of one seed the newest summary counts; the others are
     listed in ``duplicates``)."""
-    groups: dict[tuple[str, int | None, str], list[dict]] = {}
-    for s in summaries:
-        groups.setdefault((task_key(s), training_length(s), run_name(s)), []).append(s)
     rows = []
-    for (task, length, model), found in groups.items():
-        newest: dict = {}  # one run per seed: two runs of a seed are one sample, not two
-        for s in sorted(found, key=lambda s: s.get("_mtime", 0)):
-            newest[s.get("seed")] = s
-        runs = sorted(newest.values(), key=lambda s: s.get("seed") or 0)
+    for (task, length, model), (runs, found) in seed_groups(summaries).items():
         mean, std = _mean_std([100 * s["test_acc"] for s in runs])
         params = sorted({s.get("params") for s in runs if s.get("params") is not None})
         cfgs = [s.get("config") or {} for s in runs]
@@ -147,6 +155,8 @@ def aggregate(summaries: list[dict]) -> list[dict]:
             "limit_train": sorted({c.get("limit_train") for c in cfgs}, key=str),
             "n_test": sorted({s.get("n_test") for s in runs}, key=str),
             "duplicates": [s["_dir"] for s in found if s not in runs and "_dir" in s],
+            "mixed_settings": sorted({k for c in cfgs[1:] for k in
+                                      differing_settings(cfgs[0], c, ignore=("seed",))}),
         })
     rows.sort(key=lambda r: (_task_order(r["task"]), r["length"] or 0,
                              _order(r["model"], DEFAULT_MODELS)))
@@ -193,6 +203,7 @@ def markdown(rows: list[dict]) -> str:
                 f"{task} {MODEL_NAMES.get(r['model'], r['model'])}")
         paper = "" if r["paper"] is None else f"{r['paper']:.1f}"
         epochs = f"{r['epochs_mean']:.3g}" + ("†" if r["time_capped"] else "")
+        mark += "§" if r.get("mixed_settings") else ""
         lines.append(f"| {task} | {MODEL_NAMES.get(r['model'], r['model'])}{mark} | {acc} | {paper} | "
                      f"{_fmt_params(r)} | {_fmt_minutes(r['wall_s_mean'])} | "
                      f"{'/'.join('?' if t is None else str(t) for t in r['threads'])} | "
@@ -203,6 +214,11 @@ def markdown(rows: list[dict]) -> str:
         if r.get("duplicates"):
             notes.append(f"‡ {task} {MODEL_NAMES.get(r['model'], r['model'])}: runs of a seed already "
                          f"counted were left out (the newest kept): {', '.join(r['duplicates'])}")
+    for r, task in zip(rows, labels):
+        if r.get("mixed_settings"):
+            notes.append(f"§ {task} {MODEL_NAMES.get(r['model'], r['model'])}: its runs differ in "
+                         f"{', '.join(r['mixed_settings'])} (give each setting a --label to "
+                         "keep them apart)")
     if any(r["time_capped"] for r in rows):
         notes.append("† the time budget (`--max-minutes`) stopped training before the end of "
                      "its learning-rate schedule")
@@ -273,18 +289,25 @@ def bar_plot(rows: list[dict], png: str | Path) -> Path:
 
 
 def length_curves(summaries: list[dict]) -> dict[str, dict[str, dict[int, list[float]]]]:
-    """task -> model -> test length -> test accuracies (%, one per run) of the runs that
-    were tested at other lengths; each run's own test set counts at its training length."""
+    """task -> model -> test length -> test accuracies (%, one per seed, the runs of
+    :func:`seed_groups`) of the runs tested at other lengths; each run's own test set counts
+    at its training length. Where a task's runs trained at several lengths, each length is a
+    curve of its own ("QLAM, trained at L = 128")."""
+    groups = {key: runs for key, (runs, _) in seed_groups(summaries).items()
+              if any(s.get("test_lengths") for s in runs)}
+    trained_at: dict[str, set] = {}
+    for task, length, _ in groups:
+        trained_at.setdefault(task, set()).add(length)
     curves: dict[str, dict[str, dict[int, list[float]]]] = {}
-    for s in summaries:
-        extra = s.get("test_lengths") or {}
-        if not extra:
-            continue
-        points = {int(s.get("length") or s.get("config", {}).get("length") or 0): s["test_acc"]}
-        points.update({int(k): v["test_acc"] for k, v in extra.items()})
-        per_model = curves.setdefault(task_key(s), {}).setdefault(run_name(s), {})
-        for length, acc in points.items():
-            per_model.setdefault(length, []).append(100 * acc)
+    for (task, length, name), runs in groups.items():
+        if len(trained_at[task]) > 1:
+            name = f"{MODEL_NAMES.get(name, name)}, trained at L = {length or 0:,}"
+        per_model = curves.setdefault(task, {}).setdefault(name, {})
+        for s in runs:
+            points = {int(length or 0): s["test_acc"]}
+            points.update({int(k): v["test_acc"] for k, v in (s.get("test_lengths") or {}).items()})
+            for n, acc in points.items():
+                per_model.setdefault(n, []).append(100 * acc)
     return curves
 
 

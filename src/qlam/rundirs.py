@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -20,6 +21,18 @@ from qlam.data.npz_task import is_file_task
 def run_dir(root: str | Path, task: str, model: str, seed: int) -> Path:
     """ROOT/TASK/MODEL/seedS (TASK: the file name without .npz for a task file)."""
     return Path(root) / (Path(task).stem if is_file_task(task) else task) / model / f"seed{seed}"
+
+
+# settings that change how a run is run, not what it computes
+RUN_CONTROL = ("out", "label", "device", "threads", "compile", "checkpoint_minutes", "max_minutes",
+               "stop_after_steps", "eval_batch_size", "log_every", "tensorboard")
+
+
+def differing_settings(a: dict, b: dict, ignore=()) -> list[str]:
+    """The settings (config keys, RUN_CONTROL and ``ignore`` aside) in which two runs' configs
+    differ; a key one of them lacks (an older run) is not compared."""
+    return [k for k in a if k in b and k not in RUN_CONTROL and k not in ignore
+            and a[k] != b[k]]
 
 
 # the fields a run summary must hold, and their JSON types (None: may be null)
@@ -43,7 +56,8 @@ def read_summary(path) -> dict:
         v = s.get(key)
         if v is None and key not in SUMMARY_FIELDS:
             continue
-        if isinstance(v, bool) or not isinstance(v, types):
+        if (isinstance(v, bool) or not isinstance(v, types)
+                or (isinstance(v, float) and not math.isfinite(v))):
             raise ValueError(f"{path}: not a qlam run summary ({key} is {v!r})")
     return s
 

@@ -15,6 +15,7 @@ file overrides settings for one model (e.g. a smaller batch for ``qlstm``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -23,13 +24,19 @@ import traceback
 from pathlib import Path
 
 from qlam import train as training
-from qlam.config import add_config_args, args_to_dict, config_from_dict, read_config_file
+from qlam.config import (
+    add_config_args,
+    args_to_dict,
+    config_from_dict,
+    drop_unused_model_options,
+    read_config_file,
+)
 from qlam.data.facts import TASKS
 from qlam.data.npz_task import is_file_task
 from qlam.models import REGISTRY
 from qlam.plots import available as plots_available
 from qlam.report import DEFAULT_MODELS, markdown, write_report
-from qlam.rundirs import read_summary, run_dir, run_status, same_task
+from qlam.rundirs import differing_settings, read_summary, run_dir, run_status, same_task
 
 GRID_KEYS = ("task", "model", "seed", "out")  # set by the sweep, not by flags
 EXECUTORS = ("local", "ray")
@@ -108,6 +115,19 @@ def plan(root, models, tasks, seeds, shared: dict, per_model: dict | None = None
     return out
 
 
+def _other_settings(cfg) -> str:
+    """What a finished run's recorded settings differ in from this sweep's (a setting the
+    sweep leaves at None takes whatever the run resolved), as a remark for its line."""
+    planned = {k: v for k, v in dataclasses.asdict(drop_unused_model_options(cfg)).items()
+               if v is not None}
+    recorded = read_summary(Path(cfg.out) / "summary.json").get("config") or {}
+    keys = differing_settings(planned, recorded, ignore=("seed",))
+    if not keys:
+        return ""
+    what = ", ".join(f"{k} {recorded[k]!r} there, {planned[k]!r} here" for k in keys)
+    return f" (with other settings: {what}; use another --root to run these)"
+
+
 def sweep(root, models, tasks, seeds, shared: dict | None = None, per_model: dict | None = None,
           command: str | None = None, keep_going: bool = True, plot: bool = True,
           log=sys.stderr, executor: str = "local", address: str | None = None,
@@ -127,7 +147,7 @@ def sweep(root, models, tasks, seeds, shared: dict | None = None, per_model: dic
         tag = f"[{i}/{len(runs)}] {cfg.task} {cfg.model} seed {cfg.seed}"
         if status == "done":
             result["skipped"] += 1
-            print(f"{tag}: finished, skipped", file=log)
+            print(f"{tag}: finished, skipped{_other_settings(cfg)}", file=log)
         else:
             todo.append((tag, cfg, status))
     if executor == "ray":
@@ -223,7 +243,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    out = args.out or args.dirs[0]
+    first = Path(args.dirs[0])
+    out = args.out or (first.parent if first.is_file() else first)  # (a summary.json given)
     rows = write_report(args.dirs, out, plot=not args.no_plot, log=sys.stderr)
     if not rows:
         print(f"no finished runs (summary.json) under {', '.join(args.dirs)}", file=sys.stderr)

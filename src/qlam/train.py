@@ -34,7 +34,6 @@ from qlam import config
 from qlam import distributed as ddp
 from qlam.atomic import atomic_write_bytes, atomic_write_text
 from qlam.config import (
-    RUN_CONTROL,
     TrainConfig,
     check_config,
     config_from_dict,
@@ -51,7 +50,7 @@ from qlam.models import build_model, count_params
 from qlam.objectives import METRICS, batch_stats
 from qlam.optim_hints import MEMORY, hints
 from qlam.progress import Progress
-from qlam.rundirs import RunDirBusy, run_lock
+from qlam.rundirs import RunDirBusy, differing_settings, run_lock
 from qlam.scalars import ScalarLog
 from qlam.store import atomic_save, load_checkpoint
 
@@ -272,8 +271,7 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     ck = ctx.broadcast(ck)
     if ck is not None:
         saved_cfg = config_from_dict(ck["config"])
-        changed = [k for k, v in dataclasses.asdict(cfg).items()
-                   if k not in RUN_CONTROL and v != getattr(saved_cfg, k)]
+        changed = differing_settings(dataclasses.asdict(cfg), dataclasses.asdict(saved_cfg))
         if changed:
             raise ValueError(f"{ckpt_path} was written with a different configuration "
                              f"({', '.join(changed)}); resume with the same settings")

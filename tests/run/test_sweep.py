@@ -266,6 +266,69 @@ def test_report_keeps_one_row_per_vocabulary(tmp_path):
     assert "### MQAR, vocab 40: test accuracy (%) by sequence length (chance 2.5 %)" in text
 
 
+def test_length_curves_count_the_main_tables_runs_per_training_length(tmp_path):
+    """The curves had counted an older rerun of a seed (the table keeps the newest only) and
+    put runs trained at another length in the same row, so that a model trained at L = 64
+    seemed to reach the L = 128 run's own 99 % at L = 128."""
+    def run(where, seed, acc, length, at_256, age):
+        s = fake_summary(tmp_path / where, task="s5", seed=seed, acc=acc,
+                         fields={"length": length, "test_lengths": {"256": {"test_acc": at_256}}})
+        os.utime(tmp_path / where / "summary.json", (1e9 - age, 1e9 - age))
+        return s
+
+    run("old/seed0", 0, 0.50, 64, 0.10, age=100)  # the rerun below replaces it
+    run("new/seed0", 0, 0.90, 64, 0.80, age=0)
+    run("new/seed1", 1, 0.92, 64, 0.82, age=0)
+    run("L128/seed0", 0, 0.99, 128, 0.99, age=0)
+    summaries = report.collect([tmp_path], log=None)
+    curves = report.length_curves(summaries)["s5"]
+    assert curves == {"QLAM, trained at L = 64": {64: [90.0, 92.0], 256: [80.0, 82.0]},
+                      "QLAM, trained at L = 128": {128: [99.0], 256: [99.0]}}
+    rows = report.aggregate(summaries)  # the main table: the same runs
+    assert [(r["length"], r["test_acc_mean"]) for r in rows] == [(64, pytest.approx(91.0)),
+                                                                 (128, pytest.approx(99.0))]
+
+
+def test_report_marks_a_row_whose_runs_differ_in_settings(tmp_path):
+    """Runs at another learning rate had been pooled into one mean ± std without a word."""
+    fake_summary(tmp_path / "a0", seed=0, acc=0.96, lr=1e-3, epochs=9, threads=1)
+    fake_summary(tmp_path / "a1", seed=1, acc=0.95, lr=1e-3, epochs=9, threads=2)  # (control)
+    fake_summary(tmp_path / "b2", seed=2, acc=0.60, lr=0.1, epochs=1, threads=1)
+    rows = report.aggregate(report.collect([tmp_path], log=None))
+    assert rows[0]["mixed_settings"] == ["epochs", "lr"]
+    table = report.markdown(rows)
+    assert "| sMNIST | QLAM§ |" in table
+    assert "§ sMNIST QLAM: its runs differ in epochs, lr (give each setting a --label" in table
+    same = report.aggregate(report.collect([tmp_path / "a0", tmp_path / "a1"], log=None))
+    assert same[0]["mixed_settings"] == [] and "§" not in report.markdown(same)
+
+
+def test_a_finished_run_with_other_settings_is_named_when_skipped(tmp_path):
+    """A sweep rerun with new settings into the same root had kept the old run as 'finished'
+    without a word, so the table showed the old settings' result for the new ones."""
+    fake_summary(S.run_dir(tmp_path, "smnist", "gru", 0), model="gru", lr=1e-3, d_model=32)
+    log = io.StringIO()
+    S.sweep(tmp_path, ["gru"], ["smnist"], [0], {"lr": 0.1, "d_model": 32}, log=log, plot=False)
+    assert ("finished, skipped (with other settings: lr 0.001 there, 0.1 here; use another "
+            "--root to run these)") in log.getvalue()
+    log = io.StringIO()
+    S.sweep(tmp_path, ["gru"], ["smnist"], [0], {"lr": 1e-3, "d_model": 32}, log=log, plot=False)
+    assert "finished, skipped\n" in log.getvalue()
+
+
+def test_report_on_a_summary_file_and_bad_numbers(tmp_path, capsys):
+    """`qlam report DIR/summary.json` had failed (the file taken for the output folder); a
+    NaN accuracy had made a row of 'nan'."""
+    fake_summary(tmp_path / "run")
+    assert main(["report", str(tmp_path / "run" / "summary.json"), "--no-plot"]) == 0
+    assert (tmp_path / "run" / "TABLE.md").is_file()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text(
+        '{"task": "smnist", "model": "qlam", "test_acc": NaN}')
+    rows = report.aggregate(report.collect([tmp_path], log=None))
+    assert [r["runs"] for r in rows] == [1]
+
+
 def test_real_tiny_sweep(use_task, tmp_path, monkeypatch, capsys):
     """Two seeds of a small GRU through the real training loop (a synthetic task), then
     the dry run sees both finished."""
