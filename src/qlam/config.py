@@ -21,8 +21,8 @@ import torch
 from qlam.data import generated
 from qlam.data.npz_task import is_file_task
 from qlam.data.tasks import VAL_FRACTION, get_task
-from qlam.rundirs import RUN_CONTROL
 from qlam.models import REGISTRY, model_options, size_to_budget
+from qlam.rundirs import RUN_CONTROL
 
 
 @dataclass
