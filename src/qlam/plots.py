@@ -41,10 +41,12 @@ def curves(recs: list[dict]) -> dict[str, list[float]]:
             "val_acc": [r["val_acc"] for r in epochs], "val_loss": [r["val_loss"] for r in epochs]}
 
 
-def learning_curve(run_dirs: list[str | Path], png: str | Path, title: str = "") -> Path:
-    """Accuracy and loss of one or more run directories against (fractional) epochs: the
-    training curve from the step records of metrics.jsonl (the epoch records' training
-    figures for runs logged before step records existed), validation at every epoch's end."""
+def learning_curve(run_dirs: list[str | Path], png: str | Path, title: str = "",
+                   loss: str = "cross-entropy") -> Path:
+    """Accuracy and loss (``loss`` names it: "mean squared error" for regression) of one or
+    more run directories against (fractional) epochs: the training curve from the step
+    records of metrics.jsonl (the epoch records' training figures for runs logged before step
+    records existed), validation at every epoch's end."""
     plt = pyplot()
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     for d in run_dirs:
@@ -55,7 +57,7 @@ def learning_curve(run_dirs: list[str | Path], png: str | Path, title: str = "")
             ax.plot(c["train_x"], [scale * v for v in c[f"train_{key}"]], "--", label=f"{label} train")
             ax.plot(c["val_x"], [scale * v for v in c[f"val_{key}"]], "-o", label=f"{label} val")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=title or "accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_loss.set(xlabel="epoch", ylabel=loss, title="loss")
     for ax in (ax_acc, ax_loss):
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)

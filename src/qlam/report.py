@@ -1,8 +1,9 @@
 """`qlam report`: the results table of finished run directories (``summary.json``), written
 by every sweep and by ``qlam report DIR...``:
 
-* ``TABLE.md``: test accuracy mean ± std (over seeds, sample std) per task and model, the
-  paper's figure for reference, parameter count, mean wall time per run, epochs, runs;
+* ``TABLE.md``: test accuracy mean ± std (over seeds, sample std) per task and model (and
+  for regression tasks the test MSE, the figure to quote), the paper's figure for reference,
+  parameter count, mean wall time per run, epochs, runs;
 * ``table.csv``: the same numbers, unrounded;
 * ``accuracy.png``: grouped bars per task with std error bars and the paper's figures;
 * for runs with test lengths (``--test-lengths``, generated tasks): a table of accuracy per
@@ -139,11 +140,15 @@ def aggregate(summaries: list[dict]) -> list[dict]:
     rows = []
     for (task, length, model), (runs, found) in seed_groups(summaries).items():
         mean, std = _mean_std([100 * s["test_acc"] for s in runs])
+        regression = any(s.get("target") == "regression" for s in runs)
+        losses = [s["test_loss"] for s in runs if isinstance(s.get("test_loss"), int | float)]
+        loss_mean, loss_std = _mean_std(losses) if regression and losses else (math.nan, math.nan)
         params = sorted({s.get("params") for s in runs if s.get("params") is not None})
         cfgs = [s.get("config") or {} for s in runs]
         rows.append({
             "task": task, "length": length, "model": model, "runs": len(runs),
             "test_acc_mean": mean, "test_acc_std": std,
+            "test_mse_mean": loss_mean, "test_mse_std": loss_std,  # regression: the figure
             "paper": PAPER.get(model, {}).get(task),
             "params_min": params[0] if params else None,
             "params_max": params[-1] if params else None,
@@ -195,6 +200,9 @@ def markdown(rows: list[dict]) -> str:
     for r, task in zip(rows, labels):
         acc = f"{r['test_acc_mean']:.2f} ± " + ("–" if math.isnan(r["test_acc_std"])
                                                 else f"{r['test_acc_std']:.2f}")
+        if not math.isnan(r.get("test_mse_mean", math.nan)):  # (lower is better)
+            acc += f" (MSE {r['test_mse_mean']:.4g}" + ("" if math.isnan(r["test_mse_std"])
+                                                       else f" ± {r['test_mse_std']:.2g}") + ")"
         mark = ""
         if r["limit_train"] != [None]:
             mark = "*"
@@ -228,7 +236,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def table_csv(rows: list[dict]) -> str:
-    cols = ["task", "length", "model", "runs", "test_acc_mean", "test_acc_std", "paper", "params_min",
+    cols = ["task", "length", "model", "runs", "test_acc_mean", "test_acc_std", "test_mse_mean",
+            "test_mse_std", "paper", "params_min",
             "params_max", "wall_s_mean", "threads", "epochs_mean", "time_capped", "seeds",
             "limit_train", "n_test"]
     buf = io.StringIO()

@@ -454,17 +454,18 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     log(f"test accuracy {test_acc:.4f} (best val {state['best_val']:.4f} at epoch "
         f"{state['best_epoch']}), {n_params} parameters, {state['wall_s'] / 60:.1f} min")
-    _plot_learning_curve(out, log)
+    _plot_learning_curve(out, log, "mean squared error" if task.target == "regression"
+                         else "cross-entropy")
     return summary
 
 
-def _plot_learning_curve(out: Path, log) -> None:
+def _plot_learning_curve(out: Path, log, loss: str) -> None:
     """DIR/learning_curve.png from DIR/metrics.jsonl (skipped, with a line in the log,
     without matplotlib)."""
     from qlam.plots import learning_curve
 
     try:
-        learning_curve([out], out / "learning_curve.png", title=out.name)
+        learning_curve([out], out / "learning_curve.png", title=out.name, loss=loss)
     except RuntimeError as exc:
         log(f"no learning_curve.png: {exc}")
 

@@ -316,6 +316,25 @@ def test_a_finished_run_with_other_settings_is_named_when_skipped(tmp_path):
     assert "finished, skipped\n" in log.getvalue()
 
 
+def test_a_regression_row_shows_its_mse(tmp_path):
+    """The adding task's rows had shown only the tolerance accuracy, never the MSE that
+    objectives.py calls the figure to quote."""
+    for seed, mse in ((0, 0.01), (1, 0.03)):
+        fake_summary(tmp_path / f"s{seed}", task="adding", model="lstm", seed=seed, acc=0.2,
+                     fields={"target": "regression", "test_loss": mse})
+    fake_summary(tmp_path / "cls", fields={"target": "class", "test_loss": 0.3})
+    rows = {r["task"]: r for r in report.aggregate(report.collect([tmp_path], log=None))}
+    assert rows["adding"]["test_mse_mean"] == pytest.approx(0.02)
+    assert rows["adding"]["test_mse_std"] == pytest.approx(0.01414, rel=1e-3)
+    assert math.isnan(rows["smnist"]["test_mse_mean"])
+    table = report.markdown(list(rows.values()))
+    assert "| Adding | LSTM | 20.00 ± 0.00 (MSE 0.02 ± 0.014) |" in table
+    assert "| sMNIST | QLAM | 90.00 ± – |" in table
+    recs = {r["task"]: r for r in csv.DictReader(io.StringIO(report.table_csv(list(rows.values()))))}
+    assert float(recs["adding"]["test_mse_mean"]) == pytest.approx(0.02)
+    assert recs["smnist"]["test_mse_mean"] == ""
+
+
 def test_report_on_a_summary_file_and_bad_numbers(tmp_path, capsys):
     """`qlam report DIR/summary.json` had failed (the file taken for the output folder); a
     NaN accuracy had made a row of 'nan'."""
