@@ -31,7 +31,6 @@ MQAR keeps the training length's number of pairs at every test length (only the 
 from __future__ import annotations
 
 import numbers
-
 from dataclasses import dataclass
 
 import numpy as np

@@ -44,7 +44,6 @@ its channel (per-position statistics would divide the always-black MNIST borders
 from __future__ import annotations
 
 import numbers
-
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
