@@ -38,7 +38,7 @@ def test_rows_run_on_their_devices_and_register_sizes(monkeypatch):
     assert sorted((r["impl"], r["n_qubits"]) for r in recs) == [
         ("qlam-compiled", 2), ("qlam-compiled", 3), ("three-row", 3)]
     assert any("not on cpu" in line and "gpu-row" in line for line in logs)
-    with pytest.raises(ValueError, match="do not run on cpu"):
+    with pytest.raises(ValueError, match="gpu-row: not on cpu"):
         sim.run_benchmark([2], batch=2, seq_len=4, impls=["gpu-row"], repeats=1)
     triton_row, kernel_row = sim_impls.IMPLS["qlam-triton"], sim_impls.IMPLS["qlam-kernel"]
     assert triton_row.on_device("cuda") and not triton_row.on_device("cpu")
@@ -259,6 +259,31 @@ def test_models_compile_adds_compiled_rows(monkeypatch):
                                                           ("lstm compiled", True)]
     assert all(r["warmup_s"] > 0 and r["tokens_per_s"] > 0 for r in recs)
     assert "L=8: " not in " ".join(models.summary(recs))  # no qlam-kernel row: no ratio
+
+
+def test_models_quick_compile_compiles_before_the_timing(monkeypatch):
+    """--quick --compile: the compiled row's graphs are all compiled in the untimed warm-up
+    (dynamo's graph count does not move inside the timed runs)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    real_compile, real_time = torch.compile, models._time
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: real_compile(m, backend="eager"))
+    timed = []
+
+    def spy(fn, repeats):
+        before = counters["stats"]["unique_graphs"]
+        out = real_time(fn, repeats)
+        timed.append(counters["stats"]["unique_graphs"] - before)
+        return out
+
+    monkeypatch.setattr(models, "_time", spy)
+    torch._dynamo.reset()
+    counters.clear()
+    models.run_benchmark([32], batch=2, quick=True, repeats=1, modes=("infer",),
+                         rows=("gru",), compile=True)
+    assert counters["stats"]["unique_graphs"] > 0  # the compiled row did compile
+    assert timed == [0, 0]  # eager row, compiled row
 
 
 def test_bench_all_writes_every_result_and_the_readme(tmp_path, capsys):

@@ -231,8 +231,11 @@ def run_sim(args: argparse.Namespace) -> int:
                                 impls=args.impl, repeats=args.repeats,
                                 dtype=getattr(torch, args.dtype), log=common.stderr_log,
                                 large=tuple(args.large) if args.large else None,
-                                device=str(device))
+                                device=str(device), meta=meta)
     lines = sim.summary(records)
+    lines += [sim.failure_line(f) for f in meta["failed"]]
+    lines += [f"{name} {why}" for name, why in meta["skipped"].items()
+              if why.startswith("failed to start")]
     note = sim.target_note(records)
     if note:
         lines.append(note)

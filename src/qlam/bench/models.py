@@ -27,7 +27,8 @@ page-faulted in anew every step), recorded as ``meta["malloc_mmap_threshold"]``.
 
 Each timing is the best of ``repeats`` runs after one warm-up run at the same length
 (``--quick``: one run after a warm-up on a quarter of the length, so first-touch page
-faults of the largest buffers land in the timing: quick rates are a little pessimistic).
+faults of the largest buffers land in the timing: quick rates are a little pessimistic;
+compiled rows warm up at the full length even then, so no recompilation is timed).
 """
 
 from __future__ import annotations
@@ -78,13 +79,14 @@ def _time(fn: Callable[[], None], repeats: int) -> tuple[float, int]:
 
 def measure(model, seq_len: int, batch: int, *, quick: bool, repeats: int,
             modes=("train", "infer"), seed: int = 0, precision: str = "fp32",
-            device: str = "cpu") -> list[dict]:
+            device: str = "cpu", compiled: bool = False) -> list[dict]:
     """Records of ``model`` (already on ``device``) per mode; each run between two device
-    synchronisations on CUDA."""
+    synchronisations on CUDA. ``compiled``: the model is ``torch.compile``d, so the warm-up
+    runs at ``seq_len`` even when ``quick`` (a new shape would recompile in the timing)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, seq_len, N_FEATURES, generator=g).to(device)
     y = torch.randint(N_CLASSES, (batch,), generator=g).to(device)
-    warm = x[:, : max(1, seq_len // 4)] if quick else x
+    warm = x[:, : max(1, seq_len // 4)] if quick and not compiled else x
     out = []
 
     def forward(inp):
@@ -155,7 +157,8 @@ def run_benchmark(lengths=(784, 4096), *, batch: int = 32, quick: bool = False,
                 name += " compiled" if compiled else ""
                 run_model = torch.compile(model) if compiled else model
                 for rec in measure(run_model, length, batch, quick=quick, repeats=reps,
-                                   modes=modes, precision=precision, device=device):
+                                   modes=modes, precision=precision, device=device,
+                                   compiled=compiled):
                     rec.update(model=name, impl=row, arch="qlam" if row in QLAM_BACKWARD else row,
                                backward=QLAM_BACKWARD.get(row), n_params=count_params(model),
                                d_model=_d_model(model), target_params=target,

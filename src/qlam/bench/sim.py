@@ -52,6 +52,13 @@ The dense implementations build the fused W from theta inside every step (as the
 does); above ``qlam.sim.lowering.GENERIC_W_MAX_QUBITS`` qubits it is built from its
 structure (the same matrix, a fraction of the memory).
 
+Before any timing each row is checked against qlam's gate-by-gate reference (loss and
+gradient, float64, a few tokens) at every size where qlam's dispatch changes up to the
+largest timed one (:func:`check_sizes`); a disagreement stops the benchmark. A peer that is
+not installed or fails to start is skipped, one that raises later (the check, a timed size)
+is left out from there on: both recorded in the JSON's meta (``skipped``, ``failed``); an
+error of qlam's own rows is raised.
+
 Slow implementations run fewer tokens: each has a cap (``Impl.quick_tokens`` /
 ``full_tokens``) and a work budget per timed run (:func:`tokens_for`), which also shortens
 the dense rows at n >= 10 (at least ``MIN_TOKENS``). The rate is per token, so rows stay
@@ -71,8 +78,9 @@ from collections.abc import Callable
 import torch
 
 from qlam.bench import common, sim_peers
-from qlam.bench.sim_impls import BASELINE, IMPLS, PEERS, QLAM_ROWS, Impl, make_setup
-from qlam.sim.circuit_scan import min_factored_qubits
+from qlam.bench.sim_impls import BASELINE, IMPLS, PEERS, QLAM_ROWS, Impl, make_setup, run_reference
+from qlam.sim import circuit_scan
+from qlam.sim.lowering import GENERIC_W_MAX_QUBITS
 from qlam.sim.scan import cpp
 
 MIN_TOKENS = 4
@@ -87,24 +95,79 @@ REPEAT_SECONDS = {True: 5.0, False: 20.0}  # stop repeating once this much time 
 
 
 # ---- measuring ------------------------------------------------------------------------------
-def check_agreement(impls: list[str], n_qubits: int = 3, tokens: int = 5,
-                    atol: float = 1e-8, device: str = "cpu") -> None:
-    """All implementations give the same loss and gradient (float64, small case, on
-    ``device``); forward-only implementations are checked on the loss."""
-    ref_loss = ref_grad = None
-    for name in sorted(impls, key=lambda k: IMPLS[k].forward_only):
-        s = make_setup(n_qubits, 3, tokens, torch.float64, seed=123, device=device)
-        loss = IMPLS[name].run(s).cpu()
-        grad = None if IMPLS[name].forward_only else s.theta.grad.detach().cpu().clone()
-        if ref_loss is None:
-            ref_loss, ref_grad, ref_name = loss, grad, name
-            continue
-        err = float((loss - ref_loss).abs())
-        if grad is not None and ref_grad is not None:
-            err = max(err, float((grad - ref_grad).abs().max()))
-        if err > max(atol, IMPLS[name].atol or 0):
-            raise RuntimeError(f"benchmark implementations disagree: {name} vs {ref_name}, "
-                               f"max difference {err:.3g} in loss/gradient")
+CHECK_BATCH, CHECK_TOKENS, CHECK_ATOL = 3, 5, 1e-8  # the agreement check's case (float64)
+
+
+class Disagreement(RuntimeError):
+    """An implementation's loss or gradient is not that of qlam's gate-by-gate reference."""
+
+
+def _reference(n_qubits: int, tokens: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    s = make_setup(n_qubits, CHECK_BATCH, tokens, torch.float64, seed=123, device=device)
+    loss = run_reference(s).cpu()
+    return loss, s.theta.grad.detach().cpu()
+
+
+def _agree(name: str, n_qubits: int, tokens: int, ref, atol: float, device: str) -> None:
+    impl = IMPLS[name]
+    s = make_setup(n_qubits, CHECK_BATCH, tokens, torch.float64, seed=123, device=device)
+    err = float((impl.run(s).cpu() - ref[0]).abs())
+    if not impl.forward_only:
+        err = max(err, float((s.theta.grad.detach().cpu() - ref[1]).abs().max()))
+    if err > max(atol, impl.atol or 0):
+        raise Disagreement(f"benchmark implementations disagree at n = {n_qubits}: {name} vs "
+                           f"qlam-reference, max difference {err:.3g} in loss/gradient")
+
+
+def check_agreement(impls: list[str], n_qubits: int = 3, tokens: int = CHECK_TOKENS,
+                    atol: float = CHECK_ATOL, device: str = "cpu") -> None:
+    """Every implementation gives the loss and gradient of qlam's gate-by-gate reference
+    (float64, a small case, on ``device``); forward-only ones are checked on the loss.
+    Raises :class:`Disagreement` naming the implementation and n."""
+    ref = _reference(n_qubits, tokens, device)
+    for name in impls:
+        _agree(name, n_qubits, tokens, ref, atol, device)
+
+
+def check_sizes(names: list[str], n_list) -> list[int]:
+    """Where the agreement check runs (each row at the sizes it takes): each row's smallest
+    size from 3, and every size up to the largest timed one where qlam's dispatch changes:
+    the C++ factored kernel (4), phases folded per wire (``WIRE_MIN_QUBITS``), "auto"
+    factored without the kernel (``FACTORED_MIN_QUBITS``), the dense W built from its
+    structure."""
+    lows = {min(max(3, q[0]), q[1]) if (q := IMPLS[n].qubits) else 3 for n in names}
+    changes = (cpp.FACTORED_LOW_QUBITS, circuit_scan.WIRE_MIN_QUBITS,
+               circuit_scan.FACTORED_MIN_QUBITS, GENERIC_W_MAX_QUBITS + 1)
+    return sorted(lows | {n for n in changes if min(lows) < n <= max(n_list)})
+
+
+def unavailable(impl: Impl, device_type: str) -> str | None:
+    """Why ``impl`` cannot run here, None where it can."""
+    if not impl.available():
+        return "not installed"
+    try:
+        if impl.start is not None:
+            impl.start()
+    except Exception as e:  # a broken install: reported with its error
+        return f"failed to start: {type(e).__name__}: {e}"
+    return None if impl.on_device(device_type) else f"not on {device_type}"
+
+
+def _drop(name: str, error: Exception, where: dict, names: list[str], failed: list[dict],
+          log) -> None:
+    """A peer that failed: recorded in ``failed`` and removed from ``names``. A failure of
+    qlam's own rows (qlam-*) or a disagreement is raised."""
+    if name.startswith("qlam-") or isinstance(error, Disagreement):
+        raise error
+    failed.append({"impl": name, **where, "error": f"{type(error).__name__}: {error}"})
+    names.remove(name)
+    if log:
+        log(f"  {failure_line(failed[-1])} (left out from here on)")
+
+
+def failure_line(f: dict) -> str:
+    """One line of a ``failed`` entry of :func:`run_benchmark`."""
+    return f"{f['impl']} failed ({f['stage']}, n={f['n_qubits']} batch={f['batch']}): {f['error']}"
 
 
 def tokens_for(impl: Impl, n_qubits: int, batch: int, seq_len: int, quick: bool) -> int:
@@ -113,7 +176,7 @@ def tokens_for(impl: Impl, n_qubits: int, batch: int, seq_len: int, quick: bool)
     tokens = min(seq_len, cap) if cap else seq_len
     cost = impl.cost
     if cost == "auto":
-        cost = "factored" if n_qubits >= min_factored_qubits(cpp.available()) else "dense"
+        cost = "factored" if n_qubits >= circuit_scan.min_factored_qubits(cpp.available()) else "dense"
     if cost == "dense":
         per_token, budget = max(batch, 16) * 4.0**n_qubits, DENSE_BUDGET[quick]
     elif cost == "factored":
@@ -164,33 +227,42 @@ def measure(impl: Impl, n_qubits: int, batch: int, seq_len: int, *, quick: bool,
 def run_benchmark(n_list=(4, 6, 8), batch: int | list[int] = 128, seq_len: int = 784, *,
                   quick: bool = False, impls: list[str] | None = None, repeats: int | None = None,
                   dtype=torch.float32, log: Callable[[str], None] | None = None,
-                  large: tuple[int, int] | None = None, device: str = "cpu") -> list[dict]:
-    """Time every implementation at every (batch, n) on ``device`` ("cpu", "cuda", "cuda:1";
-    rows that do not run there are left out, or refused when named in ``impls``); with
-    ``large`` = (batch, seq_len), the sizes n >= LARGE_N run once at that batch and length
-    instead. A row runs only at the register sizes it takes (:attr:`Impl.qubits`)."""
+                  large: tuple[int, int] | None = None, device: str = "cpu",
+                  meta: dict | None = None) -> list[dict]:
+    """Time every implementation at every (batch, n) on ``device`` ("cpu", "cuda", "cuda:1")
+    after checking it against qlam's reference (:func:`check_sizes`); with ``large`` =
+    (batch, seq_len), the sizes n >= LARGE_N run once at that batch and length instead. A row
+    runs only at the register sizes it takes (:attr:`Impl.qubits`). Rows that cannot run here
+    are left out (refused when named in ``impls``); a peer that fails (the check, a timed
+    size) is left out from there on, qlam's own rows raise. ``meta`` gets ``skipped``
+    ({impl: reason}), ``failed`` ([{impl, n_qubits, batch, stage, error}]) and
+    ``agreement_n`` (the check's sizes)."""
     dev = torch.device(device)
-    names = impls or list(IMPLS)
+    names = list(impls or IMPLS)
     unknown = [n for n in names if n not in IMPLS]
     if unknown:
         raise ValueError(f"unknown implementation(s) {unknown}; known: {', '.join(IMPLS)}")
-    missing = [n for n in names if not IMPLS[n].available()]
-    if missing and impls:
-        raise ValueError(f"implementation(s) {missing} unavailable (package not installed)")
-    if missing and log:
-        log(f"  skipped (not installed here): {', '.join(missing)}")
-    names = [n for n in names if n not in missing]
-    elsewhere = [n for n in names if not IMPLS[n].on_device(dev.type)]
-    if elsewhere and impls:
-        raise ValueError(f"implementation(s) {elsewhere} do not run on {dev.type} tensors")
-    if elsewhere and log:
-        log(f"  skipped (not on {dev.type}): {', '.join(elsewhere)}")
-    names = [n for n in names if n not in elsewhere]
+    skipped = {n: why for n in names if (why := unavailable(IMPLS[n], dev.type))}
+    reasons = "; ".join(f"{n}: {why}" for n, why in skipped.items())
+    if skipped and impls:
+        raise ValueError(f"implementation(s) cannot run here ({reasons})")
+    if skipped and log:
+        log(f"  skipped ({reasons})")
+    names = [n for n in names if n not in skipped]
     if not names:
         raise ValueError(f"no implementation to run on {dev.type}")
-    # the agreement case at a size every row takes (qlam-triton: 4 qubits and up)
-    lo = max([IMPLS[n].qubits[0] for n in names if IMPLS[n].qubits] + [3])
-    check_agreement(names, n_qubits=lo, device=device)
+    failed: list[dict] = []
+    sizes = check_sizes(names, n_list)
+    if meta is not None:
+        meta.update(skipped=skipped, failed=failed, agreement_n=sizes)
+    for n in sizes:
+        ref = _reference(n, CHECK_TOKENS, device)
+        for name in [m for m in names if IMPLS[m].takes(n)]:
+            try:
+                _agree(name, n, CHECK_TOKENS, ref, CHECK_ATOL, device)
+            except Exception as e:  # _drop re-raises qlam's own rows' errors and disagreements
+                where = {"n_qubits": n, "batch": CHECK_BATCH, "stage": "agreement check"}
+                _drop(name, e, where, names, failed, log)
     reps = repeats if repeats is not None else (2 if quick else 3)
     batches = [batch] if isinstance(batch, int) else list(batch)
     cases = [(b, n, seq_len) for b in batches for n in n_list if not large or n < LARGE_N]
@@ -198,9 +270,13 @@ def run_benchmark(n_list=(4, 6, 8), batch: int | list[int] = 128, seq_len: int =
         cases += [(large[0], n, large[1]) for n in n_list if n >= LARGE_N]
     records = []
     for b, n, length in cases:
-        for name in (name for name in names if IMPLS[name].takes(n)):
-            rec = measure(IMPLS[name], n, b, length, quick=quick, repeats=reps, dtype=dtype,
-                          device=device)
+        for name in [name for name in names if IMPLS[name].takes(n)]:
+            try:
+                rec = measure(IMPLS[name], n, b, length, quick=quick, repeats=reps, dtype=dtype,
+                              device=device)
+            except Exception as e:  # _drop re-raises qlam's own rows' errors
+                _drop(name, e, {"n_qubits": n, "batch": b, "stage": "timing"}, names, failed, log)
+                continue
             records.append(rec)
             if log:
                 log(f"  {name:<26} n={n:<2} batch={b:<4}: {rec['tokens_per_s']:>12,.0f} "

@@ -267,8 +267,9 @@ class Impl:
     tokens it runs (None: all); ``cost`` ("dense", "factored", "auto", "gates" or None) sets how the work
     budget scales with n and batch (:func:`tokens_for`); ``prepare(setup)`` runs untimed
     before the timed runs (a compilation it times goes into ``sim_peers.COMPILE_SECONDS``);
-    ``version()`` names the peer's package versions for the record; ``atol`` loosens the
-    agreement check (float64, 1e-8) for a peer that computes in single precision only;
+    ``version()`` names the peer's package versions for the record; ``start()`` raises where
+    the installed package cannot start (a broken install; None: nothing to try); ``atol``
+    loosens the agreement check (float64, 1e-8) for a peer that computes in single precision;
     ``on_device(type)`` says whether the row runs on tensors of that device type ("cpu",
     "cuda"; default: CPU only) and ``qubits`` (lo, hi) bounds the register sizes it takes
     (None: any)."""
@@ -282,6 +283,7 @@ class Impl:
     cost: str | None = None
     prepare: Callable[[Setup], None] | None = None
     version: Callable[[], str] | None = None
+    start: Callable[[], None] | None = None
     atol: float | None = None
     on_device: Callable[[str], bool] = lambda device_type: device_type == "cpu"
     qubits: tuple[int, int] | None = None
@@ -309,16 +311,17 @@ def pennylane_version() -> str:
     return f"pennylane {version('pennylane')}, pennylane-lightning {version('pennylane_lightning')}"
 
 
-def _has_lightning() -> bool:
-    if not _has("pennylane", "pennylane_lightning")():
-        return False
-    try:
-        import pennylane as qml
+def aer_version() -> str:
+    from importlib.metadata import version
 
-        qml.device("lightning.qubit", wires=1)
-    except Exception:  # noqa: BLE001 - any failure to create the device: not available
-        return False
-    return True
+    return f"qiskit {version('qiskit')}, qiskit-aer {version('qiskit-aer')}"
+
+
+def _start_lightning() -> None:
+    """Create a lightning.qubit device: raises where the installed plugin is broken."""
+    import pennylane as qml
+
+    qml.device("lightning.qubit", wires=1)
 
 
 IMPLS: dict[str, Impl] = {}
@@ -362,7 +365,8 @@ register(Impl("qlam-reference", run_reference, quick_tokens=16, full_tokens=64, 
 register(Impl(BASELINE, run_pennylane, quick_tokens=32, full_tokens=128,
               available=_has("pennylane"), cost="gates", version=pennylane_version))
 register(Impl("pennylane-lightning.qubit", run_lightning, quick_tokens=8, full_tokens=32,
-              available=_has_lightning, cost="gates", version=pennylane_version))
+              available=_has("pennylane", "pennylane_lightning"), start=_start_lightning,
+              cost="gates", version=pennylane_version))
 register(Impl("tensorcircuit-jax", sim_peers.run_tensorcircuit, quick_tokens=128,
               full_tokens=784, available=_has("tensorcircuit", "jax"), cost="gates",
               prepare=sim_peers.prepare_tensorcircuit, version=sim_peers.tensorcircuit_version,
@@ -375,4 +379,4 @@ register(Impl("torchquantum", sim_peers.run_torchquantum, quick_tokens=16, full_
               version=sim_peers.torchquantum_version, atol=1e-5))
 register(Impl("qiskit-aer-forward", run_aer, quick_tokens=32, full_tokens=128,
               available=_has("qiskit", "qiskit_aer"), forward_only=True, cost="gates",
-              prepare=prepare_aer))
+              prepare=prepare_aer, version=aer_version))
