@@ -15,7 +15,7 @@ from pathlib import Path
 ORDER = ["v1", "v1_frozen", "v1_dtwide", "v1_lrmem1", "v1_depth2", "h16n3", "h16n4_o2",
          "h8n5_o2", "h8n6_o2", "v1_conv4", "v1_conv4_rerun", "v1_conv4_bf16", "frozen_conv4",
          "conv4_h16n4_o2", "mixed_conv4", "mixed_n3h8", "mixed_n3h8_gradfix", "mixed_conv4_gradfix",
-         "mixed_n3h8k2", "mixed_n3h4k4",
+         "mixed_n3h8k2", "mixed_n3h8k2_gradfix", "mixed_n3h4k4",
          "mixed_nonsel", "mixed_nodeph", "mixed_n2h16", "mixed_n4h8", "s4d4", "s4d64", "gru"]
 WHAT = {
     "v1": "QLAM v1: unitary memory (the paper's), 8 heads x 4 qubits, d_model 64",
@@ -38,6 +38,7 @@ WHAT = {
                           "row above and below this pair trained with them wrong, before 97f0f31)",
     "mixed_conv4_gradfix": "mixed_conv4 again with the write path's gradients right",
     "mixed_n3h8k2": "mixed n3h8 read in 2 learned bases per head (2 x 7 Z-strings)",
+    "mixed_n3h8k2_gradfix": "mixed_n3h8k2 again with the write path's gradients right",
     "mixed_n3h4k4": "mixed memory, 4 heads x 3 qubits read in 4 bases per head",
     "mixed_nonsel": "mixed n3h8, reset probability constant per head (not input-dependent)",
     "mixed_nodeph": "mixed n3h8 without phase damping",
