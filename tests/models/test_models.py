@@ -94,6 +94,16 @@ def test_parameter_budget(name):
     assert 0.5 * target < n < 1.5 * target
 
 
+def test_a_budget_below_the_narrowest_model_is_refused():
+    """An LSTM over 8,192 token ids has 24,610 parameters at d_model 1: a 5,000 budget had
+    been answered with d_model 1 (5x over) without a word."""
+    narrowest = count_params(build_model("lstm", 8192, 10, d_model=1, discrete=True))
+    with pytest.raises(ValueError, match=rf"lstm: even d_model=1 has {narrowest} parameters, "
+                                         r"over the target 5000 by more than 10 %"):
+        size_to_budget("lstm", 8192, 10, 5000, discrete=True)
+    assert size_to_budget("lstm", 8192, 10, narrowest, discrete=True) == 1  # at the floor: fine
+
+
 def test_build_model_passes_layer_options_on_and_names_unknown_ones():
     """QLAM's layer options reach the layer (they were dropped without a word before);
     an option no model takes is refused by name; one that only another model takes (a

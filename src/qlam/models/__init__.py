@@ -104,6 +104,9 @@ def size_to_budget(name: str, n_features: int, n_classes: int, target_params: in
         return cache[m]
 
     top = max(1, max_d_model // step)
+    if count(1) > 1.1 * target_params:  # (d_model 1 had been returned without a word)
+        raise ValueError(f"{name}: even d_model={step} has {count(1)} parameters, over the "
+                         f"target {target_params} by more than 10 %; give a larger --params")
     lo, hi = 1, 1
     while count(hi) < target_params:  # grow geometrically: huge widths are slow to build
         if hi == top:
