@@ -15,12 +15,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import sys
 from pathlib import Path
 
 from qlam.atomic import atomic_write_text
 from qlam.data.facts import GENERATED_TASKS, IMAGE_TASKS, TASKS
 from qlam.data.generated import vocab_of
+from qlam.data.npz_task import is_file_task
 from qlam.rundirs import differing_settings, read_summary
 
 # test accuracy (%) reported in the QLAM paper (sMNIST, sFashion-MNIST, sCIFAR-10)
@@ -55,8 +57,10 @@ def _task_order(key: str) -> tuple[int, str]:
 def task_key(summary: dict) -> str:
     """The task a run's rows and curves belong to: its name, with the vocabulary appended
     (``mqar-vocab40``) where ``--vocab`` changed a generated task's from its default (another
-    task: another chance level and difficulty)."""
+    task: another chance level and difficulty); a task file by its path from here."""
     task = summary["task"]
+    if is_file_task(task):  # one file however its path was written
+        task = os.path.relpath(Path(task).resolve())
     vocab = (summary.get("config") or {}).get("vocab")
     if vocab is None or task not in GENERATED_TASKS or vocab == vocab_of(task):
         return task

@@ -335,6 +335,15 @@ def test_a_regression_row_shows_its_mse(tmp_path):
     assert recs["smnist"]["test_mse_mean"] == ""
 
 
+def test_a_task_file_under_two_spellings_is_one_row(tmp_path):
+    """The same file given as an absolute and a relative path had made two rows."""
+    data = tmp_path / "data" / "x.npz"
+    fake_summary(tmp_path / "r0", task=str(data), seed=0, acc=0.8)
+    fake_summary(tmp_path / "r1", task=os.path.relpath(data), seed=1, acc=0.6)
+    rows = report.aggregate(report.collect([tmp_path], log=None))
+    assert [(r["runs"], r["test_acc_mean"]) for r in rows] == [(2, pytest.approx(70.0))]
+
+
 def test_report_on_a_summary_file_and_bad_numbers(tmp_path, capsys):
     """`qlam report DIR/summary.json` had failed (the file taken for the output folder); a
     NaN accuracy had made a row of 'nan'."""
