@@ -133,3 +133,33 @@ def test_step_streams_like_forward_and_the_cache_follows_optimizer_steps(cls):
             fresh = cls(6, n_heads=2, n_qubits=2).double()
             fresh.load_state_dict(layer.state_dict())
             torch.testing.assert_close(layer(x)[0], fresh(x)[0])
+
+
+@pytest.mark.parametrize("cls,opts", [(QLAM, {}), (MixedQLAM, {})])
+def test_clear_cache_after_an_edit_through_data(cls, opts):
+    """An edit through .data bumps no version counter, so the constants reused without
+    gradients stay those of the old parameters until clear_cache (documented there)."""
+    torch.manual_seed(0)
+    layer = cls(8, n_heads=2, n_qubits=2, **opts).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        layer(x)  # builds the cache
+        layer.log_dt.data.add_(1.0)
+        layer.clear_cache()
+        y = layer(x)[0]
+    assert torch.allclose(y, layer(x)[0].detach(), atol=1e-12)  # the gradient path: no cache
+
+
+@pytest.mark.parametrize("cls", [QLAM, MixedQLAM])
+def test_a_half_precision_layer_and_bad_steps_are_named(cls):
+    """layer.half() had failed inside the scan ('dtype must be float32/float64'), MixedQLAM
+    took shots=0 until its forward and a list in step failed with an AttributeError."""
+    for dtype in (torch.float16, torch.bfloat16):
+        layer = cls(8, n_heads=2, n_qubits=2).to(dtype)
+        with pytest.raises(TypeError, match=rf"the memory's parameters are {dtype}; they must be "
+                                            r"float32 or float64: .*torch.autocast"):
+            layer(torch.randn(1, 3, 8, dtype=dtype))
+    with pytest.raises(ValueError, match="shots must be an int >= 1 or None, got 0"):
+        cls(8, n_heads=2, n_qubits=2, shots=0)
+    with pytest.raises(ValueError, match=r"step expects x_t of shape \(batch, 8\), got list"):
+        cls(8, n_heads=2, n_qubits=2).step([1.0])

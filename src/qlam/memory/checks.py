@@ -53,6 +53,9 @@ def check_input(x, d_model: int, dtype: torch.dtype) -> None:
     parameter ``dtype`` (another dtype only under autocast), or an error naming the problem."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if dtype not in (torch.float32, torch.float64):  # (layer.half(), layer.to(bfloat16))
+        raise TypeError(f"the memory's parameters are {dtype}; they must be float32 or float64: "
+                        "keep the layer in float32 and run under torch.autocast for bfloat16")
     if not x.is_floating_point():
         raise TypeError(f"input must be a floating-point tensor, got {x.dtype}")
     if x.dim() != 3 or x.shape[-1] != d_model:

@@ -451,6 +451,11 @@ class QLAM(nn.Module):
         y, state = self(x_t.unsqueeze(1), state)
         return y.squeeze(1), state
 
+    def clear_cache(self) -> None:
+        """Forget the constants reused without gradients: needed after editing parameters
+        through ``.data``, which no version counter sees (optimizer steps are seen)."""
+        self._cache = None
+
     # ---- evaluation and export ---------------------------------------------------------
     def set_readout(self, shots: int | None = None, noise=None,
                     generator: torch.Generator | None = None) -> None:

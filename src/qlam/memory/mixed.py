@@ -227,6 +227,8 @@ class MixedQLAM(nn.Module):
     # reused while no parameter changes and no gradient is recorded (as in the unitary layer);
     # pickling drops the cache
     _constants = QLAM._constants
+    clear_cache = QLAM.clear_cache
+    shots = QLAM.shots  # (checked when set)
     __getstate__ = QLAM.__getstate__
 
     def reset_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -317,9 +319,9 @@ class MixedQLAM(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         """One token: x_t (B, d_model) -> (y_t (B, d_model), rho)."""
-        if x_t.dim() != 2:
-            raise ValueError(f"step expects x_t of shape (batch, {self.d_model}), "
-                             f"got {tuple(x_t.shape)}")
+        if not isinstance(x_t, torch.Tensor) or x_t.dim() != 2:
+            shape = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
+            raise ValueError(f"step expects x_t of shape (batch, {self.d_model}), got {shape}")
         y, state = self(x_t.unsqueeze(1), state)
         return y.squeeze(1), state
 
