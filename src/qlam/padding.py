@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 
-def check_lengths(lengths, batch: int, length: int) -> torch.Tensor:
-    """``lengths`` (B,) integers in 1..L as an int64 tensor on the CPU (a clear error
+def check_lengths(lengths, batch: int, length: int, least: int = 1) -> torch.Tensor:
+    """``lengths`` (B,) integers in least..L as an int64 tensor on the CPU (a clear error
     otherwise)."""
     if isinstance(lengths, (list, tuple)):
         lengths = torch.tensor(lengths)
@@ -22,18 +22,19 @@ def check_lengths(lengths, batch: int, length: int) -> torch.Tensor:
         raise ValueError(f"lengths must have shape ({batch},) (one per example), "
                          f"got {tuple(lengths.shape)}")
     lengths = lengths.detach().to("cpu", torch.int64)
-    if batch and (lengths.min() < 1 or lengths.max() > length):
-        raise ValueError(f"lengths must lie in 1..{length} (the padded length), got "
+    if batch and (lengths.min() < least or lengths.max() > length):
+        raise ValueError(f"lengths must lie in {least}..{length} (the padded length), got "
                          f"{lengths.min().item()}..{lengths.max().item()}")
     return lengths
 
 
 def padded_lengths(lengths, batch: int, length: int) -> torch.Tensor | None:
-    """:func:`check_lengths`, or None when nothing is padded (``lengths`` None, or every
-    example fills all L tokens)."""
+    """A stateful layer's :func:`check_lengths`, 0 allowed (a padded batch streamed in
+    chunks: an example that ended before this chunk keeps its state), or None when nothing
+    is padded (``lengths`` None, or every example fills all L tokens)."""
     if lengths is None:
         return None
-    lengths = check_lengths(lengths, batch, length)
+    lengths = check_lengths(lengths, batch, length, least=0)
     return None if bool((lengths == length).all()) else lengths
 
 

@@ -163,3 +163,20 @@ def test_a_half_precision_layer_and_bad_steps_are_named(cls):
         cls(8, n_heads=2, n_qubits=2, shots=0)
     with pytest.raises(ValueError, match=r"step expects x_t of shape \(batch, 8\), got list"):
         cls(8, n_heads=2, n_qubits=2).step([1.0])
+
+
+@pytest.mark.parametrize("cls", [QLAM, MixedQLAM])
+def test_a_padded_batch_streams_in_chunks(cls):
+    """Chunk 2 gives length 0 to the example that ended in chunk 1 (refused before: 'lengths
+    must lie in 1..2'): the chunks' outputs and final state are the whole sequence's."""
+    torch.manual_seed(0)
+    layer = cls(8, n_heads=2, n_qubits=2).double()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    lengths = torch.tensor([5, 2, 4])
+    y, final = layer(x, lengths=lengths)
+    y1, s = layer(x[:, :3], lengths=lengths.clamp(max=3))
+    y2, s = layer(x[:, 3:], s, lengths=(lengths - 3).clamp(min=0))
+    assert torch.allclose(torch.cat([y1, y2], 1), y, atol=1e-12)
+    assert torch.allclose(s, final, atol=1e-12)
+    with pytest.raises(ValueError, match=r"lengths must lie in 0..5"):
+        layer(x, lengths=torch.tensor([5, -1, 4]))

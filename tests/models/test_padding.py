@@ -64,7 +64,7 @@ def test_qlam_layer_padding_gradients_match_unpadded(memory):
 def test_lengths_are_validated(memory):
     layer = _layer(memory, 4).float()
     x = torch.randn(2, 5, 4)
-    with pytest.raises(ValueError, match=r"lengths must lie in 1\.\.5"):
+    with pytest.raises(ValueError, match=r"lengths must lie in 0\.\.5"):  # 0: streamed chunks
         layer(x, lengths=torch.tensor([5, 6]))
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
         layer(x, lengths=torch.tensor([5]))

@@ -302,7 +302,9 @@ class MixedQLAM(nn.Module):
         if lengths is None:
             last = rs[:, :, -1]
         else:
-            last = rs[:, torch.arange(b, device=rs.device), lengths.to(rs.device) - 1]
+            ends = lengths.to(rs.device)  # (0: no token in this chunk, the state passes)
+            last = rs[:, torch.arange(b, device=rs.device), (ends - 1).clamp_min(0)]
+            last = torch.where((ends == 0)[None, :, None, None], r0.transpose(0, 1), last)
         return zero_padding(probs, lengths), self._returned(v @ last.transpose(0, 1) @ v_dag)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None,
