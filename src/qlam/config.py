@@ -119,9 +119,6 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-# settings that control a run but not its result: they may change on --resume
-
-
 # settings that must be >= 1 (when set) and those that must be finite and > 0
 _AT_LEAST_ONE = ("epochs", "batch_size", "eval_batch_size", "limit_train", "limit_test",
                  "patch", "threads", "params", "d_model", "n_layers", "n_heads", "n_qubits",

@@ -142,19 +142,19 @@ class TokenReader:
         return int(t.text)
 
     # -- expressions
-    def expr(self):
-        node = self.term()
-        while self.tok.kind == "sym" and self.tok.text in "+-":
+    def _left_assoc(self, ops: str, operand):
+        """operand (op operand)*, left-associative, for the operators in ``ops``."""
+        node = operand()
+        while self.tok.kind == "sym" and self.tok.text in ops:
             op = self.next().text
-            node = ("bin", op, node, self.term())
+            node = ("bin", op, node, operand())
         return node
 
+    def expr(self):
+        return self._left_assoc("+-", self.term)
+
     def term(self):
-        node = self.factor()
-        while self.tok.kind == "sym" and self.tok.text in "*/":
-            op = self.next().text
-            node = ("bin", op, node, self.factor())
-        return node
+        return self._left_assoc("*/", self.factor)
 
     def angle(self):
         """One angle expression, at most :data:`MAX_EXPRESSION` operands and operators."""

@@ -23,7 +23,7 @@ def run_dir(root: str | Path, task: str, model: str, seed: int) -> Path:
     return Path(root) / (Path(task).stem if is_file_task(task) else task) / model / f"seed{seed}"
 
 
-# settings that change how a run is run, not what it computes
+# settings that control a run but not its result: they may change on --resume
 RUN_CONTROL = ("out", "label", "device", "threads", "compile", "checkpoint_minutes", "max_minutes",
                "stop_after_steps", "eval_batch_size", "log_every", "tensorboard")
 
