@@ -247,8 +247,9 @@ def _train(cfg: TrainConfig, resume: bool, command: str | None,
                          f"{cfg.val_fraction}): give a val_fraction > 0")
     if cfg.model == "transformer" and task.target == "tokens" and cfg.causal is None:
         cfg = dataclasses.replace(cfg, causal=True)  # per token: what the recurrent models see
-    seen = {name: round(seen_in_train(task.train.x, split.x[:cfg.limit_test]), 4)
-            for name, split in (("val", task.val), ("test", task.test))}
+    shares = seen_in_train(task.train.x, {"val": task.val.x[:cfg.limit_test],
+                                          "test": task.test.x[:cfg.limit_test]})
+    seen = {name: round(share, 4) for name, share in shares.items()}
     if any(seen.values()):
         log(f"warning: {seen['test']:.1%} of the test and {seen['val']:.1%} of the validation "
             "inputs also occur in the training set: their accuracy measures memory more than "

@@ -319,10 +319,10 @@ def test_seen_in_train_counts_the_test_inputs_that_occur_in_training():
     task = get_task("parity", length=8, limit_train=1000, limit_test=200)
     train_rows = {tuple(r.tolist()) for r in task.train.x}
     truth = sum(tuple(r.tolist()) in train_rows for r in task.test.x) / len(task.test)
-    assert truth > 0.9 and seen_in_train(task.train.x, task.test.x) == truth
+    assert truth > 0.9 and seen_in_train(task.train.x, {"test": task.test.x}) == {"test": truth}
     long = get_task("parity", length=64, limit_train=1000, limit_test=200)
-    assert seen_in_train(long.train.x, long.test.x) == 0.0
-    assert seen_in_train(task.train.x, task.test.x[:0]) == 0.0
+    assert seen_in_train(long.train.x, {"test": long.test.x}) == {"test": 0.0}
+    assert seen_in_train(task.train.x, {"none": task.test.x[:0]}) == {"none": 0.0}
 
 
 def test_numpy_integers_are_lengths():

@@ -14,10 +14,9 @@ def _digests(x: torch.Tensor) -> list[bytes]:
     return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
 
 
-def seen_in_train(train_x: torch.Tensor, x: torch.Tensor) -> float:
-    """The fraction of the examples of x (N, L, ...) whose input equals a training input
-    (0.0 for an empty x)."""
-    if len(x) == 0:
-        return 0.0
+def seen_in_train(train_x: torch.Tensor, splits: dict[str, torch.Tensor]) -> dict[str, float]:
+    """For each split's inputs x (N, L, ...), the fraction whose input equals a training input
+    (0.0 for an empty x); the training set is hashed once."""
     seen = set(_digests(train_x))
-    return sum(d in seen for d in _digests(x)) / len(x)
+    return {name: sum(d in seen for d in _digests(x)) / len(x) if len(x) else 0.0
+            for name, x in splits.items()}
