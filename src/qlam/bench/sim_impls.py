@@ -305,16 +305,8 @@ def _has(*modules: str) -> Callable[[], bool]:
     return check
 
 
-def pennylane_version() -> str:
-    from importlib.metadata import version
-
-    return f"pennylane {version('pennylane')}, pennylane-lightning {version('pennylane_lightning')}"
-
-
-def aer_version() -> str:
-    from importlib.metadata import version
-
-    return f"qiskit {version('qiskit')}, qiskit-aer {version('qiskit-aer')}"
+pennylane_version = sim_peers.versions_of("pennylane", "pennylane-lightning")
+aer_version = sim_peers.versions_of("qiskit", "qiskit-aer")
 
 
 def _start_lightning() -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -287,7 +288,14 @@ def run_torchquantum(s) -> torch.Tensor:
     return loss.detach().sum().to(torch.float64)
 
 
-def torchquantum_version() -> str:
-    from importlib.metadata import version
+def versions_of(*dists: str) -> Callable[[], str]:
+    """A peer's ``version()``: "dist X.Y, dist2 Z" of these installed distributions."""
+    def version() -> str:
+        from importlib.metadata import version as installed
 
-    return f"torchquantum {version('torchquantum')}, qiskit {version('qiskit')}"
+        return ", ".join(f"{d} {installed(d)}" for d in dists)
+
+    return version
+
+
+torchquantum_version = versions_of("torchquantum", "qiskit")
